@@ -1,0 +1,47 @@
+"""`python -m bench [overrides...]`: compose the config, run the sweep, exit non-zero on failure.
+
+Hydra's compose API rather than `@hydra.main`: bench owns its output folders (results/<sweep>/
+<run_id>) and turns every config error into one line that names the key, before any work starts.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from omegaconf import OmegaConf
+
+from bench.config import ConfigError, compose
+
+USAGE = """usage: python -m bench +sweep=NAME [key=value ...]
+       python -m bench --cfg +sweep=NAME [key=value ...]   print the composed config and exit
+
+sweeps: seeds, smoke     groups: dataset=..., model=..., cluster=...
+examples:
+  python -m bench +sweep=smoke
+  python -m bench +sweep=seeds dataset=digits model=mlp libraries=[torch,tensorflow] seeds.n=20
+results: results/<sweep>/<run_id>/part-*.parquet, read with pandas.read_parquet(folder)
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(USAGE)
+        return 0
+    show_cfg = "--cfg" in args
+    args = [a for a in args if a != "--cfg"]
+    try:
+        cfg = compose(args)
+        if show_cfg:
+            print(OmegaConf.to_yaml(cfg, resolve=True))
+            return 0
+        from bench.runner import run_sweep
+
+        outcome = run_sweep(cfg)
+    except ConfigError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished rows are in the run folder", file=sys.stderr)
+        return 130
+    return 0 if outcome.n_error == 0 else 1

@@ -1,0 +1,109 @@
+"""Thread counts and determinism toggles: set for the spec's library, and read back as in force.
+
+Two kinds of settings exist. Environment variables (OMP/MKL/OpenBLAS threads, TF's thread pools,
+cuBLAS workspace) only work if present before the library is imported, so the runner starts each
+worker with `worker_env(...)` already in its environment. Runtime calls (torch.set_num_threads,
+threadpoolctl, op determinism) happen in `apply`, before every trial. What `apply` returns is read
+back from the libraries, not echoed from the spec, so a row never claims a setting that failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from bench.spec import TrialSpec
+
+THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+)
+RECORDED_ENV = (
+    *THREAD_ENV,
+    "TF_ENABLE_ONEDNN_OPTS",
+    "TF_DETERMINISTIC_OPS",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "CUDA_VISIBLE_DEVICES",
+    "PYTHONHASHSEED",
+)
+
+
+def worker_env(threads: int, deterministic: bool, device: str) -> dict[str, str]:
+    """Environment a worker process needs before it imports any library."""
+    env = dict.fromkeys(THREAD_ENV, str(threads))
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    if deterministic and device == "cuda":
+        env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    return env
+
+
+def _torch(spec: TrialSpec) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(spec.threads)
+    try:
+        torch.set_num_interop_threads(spec.threads)
+    except RuntimeError:  # only settable once per process, before any parallel work
+        pass
+    torch.use_deterministic_algorithms(spec.deterministic)
+    torch.backends.cudnn.deterministic = spec.deterministic
+    torch.backends.cudnn.benchmark = not spec.deterministic
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "deterministic_in_force": torch.are_deterministic_algorithms_enabled(),
+    }
+
+
+def _tensorflow(spec: TrialSpec) -> dict[str, Any]:
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    threading = tf.config.threading
+    for get, set_ in (
+        (threading.get_intra_op_parallelism_threads, threading.set_intra_op_parallelism_threads),
+        (threading.get_inter_op_parallelism_threads, threading.set_inter_op_parallelism_threads),
+    ):
+        if get() != spec.threads:
+            try:
+                set_(spec.threads)
+            except RuntimeError:
+                raise RuntimeError(
+                    f"threads: TensorFlow in this process already runs with {get()} threads and "
+                    f"cannot switch to {spec.threads}; run it in a fresh worker"
+                ) from None
+    if spec.deterministic:
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
+    return {
+        "tf_intra_threads": threading.get_intra_op_parallelism_threads(),
+        "tf_inter_threads": threading.get_inter_op_parallelism_threads(),
+        "deterministic_in_force": bool(tf_config.is_op_determinism_enabled()),
+    }
+
+
+def apply(spec: TrialSpec) -> dict[str, Any]:
+    """Put the spec's threads and determinism into force; return what is in force."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    threadpool_limits(limits=spec.threads)  # numpy/scipy/sklearn BLAS and OpenMP, process-wide
+    settings: dict[str, Any] = {"deterministic_in_force": spec.deterministic}
+    if spec.library == "torch":
+        settings.update(_torch(spec))
+    elif spec.library == "tensorflow":
+        settings.update(_tensorflow(spec))
+    pools = threadpool_info()
+    settings["blas_threads"] = max((p["num_threads"] for p in pools), default=None)
+    settings["blas"] = "; ".join(
+        f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')}, {p['num_threads']} threads)"
+        for p in pools
+    )
+    settings["determinism_env"] = json.dumps(
+        {k: os.environ.get(k) for k in RECORDED_ENV}, sort_keys=True
+    )
+    return settings

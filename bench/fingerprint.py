@@ -1,0 +1,120 @@
+"""What a result depends on besides its spec: the environment, and hashes of what came out.
+
+Versions come from package metadata (no import of TensorFlow just to read its version). Hashes are
+over exact bytes in a fixed layout, so two rows with equal `weights_sha256` hold bitwise equal
+weights, whatever library or machine produced them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+_DISTRIBUTIONS = {
+    "numpy": ("numpy",),
+    "sklearn": ("scikit-learn",),
+    "torch": ("torch",),
+    "tensorflow": ("tensorflow", "tensorflow-cpu"),
+    "keras": ("keras",),
+    "ray": ("ray",),
+}
+
+
+def weights_sha256(weights: list[np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for w in weights:
+        h.update(repr(tuple(w.shape)).encode())
+        h.update(np.ascontiguousarray(w, dtype="<f4").tobytes())
+    return h.hexdigest()
+
+
+def predictions_sha256(y_pred: np.ndarray, proba: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(y_pred, dtype="<i8").tobytes())
+    h.update(np.ascontiguousarray(proba, dtype="<f4").tobytes())
+    return h.hexdigest()
+
+
+def version(name: str) -> str | None:
+    for dist in _DISTRIBUTIONS.get(name, (name,)):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def _static() -> dict[str, Any]:
+    return {
+        "host": socket.gethostname(),
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_model": _cpu_model(),
+        **{f"{name}_version": version(name) for name in _DISTRIBUTIONS},
+    }
+
+
+def _gpu(device: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "cuda_version": None,
+        "cudnn_version": None,
+        "gpu_name": None,
+        "driver_version": None,
+    }
+    if "torch" in sys.modules:
+        import torch
+
+        out["cuda_version"] = torch.version.cuda
+        if device == "cuda" and torch.cuda.is_available():
+            out["cudnn_version"] = str(torch.backends.cudnn.version())
+            out["gpu_name"] = torch.cuda.get_device_name()
+    if device == "cuda" and shutil.which("nvidia-smi"):
+        query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+        try:
+            out["driver_version"] = (
+                subprocess.run(query, capture_output=True, text=True, timeout=10)
+                .stdout.split("\n")[0]
+                .strip()
+            )
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return out
+
+
+def _ray_node_id() -> str | None:
+    if "ray" not in sys.modules:
+        return None
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+def environment(library: str, device: str) -> dict[str, Any]:
+    static = _static()
+    return {
+        **static,
+        "library_version": static.get(f"{library}_version"),
+        **_gpu(device),
+        "ray_node_id": _ray_node_id(),
+    }

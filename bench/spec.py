@@ -1,0 +1,57 @@
+"""TrialSpec: everything that determines one trial, as plain, frozen, JSON-serialisable data.
+
+The spec is the unit that travels from the driver to a worker and back into the result row. Its
+`trial_key` (sha256 of the canonical JSON) is stable across processes and machines, so resume and
+joins between runs can rely on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    sweep: str
+    library: str
+    model: str
+    dataset: str
+    device: str
+    varied: str  # split | order | init | all | none
+    seed_split: int
+    seed_order: int
+    seed_init: int
+    repeat: int
+    deterministic: bool
+    threads: int
+    init_mode: str
+    order_mode: str
+    hparams: str  # canonical JSON of the model's hyperparameters
+    dataset_params: (
+        str  # canonical JSON of the dataset's settings (test size, synthetic shape, ...)
+    )
+
+    @property
+    def trial_key(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialSpec:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def hparams_dict(self) -> dict[str, Any]:
+        return json.loads(self.hparams)
+
+    def dataset_dict(self) -> dict[str, Any]:
+        return json.loads(self.dataset_params)
+
+
+def canonical_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
