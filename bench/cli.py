@@ -11,9 +11,11 @@ import sys
 from omegaconf import OmegaConf
 
 from bench.config import ConfigError, compose
+from bench.runner import Interrupted
 
 USAGE = """usage: python -m bench +sweep=NAME [key=value ...]
        python -m bench --cfg +sweep=NAME [key=value ...]   print the composed config and exit
+       python -m bench report RUN_DIR [--out DIR] [--threshold T]   write RUN_DIR/_report/report.md
 
 sweeps: seeds, smoke     groups: dataset=..., model=..., cluster=...
 examples:
@@ -25,6 +27,10 @@ results: results/<sweep>/<run_id>/part-*.parquet, read with pandas.read_parquet(
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] == "report":  # a subcommand, not an override: no Hydra composition
+        from bench.report import main as report_main
+
+        return report_main(args[1:])
     if any(a in ("-h", "--help") for a in args):
         print(USAGE)
         return 0
@@ -35,13 +41,22 @@ def main(argv: list[str] | None = None) -> int:
         if show_cfg:
             print(OmegaConf.to_yaml(cfg, resolve=True))
             return 0
+        from bench.cluster.slurm import should_submit
+
+        if should_submit(cfg):  # cluster=slurm outside a job: write and sbatch one, then return
+            from bench.cluster.slurm import submit
+
+            return submit(cfg, args)
         from bench.runner import run_sweep
 
         outcome = run_sweep(cfg)
     except ConfigError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted; finished rows are in the run folder", file=sys.stderr)
+    except Interrupted as exc:
+        again = " ".join(
+            [*(a for a in args if not a.startswith("run_id=")), f"run_id={exc.run_id}"]
+        )
+        print(f"bench: {exc}; resume with: python -m bench {again}", file=sys.stderr)
         return 130
     return 0 if outcome.n_error == 0 else 1

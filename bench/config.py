@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ class DatasetName(Enum):
 class ModelName(Enum):
     logreg = "logreg"
     mlp = "mlp"
+    linear_svm = "linear_svm"  # hinge loss, no hidden layer
+    cnn = "cnn"  # convolutions on image datasets (digits); torch and tensorflow only
 
 
 class Varied(Enum):
@@ -63,6 +65,14 @@ class InitMode(Enum):
 class OrderMode(Enum):
     library = "library"  # each library's own shuffling, seeded from seed_order
     shared = "shared"  # numpy draws every epoch's permutation; every library follows it
+
+
+class Mode(Enum):
+    """How equal the libraries are made (bench.backends.base explains each)."""
+
+    defaults = "defaults"  # each library's own default hyperparameters, initialiser, shuffling
+    aligned = "aligned"  # every hyperparameter identical; each library's own RNG
+    shared = "shared"  # aligned + shared initial weights + shared batch order
 
 
 class Activation(Enum):
@@ -103,6 +113,9 @@ class ModelConfig:
     alpha: float = 1e-4
     batch_size: int = 32
     epochs: int = 30
+    # cnn only: one 'valid' kxk convolution (stride 1) per entry, then hidden_sizes, then output.
+    conv_channels: list[int] = field(default_factory=list)
+    kernel_size: int = 3
 
 
 @dataclass
@@ -117,15 +130,49 @@ class SweepConfig:
     varied: list[Varied] = field(default_factory=lambda: list(Varied))
 
 
+class ClusterKind(Enum):
+    """Where trials run (conf/cluster/<name>.yaml)."""
+
+    local = "local"  # an embedded Ray on this machine
+    ray = "ray"  # join an existing Ray cluster by address
+    slurm = "slurm"  # outside a job: write and sbatch a job; inside it: run on the job's Ray
+
+
 @dataclass
 class ClusterConfig:
-    name: str = "local"
+    name: ClusterKind = ClusterKind.local
     # null: start an embedded Ray on this machine; "auto" or "host:port": join that cluster.
     address: str | None = None
     num_cpus: int | None = None  # embedded Ray only; null = all CPUs of this machine
     num_gpus: int | None = None
     max_in_flight: int | None = None  # null = twice the cluster's CPUs
     include_dashboard: bool = False
+    # cluster=slurm only (bench.cluster.slurm writes them as #SBATCH lines).
+    nodes: int = 1
+    cpus_per_node: int = 2
+    gpus_per_node: int = 0
+    gpu_type: str | None = None  # gres=gpu:<gpu_type>:<n>, e.g. a100; null: any GPU
+    partition: str | None = None  # null: the cluster's default partition
+    time: str = "01:00:00"  # the job's time limit: [days-]hours:minutes:seconds or minutes
+    account: str | None = None
+    mem: str | None = None  # per node, e.g. 16G; null: the partition's default
+    job_name: str = "bench"
+    sbatch: list[str] = field(default_factory=list)  # extra options, e.g. ["--qos=short"]
+    # where the job writes results: a path every node sees; null: results_dir, made absolute.
+    results_dir: str | None = None
+    python: str | None = None  # the interpreter the job runs; null: the one that submits
+    wait: bool = False  # true: block until the job ends and exit with its exit status
+
+
+@dataclass
+class FaultsConfig:
+    """Fault injection for testing the harness (fractions of trials, chosen by trial key)."""
+
+    raise_on: float = 0.0
+    kill_worker_on: float = 0.0
+    kill_always: bool = False  # false: a killed trial survives Ray's retry (a transient crash)
+    hang_on: float = 0.0
+    hang_seconds: float = 3600.0
 
 
 @dataclass
@@ -141,10 +188,21 @@ class BenchConfig:
     threads: int = 1
     init_mode: InitMode = InitMode.library
     order_mode: OrderMode = OrderMode.library
+    # mode=shared sets init_mode and order_mode to shared; mode=defaults needs both at library.
+    mode: Mode = Mode.aligned
+    # Several models / modes in one sweep; empty = just `model` / `mode`. Each name in `models`
+    # takes its hyperparameters from model_zoo.<name> (+sweep=libraries loads every conf/model/).
+    models: list[ModelName] = field(default_factory=list)
+    modes: list[Mode] = field(default_factory=list)
+    model_zoo: dict[str, ModelConfig] = field(default_factory=dict)
     results_dir: str = "results"
     run_id: str | None = None
     progress: bool = True
     rows_per_part: int = 50
+    report: bool = False  # write RUN_DIR/_report/report.md (+ .html, PNGs) when the sweep ends
+    retries: int = 2  # Ray re-runs a trial whose worker process died, up to this many times
+    trial_timeout_s: float | None = None  # a trial running longer becomes an error row
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
 
 def register() -> None:
@@ -175,6 +233,12 @@ def validate(cfg: DictConfig) -> None:
         ("model.alpha", cfg.model.alpha >= 0, "must be >= 0"),
         ("model.hidden_sizes", all(h >= 1 for h in cfg.model.hidden_sizes), "sizes must be >= 1"),
         ("rows_per_part", cfg.rows_per_part >= 1, "must be >= 1"),
+        ("retries", cfg.retries >= 0, "must be >= 0"),
+        ("trial_timeout_s", cfg.trial_timeout_s is None or cfg.trial_timeout_s > 0, "must be > 0"),
+        *(
+            (f"faults.{k}", 0.0 <= cfg.faults[k] <= 1.0, "must be a fraction in [0, 1]")
+            for k in ("raise_on", "kill_worker_on", "hang_on")
+        ),
     ]
     for key, ok, why in checks:
         if not ok:
@@ -193,9 +257,14 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.dataset.name == DatasetName.synthetic:
         d = cfg.dataset
-        if not (d.n_classes >= 2 and d.n_informative <= d.n_features and d.n_samples >= 10):
+        if not (d.n_classes >= 2 and 1 <= d.n_informative <= d.n_features and d.n_samples >= 10):
             raise ConfigError(
-                "dataset: synthetic needs n_classes >= 2, n_informative <= n_features, n_samples >= 10"
+                "dataset: synthetic needs n_classes >= 2, 1 <= n_informative <= n_features, n_samples >= 10"
+            )
+        if 2 * d.n_classes > 2**d.n_informative:  # make_classification: 2 clusters per class
+            raise ConfigError(
+                f"dataset.n_informative: {d.n_informative} informative features cannot separate "
+                f"{d.n_classes} classes (needs n_classes * 2 <= 2 ** n_informative)"
             )
     if cfg.device == Device.cuda and any(lib != Library.torch for lib in cfg.libraries):
         others = [lib.value for lib in cfg.libraries if lib != Library.torch]
@@ -204,6 +273,159 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.seeds.base + cfg.seeds.n - 1 > UINT32_MAX:
         raise ConfigError(f"seeds.n: base + n exceeds the uint32 seed range ({UINT32_MAX})")
+    validate_cluster(cfg)
+    validate_models(to_container(cfg))
+
+
+# #SBATCH values go to sbatch's own option parser: a plain token keeps them one option each.
+_SBATCH_TOKEN = re.compile(r"^[A-Za-z0-9_.,:+@%/=-]+$")
+_SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^(infinite|unlimited)$", re.IGNORECASE)
+_SBATCH_OPTION = re.compile(r"^--[a-z][a-z0-9-]*(=\S.*)?$")
+# Options bench sets itself in a generated job (where its output goes, where it runs).
+_SBATCH_OWN = ("--output", "--error", "--chdir", "--wait", "--wrap", "--parsable", "--export")
+
+
+def validate_cluster(cfg: DictConfig) -> None:
+    """cluster.*: ranges, and SLURM values that must stay one #SBATCH option each."""
+    c = cfg.cluster
+    checks: list[tuple[str, bool, str]] = [
+        ("cluster.num_cpus", c.num_cpus is None or c.num_cpus >= 1, "must be >= 1"),
+        ("cluster.num_gpus", c.num_gpus is None or c.num_gpus >= 0, "must be >= 0"),
+        ("cluster.max_in_flight", c.max_in_flight is None or c.max_in_flight >= 1, "must be >= 1"),
+        ("cluster.nodes", c.nodes >= 1, "must be >= 1"),
+        ("cluster.cpus_per_node", c.cpus_per_node >= 1, "must be >= 1"),
+        ("cluster.gpus_per_node", c.gpus_per_node >= 0, "must be >= 0"),
+        (
+            "cluster.time",
+            bool(_SLURM_TIME.match(c.time)),
+            "must be a SLURM time limit such as 90, 02:00:00 or 1-12:00:00",
+        ),
+        (
+            "cluster.mem",
+            c.mem is None or bool(re.match(r"^\d+[KMGT]?$", c.mem)),
+            "must be a size such as 16G",
+        ),
+        (
+            "cluster.results_dir",
+            c.results_dir is None or c.results_dir.strip() != "",
+            "must not be empty",
+        ),
+        ("cluster.python", c.python is None or c.python.strip() != "", "must not be empty"),
+    ]
+    for key in ("job_name", "partition", "account", "gpu_type"):
+        value = c[key]
+        checks.append(
+            (
+                f"cluster.{key}",
+                value is None or bool(_SBATCH_TOKEN.match(value)),
+                "only letters, digits and _ . , : + @ % / = - allowed",
+            )
+        )
+    for key, ok, why in checks:
+        if not ok:
+            raise ConfigError(f"{key}: {why}, got {OmegaConf.select(cfg, key)!r}")
+    for line in c.sbatch:
+        if not _SBATCH_OPTION.match(line) or "\n" in line or "\r" in line:
+            raise ConfigError(
+                f"cluster.sbatch: each entry must be one long option such as --qos=short, got {line!r}"
+            )
+        if line.split("=", 1)[0] in _SBATCH_OWN:
+            raise ConfigError(
+                f"cluster.sbatch: bench sets {line.split('=', 1)[0]} itself in the job it writes, got {line!r}"
+            )
+    if c.name == ClusterKind.slurm and cfg.device == Device.cuda and c.gpus_per_node == 0:
+        raise ConfigError(
+            "cluster.gpus_per_node: device=cuda needs GPUs in the job; set cluster.gpus_per_node=1 or more"
+        )
+
+
+def selected_models(plain: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(config key, model settings) of every model a run trains: `model`, or each of `models`."""
+    if not plain.get("models"):
+        return [("model", plain["model"])]
+    zoo = plain.get("model_zoo") or {}
+    out = []
+    for name in plain["models"]:
+        if name in zoo:
+            out.append((f"model_zoo.{name}", zoo[name]))
+        elif plain["model"]["name"] == name:
+            out.append(("model", plain["model"]))
+        else:
+            raise ConfigError(
+                f"models: no settings for {name!r}; use +sweep=libraries (loads every model) "
+                f"or add +model@model_zoo.{name}={name}"
+            )
+    return out
+
+
+def selected_modes(plain: dict[str, Any]) -> list[str]:
+    return list(plain.get("modes") or [plain.get("mode", "aligned")])
+
+
+def seed_modes(mode: str, init_mode: str, order_mode: str) -> tuple[str, str]:
+    """(init_mode, order_mode) that a trial of `mode` actually runs with."""
+    if mode == "shared":
+        return "shared", "shared"
+    return init_mode, order_mode
+
+
+def validate_models(plain: dict[str, Any]) -> None:
+    """Every model x mode x library x dataset combination a run would train must exist: an
+    unsupported one is refused here, naming the key, never dropped from the sweep."""
+    from bench.models import IMAGE_SHAPES, NetSpec
+
+    for mode in selected_modes(plain):
+        if mode == "defaults" and "shared" in (plain["init_mode"], plain["order_mode"]):
+            raise ConfigError(
+                "mode: defaults uses each library's own initialiser and shuffling; set "
+                "init_mode=library order_mode=library, or use mode=aligned / mode=shared"
+            )
+    names = [m["name"] for _, m in selected_models(plain)]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"models: names a model twice: {names}")
+    if len(set(selected_modes(plain))) != len(selected_modes(plain)):
+        raise ConfigError(f"modes: names a mode twice: {selected_modes(plain)}")
+    dataset = plain["dataset"]["name"]
+    for key, m in selected_models(plain):
+        name = m["name"]
+        for sub, ok, why in (
+            ("epochs", m["epochs"] >= 1, "must be >= 1"),
+            ("batch_size", m["batch_size"] >= 1, "must be >= 1"),
+            ("lr", m["lr"] > 0, "must be > 0"),
+            ("alpha", m["alpha"] >= 0, "must be >= 0"),
+            ("eps", m["eps"] > 0, "must be > 0"),
+            ("hidden_sizes", all(h >= 1 for h in m["hidden_sizes"]), "sizes must be >= 1"),
+            ("conv_channels", all(c >= 1 for c in m["conv_channels"]), "sizes must be >= 1"),
+            ("kernel_size", m["kernel_size"] >= 1, "must be >= 1"),
+        ):
+            if not ok:
+                raise ConfigError(f"{key}.{sub}: {why}, got {m[sub]}")
+        if name == "mlp" and not m["hidden_sizes"]:
+            raise ConfigError(f"{key}.hidden_sizes: an mlp needs at least one hidden layer")
+        if name in ("logreg", "linear_svm") and m["hidden_sizes"]:
+            raise ConfigError(f"{key}.hidden_sizes: {name} has no hidden layers; use model=mlp")
+        if name != "cnn" and m["conv_channels"]:
+            raise ConfigError(f"{key}.conv_channels: only a cnn has convolutions; use model=cnn")
+        if name != "cnn":
+            continue
+        if not m["conv_channels"]:
+            raise ConfigError(f"{key}.conv_channels: a cnn needs at least one convolution")
+        where = "model.name" if key == "model" else "models"
+        if dataset not in IMAGE_SHAPES:
+            raise ConfigError(
+                f"{where}: cnn needs an image dataset ({', '.join(IMAGE_SHAPES)}), "
+                f"got dataset={dataset}"
+            )
+        if "sklearn" in plain["libraries"]:
+            raise ConfigError(
+                f"libraries: scikit-learn has no cnn; drop sklearn from libraries or cnn from {where}"
+            )
+        h, w = IMAGE_SHAPES[dataset]
+        try:
+            NetSpec(h * w, (), 2, conv_channels=tuple(m["conv_channels"]),
+                    kernel_size=m["kernel_size"], image_shape=(h, w))  # fmt: skip
+        except ValueError as exc:
+            raise ConfigError(f"{key}.{exc}") from None
 
 
 def one_line(exc: BaseException) -> str:
@@ -229,6 +451,25 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split("Config search path:")[0].split())
 
 
+def _keys_outside_schema(cfg: DictConfig, schema: DictConfig, prefix: str = "") -> list[str]:
+    """Keys that `+key=value` appended although no dataclass declares them.
+
+    Hydra lets `+` add keys even to a structured config, so `+seeds.nn=5` would compose and be
+    silently ignored. Only nodes typed by a dataclass are checked; free-form dicts (model_zoo) are not.
+    """
+    out: list[str] = []
+    for key in cfg.keys():
+        path = f"{prefix}{key}"
+        if key not in schema.keys():
+            out.append(path)
+            continue
+        node, typed = cfg._get_node(key), schema._get_node(key)
+        schema_type = OmegaConf.get_type(typed) if isinstance(typed, DictConfig) else None
+        if isinstance(node, DictConfig) and schema_type is not None and is_dataclass(schema_type):
+            out += _keys_outside_schema(node, typed, f"{path}.")
+    return out
+
+
 def compose(overrides: list[str]) -> DictConfig:
     """Compose conf/ with command-line overrides, exactly as `python -m bench` does, and validate."""
     from hydra import compose as hydra_compose
@@ -243,6 +484,9 @@ def compose(overrides: list[str]) -> DictConfig:
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(one_line(exc)) from exc
+    unknown = _keys_outside_schema(cfg, OmegaConf.structured(BenchConfig))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: not a key of the config schema (bench/config.py)")
     validate(cfg)
     return cfg
 

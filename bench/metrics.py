@@ -9,6 +9,9 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
     from sklearn import metrics
 
     n_classes = proba.shape[1]
+    # float32 rows sum to 1 only within rounding; scikit-learn warns (and renormalises) otherwise.
+    p64 = proba.astype(np.float64)
+    p64 /= p64.sum(axis=1, keepdims=True)
     y_pred = np.argmax(proba, axis=1)
     labels = np.arange(n_classes)
     binary = n_classes == 2
@@ -21,16 +24,13 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
             average="binary" if binary else "macro",
             labels=None if binary else labels,
         ),
-        "log_loss": metrics.log_loss(y_true, proba.astype(np.float64), labels=labels),
+        "log_loss": metrics.log_loss(y_true, p64, labels=labels),
     }
     try:
         if binary:
             out["roc_auc"] = metrics.roc_auc_score(y_true, proba[:, 1])
         else:
-            p = proba.astype(np.float64)
-            out["roc_auc"] = metrics.roc_auc_score(
-                y_true, p / p.sum(axis=1, keepdims=True), multi_class="ovr", labels=labels
-            )
+            out["roc_auc"] = metrics.roc_auc_score(y_true, p64, multi_class="ovr", labels=labels)
     except ValueError:  # a class absent from the test rows: AUC is undefined, not zero
         out["roc_auc"] = float("nan")
     return {k: float(v) for k, v in out.items()}

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,13 +39,68 @@ class SweepOutcome:
     n_trials: int
     n_ok: int
     n_error: int
+    n_resumed: int = 0
 
 
-def _execute(spec_json: dict[str, Any], raw: RawDataset) -> dict[str, Any]:
+class Interrupted(Exception):
+    """Ctrl-C during a sweep: every finished row is on disk; the run can be resumed."""
+
+    def __init__(self, run_id: str, path: Path, rows: int) -> None:
+        super().__init__(f"interrupted: {rows} rows written to {path}")
+        self.run_id, self.path, self.rows = run_id, path, rows
+
+
+# Keys that may change when a run is resumed: they say how to run, not what the trials are.
+RESUME_FREE = {
+    "run_id",
+    "progress",
+    "cluster",
+    "rows_per_part",
+    "retries",
+    "trial_timeout_s",
+    "faults",
+    "report",
+    "results_dir",
+}
+ADDRESS_PROBE_S = 5.0
+
+
+def _execute(
+    spec_json: dict[str, Any],
+    raw: RawDataset,
+    faults: dict[str, Any] | None,
+    timeout_s: float | None,
+) -> dict[str, Any]:
     """The Ray task body: a worker turns one spec into one row."""
     from bench import trial
 
-    return trial.run(TrialSpec.from_dict(spec_json), raw=raw)
+    return trial.run(TrialSpec.from_dict(spec_json), raw=raw, faults=faults, timeout_s=timeout_s)
+
+
+def _probe_address(address: str) -> None:
+    """Fail within seconds, naming the key, when nobody listens at a host:port address."""
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=ADDRESS_PROBE_S):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cluster.address: nobody answers at {address} (waited {ADDRESS_PROBE_S:g} s: {exc})"
+        ) from None
+
+
+def _token_auth_if_available() -> None:
+    """Ray 2.60: `ray start --head` turns token authentication on when a token exists, but a driver
+    joining by an explicit address sends no token unless RAY_AUTH_MODE=token. A head without
+    authentication ignores a token, so with a token at hand token mode is right either way; an
+    explicit RAY_AUTH_MODE always wins."""
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or path.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def connect(cluster: dict[str, Any]) -> bool:
@@ -55,32 +112,82 @@ def connect(cluster: dict[str, Any]) -> bool:
     address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
     common = {"logging_level": logging.ERROR, "log_to_driver": False}
     if address:
-        ray.init(address=address, **common)
+        _probe_address(address)
+        _token_auth_if_available()
+        try:
+            ray.init(address=address, **common)
+        except ConnectionError as exc:
+            raise ConfigError(
+                f"cluster.address: cannot join Ray at {address}: {' '.join(str(exc).split())}"
+            ) from None
     else:
         ray.init(
             address="local",  # always a new embedded instance, never a stale cluster's address
             num_cpus=cluster.get("num_cpus") or os.cpu_count(),
             num_gpus=cluster.get("num_gpus"),
             include_dashboard=cluster.get("include_dashboard", False),
+            dashboard_host="127.0.0.1",
             **common,
         )
     return True
 
 
-def prepare_run_dir(cfg: DictConfig) -> tuple[str, Path]:
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(
+            _flatten(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}")
+        )
+    return out
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for every trial-defining key that differs."""
+    a = _flatten({k: v for k, v in old.items() if k not in RESUME_FREE})
+    b = _flatten({k: v for k, v in new.items() if k not in RESUME_FREE})
+    return [
+        f"{k}: {a.get(k, '<absent>')} -> {b.get(k, '<absent>')}"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k)
+    ]
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse early (before Ray starts) a results folder that cannot be created or written."""
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"results_dir: cannot write to {path}: {probe} is not a writable folder")
+
+
+def prepare_run_dir(cfg: DictConfig) -> tuple[str, Path, set[str]]:
+    """Create (or reopen, to resume) the run folder; return run id, folder and finished keys."""
     run_id = cfg.run_id or store.new_run_id()
     path = store.run_dir(cfg.results_dir, cfg.sweep.name, run_id)
-    if path.exists() and any(path.glob("part-*.parquet")):
-        raise ConfigError(f"run_id: {path} already holds results; choose another run_id")
+    config_file = path / store.CONFIG_FILE
+    if config_file.exists():
+        diff = config_diff(to_container(OmegaConf.load(config_file)), to_container(cfg))
+        if diff:
+            raise ConfigError(
+                f"run_id: run {run_id} was made with another config, not resuming it: {'; '.join(diff)}"
+            )
+        try:
+            return run_id, path, store.compact_for_resume(path)
+        except store.CorruptPartError as exc:
+            raise ConfigError(str(exc)) from None
+    if path.exists() and (store.part_files(path) or store.journal_files(path)):
+        raise ConfigError(
+            f"run_id: {path} holds results but no {store.CONFIG_FILE}; choose another run_id"
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        OmegaConf.save(cfg, config_file, resolve=True)
     except OSError as exc:
         raise ConfigError(f"results_dir: cannot write to {path}: {exc.strerror or exc}") from None
-    OmegaConf.save(cfg, path / store.CONFIG_FILE, resolve=True)
-    return run_id, path
+    return run_id, path, set()
 
 
 def error_row(spec: TrialSpec, message: str) -> dict[str, Any]:
@@ -119,8 +226,17 @@ def execute(
     max_in_flight: int | None = None,
     progress: bool = True,
     description: str = "trials",
+    retries: int = 2,
+    timeout_s: float | None = None,
+    faults: dict[str, Any] | None = None,
 ) -> Iterable[dict[str, Any]]:
-    """Submit `specs` to the connected Ray cluster; write and yield rows as trials finish."""
+    """Submit `specs` to the connected Ray cluster; write and yield rows as trials finish.
+
+    A worker that dies is retried by Ray `retries` times, then becomes an error row. With
+    `timeout_s`, the trial interrupts itself (bench.trial); as a backstop for a hang that never
+    returns to Python, a task without a result `2 * timeout_s + 30` s after submission is killed
+    (at most `max_in_flight` tasks wait, so queueing alone never reaches that).
+    """
     import ray
 
     if any(s.device == "cuda" for s in specs) and ray.cluster_resources().get("GPU", 0) == 0:
@@ -128,9 +244,18 @@ def execute(
     task = ray.remote(_execute)
     raw_ref = ray.put(raw)
     limit = max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    backstop = 2 * timeout_s + 30 if timeout_s else None
     queue = list(reversed(specs))
-    pending: dict[Any, TrialSpec] = {}
+    pending: dict[Any, tuple[TrialSpec, float]] = {}
     counts = {"ok": 0, "error": 0}
+
+    def finish(spec: TrialSpec, row: dict[str, Any]) -> dict[str, Any]:
+        row["run_id"] = run_id
+        writer.add(row)
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+        bar.update(job, advance=1, **counts)
+        return row
+
     with _progress(progress) as bar:
         job = bar.add_task(description, total=len(specs), **counts)
         try:
@@ -140,25 +265,35 @@ def execute(
                     ref = task.options(
                         num_cpus=spec.threads,
                         num_gpus=GPU_FRACTION if spec.device == "cuda" else 0,
+                        max_retries=retries,
                         runtime_env={
                             "env_vars": worker_env(spec.threads, spec.deterministic, spec.device)
                         },
-                    ).remote(asdict(spec), raw_ref)
-                    pending[ref] = spec
+                    ).remote(asdict(spec), raw_ref, faults, timeout_s)
+                    pending[ref] = (spec, time.monotonic())
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in done:
-                    spec = pending.pop(ref)
+                    spec, _ = pending.pop(ref)
                     try:
                         row = ray.get(ref)
                     except ray.exceptions.RayError as exc:
                         row = error_row(
                             spec, f"{type(exc).__name__}: {' '.join(str(exc).split())[:2000]}"
                         )
-                    row["run_id"] = run_id
-                    writer.add(row)
-                    counts[row["status"]] = counts.get(row["status"], 0) + 1
-                    bar.update(job, advance=1, **counts)
-                    yield row
+                    yield finish(spec, row)
+                if backstop:
+                    now = time.monotonic()
+                    for ref, (spec, submitted) in list(pending.items()):
+                        if now - submitted > backstop:
+                            ray.cancel(ref, force=True)
+                            del pending[ref]
+                            yield finish(
+                                spec,
+                                error_row(
+                                    spec,
+                                    f"timeout: no result {backstop:g} s after submission (trial_timeout_s={timeout_s:g}); worker killed",
+                                ),
+                            )
         finally:
             writer.flush()
             for ref in pending:
@@ -180,6 +315,62 @@ def summary_table(path: Path):
     return table, errors
 
 
+def library_gap_table(df):
+    """Per model and mode: the cross-library gap in mean accuracy (max - min over libraries) and
+    the mean pairwise prediction churn (share of test rows two libraries label differently, over
+    trials with the same seeds and repeat), so `defaults` vs `aligned` vs `shared` shows how much
+    of "library variance" is default values, RNG and kernels."""
+    import itertools
+
+    import numpy as np
+    import pandas as pd
+
+    ok = df[df["status"] == "ok"]
+    if "mode" not in ok.columns:
+        ok = ok.assign(mode="aligned")
+    match = ["seed_split", "seed_order", "seed_init", "repeat", "varied"]
+    rows = []
+    for (model, mode), group in ok.groupby(["model", "mode"], sort=True):
+        means = group.groupby("library")["accuracy"].mean()
+        preds = {lib: g.set_index(match)["y_pred"] for lib, g in group.groupby("library")}
+        churns = []
+        for a, b in itertools.combinations(sorted(preds), 2):
+            for key in preds[a].index.intersection(preds[b].index):
+                pa, pb = np.asarray(preds[a][key]), np.asarray(preds[b][key])
+                if pa.shape == pb.shape:
+                    churns.append(float(np.mean(pa != pb)))
+        rows.append(
+            {
+                "model": model,
+                "mode": mode,
+                "libraries": len(means),
+                "gap": float(means.max() - means.min()) if len(means) else float("nan"),
+                "churn": float(np.mean(churns)) if churns else float("nan"),
+                "pairs": len(churns),
+            }
+        )
+    return pd.DataFrame(rows, columns=["model", "mode", "libraries", "gap", "churn", "pairs"])
+
+
+def print_library_gaps(path: Path, console) -> None:
+    """The libraries sweep's table; printed only when a run holds several modes or models."""
+    import pandas as pd
+    from rich.table import Table
+
+    df = pd.read_parquet(path)
+    if "mode" not in df.columns or (df["mode"].nunique() < 2 and df["model"].nunique() < 2):
+        return
+    gaps = library_gap_table(df)
+    view = Table(title="across libraries: gap in mean accuracy and mean pairwise churn, per mode")
+    for column in ("model", "mode", "libraries", "gap", "churn", "pairs"):
+        view.add_column(column, justify="left" if column in ("model", "mode") else "right")
+    for r in gaps.itertuples():
+        view.add_row(
+            r.model, r.mode, str(r.libraries), f"{r.gap:.4f}", f"{r.churn:.4f}", str(r.pairs)
+        )
+    console.print(view)
+
+
 def print_summary(path: Path, outcome: SweepOutcome) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -199,6 +390,7 @@ def print_summary(path: Path, outcome: SweepOutcome) -> None:
             *(f"{r[c]:.4f}" for c in ("mean", "std", "min", "max")),
         )
     console.print(view)
+    print_library_gaps(path, console)
     for library, n in errors.items():
         console.print(f"[red]{library}: {n} trial(s) failed[/red]; see the 'error' column")
     console.print(f"results: {path}")
@@ -206,38 +398,72 @@ def print_summary(path: Path, outcome: SweepOutcome) -> None:
 
 
 def run_sweep(cfg: DictConfig) -> SweepOutcome:
-    """Everything `python -m bench` does after composing: expand, check, run, write, summarise."""
+    """Everything `python -m bench` does after composing: expand, check, run, write, summarise.
+
+    Order matters for "bad input loses nothing": the data file and the results folder are checked,
+    and Ray is joined (address and GPU checks) before the run folder is created or a trial runs.
+    """
     import ray
 
     specs = expand(cfg)
-    raw = load(to_container(cfg.dataset))  # a missing or wrong file fails here, before Ray starts
-    run_id, path = prepare_run_dir(cfg)
-    print(f"run {run_id}: {len(specs)} trials -> {path}", file=sys.stderr)
-    writer = store.PartWriter(path, cfg.rows_per_part)
+    try:  # a missing or wrong file, or an impossible dataset, fails here, before Ray starts
+        raw = load(to_container(cfg.dataset))
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"dataset: {' '.join(str(exc).split())}") from None
+    _check_writable(store.run_dir(cfg.results_dir, cfg.sweep.name, cfg.run_id or "new"))
     started = connect(to_container(cfg.cluster))
-    counts = {"ok": 0, "error": 0}
     try:
-        for row in execute(
-            specs, raw, writer, run_id, cfg.cluster.max_in_flight, cfg.progress, cfg.sweep.name
-        ):
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
-    except ConfigError:
-        if writer.rows_written == 0:
-            _remove_empty(path)
-        raise
+        if any(s.device == "cuda" for s in specs) and ray.cluster_resources().get("GPU", 0) == 0:
+            raise ConfigError(
+                "device: cuda requested, but the Ray cluster has no GPU; use device=cpu"
+            )
+        run_id, path, done = prepare_run_dir(cfg)
+        todo = [s for s in specs if s.trial_key not in done]
+        if done:
+            print(
+                f"resuming run {run_id}: {len(specs) - len(todo)} of {len(specs)} trials already ok, "
+                f"running {len(todo)}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"run {run_id}: {len(specs)} trials -> {path}", file=sys.stderr)
+        faults = to_container(cfg.faults)
+        if faults["kill_worker_on"] > 0:
+            faults["marker_dir"] = str(path / "_faults")
+        injecting = any(faults[k] > 0 for k in ("raise_on", "kill_worker_on", "hang_on"))
+        writer = store.PartWriter(path, cfg.rows_per_part)
+        counts = {"ok": 0, "error": 0}
+        try:
+            rows = execute(
+                todo,
+                raw,
+                writer,
+                run_id,
+                cfg.cluster.max_in_flight,
+                cfg.progress,
+                cfg.sweep.name,
+                retries=cfg.retries,
+                timeout_s=cfg.trial_timeout_s,
+                faults=faults if injecting else None,
+            )
+            for row in rows:
+                counts[row["status"]] = counts.get(row["status"], 0) + 1
+        except KeyboardInterrupt:
+            writer.close()
+            raise Interrupted(run_id, path, writer.rows_written) from None
+        writer.close()
     finally:
         if started:
             ray.shutdown()
-    outcome = SweepOutcome(run_id, path, len(specs), counts["ok"], len(specs) - counts["ok"])
+    n_ok = len(specs) - len(todo) + counts["ok"]
+    outcome = SweepOutcome(
+        run_id, path, len(specs), n_ok, len(specs) - n_ok, len(specs) - len(todo)
+    )
     print_summary(path, outcome)
+    if cfg.get("report", False):
+        from bench.report import report_after_sweep
+
+        report_after_sweep(path)
     return outcome
-
-
-def _remove_empty(path: Path) -> None:
-    """A run refused before any trial leaves nothing behind."""
-    (path / store.CONFIG_FILE).unlink(missing_ok=True)
-    for folder in (path, path.parent):
-        try:
-            folder.rmdir()
-        except OSError:
-            break

@@ -33,6 +33,8 @@ class TrialSpec:
     dataset_params: (
         str  # canonical JSON of the dataset's settings (test size, synthetic shape, ...)
     )
+    # defaults | aligned | shared (bench.backends.base); init_mode/order_mode hold what it implies
+    mode: str = "aligned"
 
     @property
     def trial_key(self) -> str:

@@ -10,6 +10,7 @@ when complete: a reader or a crash never sees half a file. The schema is fixed s
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import secrets
 from pathlib import Path
@@ -24,7 +25,7 @@ SPEC_COLUMNS = [
     ("library", _str), ("model", _str), ("dataset", _str), ("device", _str), ("varied", _str),
     ("seed_split", _int), ("seed_order", _int), ("seed_init", _int), ("repeat", _int),
     ("deterministic", _bool), ("threads", _int), ("init_mode", _str), ("order_mode", _str),
-    ("hparams", _str), ("dataset_params", _str),
+    ("hparams", _str), ("dataset_params", _str), ("mode", _str),
 ]  # fmt: skip
 SCHEMA = pa.schema(
     [
@@ -49,6 +50,7 @@ SCHEMA = pa.schema(
 )  # fmt: skip
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 CONFIG_FILE = "_config.yaml"
+JOURNAL_GLOB = ".journal-*.jsonl"
 
 
 def to_table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -60,6 +62,10 @@ def to_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
+class CorruptPartError(ValueError):
+    """A part file that cannot be read; the message names it and says how to move it aside."""
+
+
 def new_run_id() -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     return f"{now}-{secrets.token_hex(3)}"
@@ -69,17 +75,123 @@ def run_dir(results_dir: str | Path, sweep: str, run_id: str) -> Path:
     return Path(results_dir) / sweep / run_id
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def part_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("part-*.parquet"))
+
+
+def journal_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob(JOURNAL_GLOB))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"cannot journal a {type(value).__name__}")
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    """Rows appended to a journal; a last line cut short by a crash is ignored."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("started_at"):
+            row["started_at"] = dt.datetime.fromisoformat(row["started_at"])
+        rows.append(row)
+    return rows
+
+
+def _write_part(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
+    pq.write_table(table, tmp)
+    with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
+def check_parts(directory: Path) -> list[Path]:
+    """Every part file, each opened; the first unreadable one stops everything, by name."""
+    parts = part_files(directory)
+    for path in parts:
+        try:
+            schema = pq.read_schema(path)
+            pq.ParquetFile(path).metadata  # noqa: B018 - reads the footer
+        except (OSError, pa.ArrowException) as exc:
+            raise CorruptPartError(
+                f"{path}: not a readable Parquet part ({' '.join(str(exc).split())[:200]}); "
+                f"move it aside with: mv '{path}' '{path.parent / ('_corrupt-' + path.name)}'"
+            ) from None
+        if schema.names != list(COLUMNS):
+            raise CorruptPartError(
+                f"{path}: columns differ from this version's schema; move it aside with: "
+                f"mv '{path}' '{path.parent / ('_corrupt-' + path.name)}'"
+            )
+    return parts
+
+
+def read_results(directory: str | Path):
+    """The run's rows as a DataFrame, after checking every part (a bad one is named)."""
+    import pandas as pd
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such results folder")
+    parts = check_parts(directory)
+    if not parts:
+        return pd.DataFrame({name: pd.Series(dtype=object) for name in COLUMNS})
+    return pa.concat_tables([pq.read_table(p) for p in parts]).to_pandas()
+
+
+def compact_for_resume(directory: Path) -> set[str]:
+    """Prepare a run folder for resuming; return the trial keys that already have an ok row.
+
+    Keeps exactly one ok row per trial key (journal rows of a killed driver included) in a new
+    part, moves error rows and duplicates into `_superseded/` (their trials run again), then
+    removes the old parts and journals. A crash in between leaves duplicates that the next
+    resume removes the same way.
+    """
+    parts = check_parts(directory)
+    journals = journal_files(directory)
+    tables = [pq.read_table(p) for p in parts]
+    journal_rows = [row for j in journals for row in read_journal(j)]
+    if journal_rows:
+        tables.append(to_table(journal_rows))
+    if not tables:
+        return set()
+    table = pa.concat_tables(tables)
+    keep, drop, done = [], [], set()
+    for i, (key, status) in enumerate(
+        zip(table["trial_key"].to_pylist(), table["status"].to_pylist(), strict=True)
+    ):
+        if status == "ok" and key not in done:
+            done.add(key)
+            keep.append(i)
+        else:
+            drop.append(i)
+    if not drop and not journals and len(parts) <= 1:
+        return done
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
+    if keep:
+        _write_part(table.take(keep), directory / f"part-r{stamp}.parquet")
+    if drop:
+        (directory / "_superseded").mkdir(exist_ok=True)
+        _write_part(table.take(drop), directory / "_superseded" / f"{stamp}.parquet")
+    for path in [*parts, *journals]:
+        path.unlink()
+    return done
+
+
 class PartWriter:
-    """Buffers rows and writes them as numbered part files, each atomically."""
+    """Buffers rows into numbered part files, each written atomically, behind a journal.
+
+    Every row is also appended (and fsynced) to a dot-named journal the moment it arrives, and
+    the journal is emptied once its rows are in a part file: a driver killed with SIGKILL loses
+    no finished trial, and resuming the run moves journal rows into a part.
+    """
 
     def __init__(self, directory: Path, rows_per_part: int = 50) -> None:
         self.directory = directory
@@ -88,8 +200,14 @@ class PartWriter:
         self._buffer: list[dict[str, Any]] = []
         self._parts = 0
         self.rows_written = 0
+        self._journal_path = directory / f".journal-{self._token}.jsonl"
+        self._journal = open(self._journal_path, "a")  # noqa: SIM115 - lives as long as the writer
 
     def add(self, row: dict[str, Any]) -> None:
+        to_table([row])  # a row outside the schema fails here, not at the next flush
+        self._journal.write(json.dumps(row, default=_json_default) + "\n")
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
         self._buffer.append(row)
         if len(self._buffer) >= self.rows_per_part:
             self.flush()
@@ -97,14 +215,16 @@ class PartWriter:
     def flush(self) -> Path | None:
         if not self._buffer:
             return None
-        table = to_table(self._buffer)
         path = self.directory / f"part-{self._parts:05d}-{self._token}.parquet"
-        tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(table, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _write_part(to_table(self._buffer), path)
+        self._journal.truncate(0)
+        self._journal.seek(0)
         self._parts += 1
         self.rows_written += len(self._buffer)
         self._buffer = []
         return path
+
+    def close(self) -> None:
+        self.flush()
+        self._journal.close()
+        self._journal_path.unlink(missing_ok=True)

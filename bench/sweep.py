@@ -4,6 +4,8 @@ For every library and every source in `sweep.varied`, `seeds.n` trials:
 - `split` / `order` / `init`: that source takes seeds 0..n-1, the other two stay at index 0;
 - `all`: all three sources take index i together;
 - `none`: every seed at index 0, repeated n times, to expose implementation noise.
+All of that once per model (`models`, or just `model`) and per mode (`modes`, or just `mode`),
+models and modes outermost so that a single model and mode keep the order above.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from bench import seeds
-from bench.config import to_container
+from bench.config import seed_modes, selected_models, selected_modes, to_container
 from bench.spec import TrialSpec, canonical_json
 
 # Settings that change a dataset's arrays, per dataset; where a file lives does not belong here.
@@ -37,8 +39,17 @@ def _seed_indices(varied: str, i: int) -> dict[str, int]:
 
 def expand(cfg: DictConfig) -> list[TrialSpec]:
     plain = to_container(cfg)
-    model = plain["model"]
+    return [
+        spec
+        for _, model in selected_models(plain)
+        for mode in selected_modes(plain)
+        for spec in _expand_one(plain, model, mode)
+    ]
+
+
+def _expand_one(plain: dict, model: dict, mode: str) -> list[TrialSpec]:
     hparams = canonical_json({k: v for k, v in model.items() if k != "name"})
+    init_mode, order_mode = seed_modes(mode, plain["init_mode"], plain["order_mode"])
     dataset = plain["dataset"]
     dataset_params = canonical_json(dataset_key_params(dataset))
     base = plain["seeds"]["base"]
@@ -61,10 +72,11 @@ def expand(cfg: DictConfig) -> list[TrialSpec]:
                         repeat=i if varied == "none" else 0,
                         deterministic=plain["deterministic"],
                         threads=plain["threads"],
-                        init_mode=plain["init_mode"],
-                        order_mode=plain["order_mode"],
+                        init_mode=init_mode,
+                        order_mode=order_mode,
                         hparams=hparams,
                         dataset_params=dataset_params,
+                        mode=mode,
                     )
                 )
     return specs

@@ -8,8 +8,11 @@ cannot take a sweep down with it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import signal
+import threading
 import time
 import traceback
 from typing import Any
@@ -18,6 +21,7 @@ import numpy as np
 
 from bench import determinism, fingerprint
 from bench.data import RawDataset, load, split
+from bench.faults import inject
 from bench.spec import TrialSpec
 
 TRACEBACK_LINES = 12
@@ -30,11 +34,23 @@ def spec_row(spec: TrialSpec) -> dict[str, Any]:
     return {"trial_key": spec.trial_key, **asdict(spec)}
 
 
+def _import_for(spec: TrialSpec) -> None:
+    from bench.backends import estimator_class
+
+    estimator_class(spec.library)
+    import sklearn.metrics  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+
+
 def make_estimator(spec: TrialSpec):
     from bench.backends import estimator_class
 
     hp = spec.hparams_dict()
     return estimator_class(spec.library)(
+        model=spec.model,
+        mode=spec.mode,
+        conv_channels=tuple(hp.get("conv_channels") or ()),
+        kernel_size=hp.get("kernel_size", 3),
         hidden_sizes=tuple(hp["hidden_sizes"]),
         activation=hp["activation"],
         lr=hp["lr"],
@@ -52,6 +68,20 @@ def make_estimator(spec: TrialSpec):
     )
 
 
+def test_scores(estimator, X: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(n, k) class scores for the row, and whether they are probabilities. A hinge-loss model
+    (linear_svm) has margins, not probabilities: they are squashed (sigmoid / softmax) so that
+    argmax, accuracy and ROC AUC hold, and the row's log_loss is NaN rather than a made-up number."""
+    if hasattr(estimator, "predict_proba"):
+        return estimator.predict_proba(X), True
+    margins = np.asarray(estimator.decision_function(X), dtype=np.float64)
+    if margins.ndim == 1:
+        p = 1.0 / (1.0 + np.exp(-margins))
+        return np.column_stack([1.0 - p, p]), False
+    e = np.exp(margins - margins.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True), False
+
+
 def _train(spec: TrialSpec, raw: RawDataset) -> dict[str, Any]:
     from bench.metrics import classification_metrics
 
@@ -60,7 +90,7 @@ def _train(spec: TrialSpec, raw: RawDataset) -> dict[str, Any]:
     t0 = time.perf_counter()
     estimator.fit(data.X_train, data.y_train)
     t1 = time.perf_counter()
-    proba = estimator.predict_proba(data.X_test)
+    proba, calibrated = test_scores(estimator, data.X_test)
     t2 = time.perf_counter()
     y_pred = estimator.classes_[np.argmax(proba, axis=1)]
     weights = estimator.get_weights()
@@ -71,6 +101,7 @@ def _train(spec: TrialSpec, raw: RawDataset) -> dict[str, Any]:
     )
     return {
         **classification_metrics(data.y_test, proba),
+        **({} if calibrated else {"log_loss": float("nan")}),
         "n_train": len(data.y_train),
         "n_test": len(data.y_test),
         "n_params": int(sum(w.size for w in weights)),
@@ -86,13 +117,43 @@ def _train(spec: TrialSpec, raw: RawDataset) -> dict[str, Any]:
     }
 
 
+class TrialTimeout(Exception):
+    """Raised inside the trial when `timeout_s` elapses."""
+
+
+@contextlib.contextmanager
+def _deadline(timeout_s: float | None):
+    """Interrupt the trial after `timeout_s` with SIGALRM (main thread only, where signals land).
+
+    A hang inside a C call that never returns to Python is not interrupted here; the runner's
+    backstop kills such a worker from outside.
+    """
+    if not timeout_s or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _expire(signum, frame):
+        raise TrialTimeout(f"timeout: trial exceeded trial_timeout_s={timeout_s:g}")
+
+    previous = signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def run(
     spec: TrialSpec,
     raw: RawDataset | None = None,
     dataset_cfg: dict[str, Any] | None = None,
+    faults: dict[str, Any] | None = None,
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one trial. `raw` is the loaded dataset if the caller has it; otherwise it
-    is loaded from `dataset_cfg` (needed for a heart file's path), or from the spec alone."""
+    is loaded from `dataset_cfg` (needed for a heart file's path), or from the spec alone.
+    `faults` injects failures for tests (bench.faults); `timeout_s` turns a hang into an error row."""
     start = time.perf_counter()
     row: dict[str, Any] = {
         **spec_row(spec),
@@ -101,10 +162,15 @@ def run(
     }
     try:
         row.update(determinism.apply(spec))
+        _import_for(spec)  # first-trial imports are not part of the trial's time budget
         if raw is None:
             raw = load(dataset_cfg or {"name": spec.dataset, **spec.dataset_dict()})
-        row.update(_train(spec, raw))
+        with _deadline(timeout_s):
+            inject(spec, faults)
+            row.update(_train(spec, raw))
         row.update(status="ok", error=None)
+    except TrialTimeout as exc:
+        row.update(status="error", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - every failure must become a row
         tail = "".join(traceback.format_exception(exc)[-TRACEBACK_LINES:])
         row.update(status="error", error=f"{type(exc).__name__}: {exc}\n{tail}")

@@ -1,0 +1,66 @@
+"""bench.analysis: turn the results table into answers. DataFrame in, DataFrame out.
+
+```python
+import pandas as pd
+from bench import analysis as ba
+
+df = pd.read_parquet("results/seeds/<run_id>")
+ba.spread(df, by=["library", "varied"])           # n, mean, std, percentiles, bootstrap CIs
+ba.variance_by_source(df, by="library")           # share of split / order / init vs all varied
+ba.pairwise_churn(df, by=["library", "varied"])   # how many predictions move between seeds
+ba.matched_churn(df, "library", "torch", "tensorflow")  # same seeds, two libraries
+ba.compare(df[df.varied == "all"], "library", "torch", "sklearn")  # beyond seed noise?
+ba.determinism_summary(df)                        # distinct hashes per repeated fixed-seed spec
+ba.threshold_probability(df, 0.95)                # P(accuracy >= 0.95) with a Wilson CI
+```
+
+Every function takes the grouping columns as an argument, counts only rows with status `ok`, and
+documents its estimator in its module's docstring.
+"""
+
+from bench.analysis.bootstrap import ci as bootstrap_ci
+from bench.analysis.churn import (
+    churn,
+    churn_between_levels,
+    churn_matrix,
+    matched_churn,
+    matched_pairs,
+    pairwise_churn,
+    per_class_accuracy,
+    per_class_spread,
+)
+from bench.analysis.common import load, ok_rows
+from bench.analysis.compare import EXCEEDS, WITHIN, compare, compare_levels, compare_samples
+from bench.analysis.determinism import determinism_cost, determinism_summary, repeat_groups
+from bench.analysis.spread import describe, spread
+from bench.analysis.threshold import proportion_ci, threshold_probability
+from bench.analysis.variance import factorial_check, variance_by_source, variance_components
+
+__all__ = [
+    "EXCEEDS",
+    "WITHIN",
+    "bootstrap_ci",
+    "churn",
+    "churn_between_levels",
+    "churn_matrix",
+    "compare",
+    "compare_levels",
+    "compare_samples",
+    "describe",
+    "determinism_cost",
+    "determinism_summary",
+    "factorial_check",
+    "load",
+    "matched_churn",
+    "matched_pairs",
+    "ok_rows",
+    "pairwise_churn",
+    "per_class_accuracy",
+    "per_class_spread",
+    "proportion_ci",
+    "repeat_groups",
+    "spread",
+    "threshold_probability",
+    "variance_by_source",
+    "variance_components",
+]

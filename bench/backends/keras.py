@@ -1,12 +1,16 @@
-"""TensorFlow/Keras backend: keras.Sequential of Dense layers, compiled and trained with `fit`.
+"""TensorFlow/Keras backend: keras.Sequential of (Conv2D,) Dense layers, compiled and trained by `fit`.
 
-In `library` init mode Keras's own initialisers (glorot_uniform kernels, zero biases) draw under
-`keras.utils.set_random_seed(seed_init)`; in `library` order mode `fit(shuffle=True)` shuffles under
-`set_random_seed(seed_order)`, set after the model is built so that the two sources stay apart. In
+Initial weights: `defaults` mode keeps Keras's own initialisers (glorot_uniform kernels, zero
+biases); `aligned` mode draws kernels and biases from scikit-learn's Glorot-uniform bound
+(`RandomUniform`); both draw under `keras.utils.set_random_seed(seed_init)`. Shared init loads
+the numpy weights with `set_weights` (the canonical layout is Keras's own). In `library` order mode
+`fit(shuffle=True)` shuffles under `set_random_seed(seed_order)`, set after the model is built so
+that the two sources stay apart; `defaults` mode also leaves `batch_size` to Keras (32). In
 `shared` order mode a tf.data pipeline yields exactly the given batches, epoch after epoch, through
 one `fit` call. The L2 term follows scikit-learn's convention (divided by the batch's rows) inside
-the loss, which a Keras regularizer cannot express. XLA is off: small models compile slower than
-they train, and bench records kernels as the library runs them by default on CPU.
+the loss, which a Keras regularizer cannot express; `defaults` mode has none, as Keras. XLA is
+off: small models compile slower than they train, and bench records kernels as the library runs
+them by default on CPU.
 """
 
 from __future__ import annotations
@@ -26,31 +30,64 @@ _ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid"}
 
 class KerasNeuralClassifier(NeuralClassifier):
     library = "tensorflow"
+    _library_state = ("model_",)
+
+    def _init_kwargs(self, fan_in: int, fan_out: int) -> dict:
+        if self.mode == "defaults":
+            return {}
+        bound = self.net_.init_bound(fan_in, fan_out)
+        return {
+            "kernel_initializer": keras.initializers.RandomUniform(-bound, bound),
+            "bias_initializer": keras.initializers.RandomUniform(-bound, bound),
+        }
 
     def _build(self, init: list[np.ndarray] | None) -> keras.Sequential:
+        net = self.net_
+        act = _ACTIVATIONS[self.activation]
+        fans = iter(net.fans())
         keras.utils.set_random_seed(self.seed_init)
-        layers: list[keras.layers.Layer] = [keras.Input((self.net_.n_features,))]
-        layers += [
-            keras.layers.Dense(u, activation=_ACTIVATIONS[self.activation])
-            for u in self.net_.hidden_sizes
-        ]
-        layers.append(keras.layers.Dense(self.net_.n_outputs))
+        layers: list = [keras.Input((net.n_features,))]
+        if net.conv_channels:
+            assert net.image_shape is not None
+            layers.append(keras.layers.Reshape((*net.image_shape, 1)))
+            for c in net.conv_channels:
+                layers.append(
+                    keras.layers.Conv2D(
+                        c, net.kernel_size, activation=act, **self._init_kwargs(*next(fans))
+                    )
+                )
+            layers.append(keras.layers.Flatten())
+        for u in net.hidden_sizes:
+            layers.append(keras.layers.Dense(u, activation=act, **self._init_kwargs(*next(fans))))
+        layers.append(keras.layers.Dense(net.n_outputs, **self._init_kwargs(*next(fans))))
         model = keras.Sequential(layers)
         if init is not None:
             model.set_weights(init)
         return model
 
     def _loss_fn(self, model: keras.Sequential):
-        kernels = [layer.kernel for layer in model.layers]
-        binary, alpha = self.net_.n_outputs == 1, self.alpha
+        kernels = [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
+        binary, hinge = self.net_.n_outputs == 1, self.net_.loss == "hinge"
+        alpha = 0.0 if self.mode == "defaults" else self.alpha
+        n_outputs = self.net_.n_outputs
 
         def loss(y_true, logits):
-            if binary:
+            if hinge:
+                labels = tf.cast(tf.reshape(y_true, (-1,)), tf.int32)
+                target = (
+                    tf.cast(tf.reshape(labels, (-1, 1)), logits.dtype)
+                    if binary
+                    else tf.one_hot(labels, n_outputs, dtype=logits.dtype)
+                )
+                data = tf.reduce_sum(tf.nn.relu(1.0 - (2.0 * target - 1.0) * logits), axis=1)
+            elif binary:
                 labels = tf.cast(tf.reshape(y_true, (-1, 1)), logits.dtype)
                 data = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)[:, 0]
             else:
                 labels = tf.cast(tf.reshape(y_true, (-1,)), tf.int32)
                 data = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+            if alpha == 0:
+                return data
             rows = tf.cast(tf.shape(logits)[0], logits.dtype)
             l2 = tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
             return data + 0.5 * alpha * l2 / rows  # averaged over the batch by Keras
@@ -63,13 +100,17 @@ class KerasNeuralClassifier(NeuralClassifier):
                 f"device: the TensorFlow backend runs on the CPU build, got {self.device!r}"
             )
         self.model_ = model = self._build(init)
-        optimizer = keras.optimizers.Adam(
-            learning_rate=self.lr, beta_1=self.beta1, beta_2=self.beta2, epsilon=self.eps
-        )
+        if self.mode == "defaults":
+            optimizer = keras.optimizers.Adam()
+        else:
+            optimizer = keras.optimizers.Adam(
+                learning_rate=self.lr, beta_1=self.beta1, beta_2=self.beta2, epsilon=self.eps
+            )
         model.compile(optimizer=optimizer, loss=self._loss_fn(model), jit_compile=False)
         if orders is None:
             keras.utils.set_random_seed(self.seed_order)
-            model.fit(X, y, batch_size=self.batch_size, epochs=self.epochs, shuffle=True, verbose=0)
+            batch = {} if self.mode == "defaults" else {"batch_size": self.batch_size}
+            model.fit(X, y, epochs=self.epochs, shuffle=True, verbose=0, **batch)
             return
         bs, Xc, yc = self.batch_size, tf.constant(X), tf.constant(y)
         batches = (
@@ -80,10 +121,18 @@ class KerasNeuralClassifier(NeuralClassifier):
         )
         model.fit(batches, epochs=1, shuffle=False, verbose=0)
 
-    def _forward_proba(self, X):
+    def _forward_output(self, X):
         logits = self.model_(X, training=False)
-        proba = tf.sigmoid(logits) if self.net_.n_outputs == 1 else tf.nn.softmax(logits, axis=1)
-        return np.asarray(proba)
+        if self.net_.loss == "hinge":
+            out = logits
+        elif self.net_.n_outputs == 1:
+            out = tf.sigmoid(logits)
+        else:
+            out = tf.nn.softmax(logits, axis=1)
+        return np.asarray(out)
 
     def _weights(self):
         return self.model_.get_weights()
+
+    def _restore(self, weights):
+        self.model_ = self._build(weights)

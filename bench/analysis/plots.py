@@ -1,0 +1,168 @@
+"""Matplotlib figures for the report (and for notebooks): each function returns a Figure.
+
+Figures are built with `matplotlib.figure.Figure` and never touch pyplot's global state, so they
+render with the Agg backend in a worker, a test or a sweep's driver, and display as usual in a
+notebook. Save one with `fig.savefig(path, dpi=...)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+SOURCE_COLORS = {"split": "#4C72B0", "order": "#DD8452", "init": "#55A868"}
+_CYCLE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
+
+
+def metric_by_group(
+    df: pd.DataFrame,
+    metric: str = "accuracy",
+    x: str = "varied",
+    hue: str = "library",
+    title: str | None = None,
+    seed: int = 0,
+) -> Figure:
+    """Box plot per (x, hue) cell with every trial drawn on top as a jittered point."""
+    xs = sorted(df[x].dropna().unique().tolist(), key=str)
+    hues = sorted(df[hue].dropna().unique().tolist(), key=str)
+    width = 0.8 / max(len(hues), 1)
+    fig = Figure(
+        figsize=(max(6.0, 1.2 * len(xs) * max(len(hues), 1) * 0.6 + 2), 4.5), layout="constrained"
+    )
+    ax = fig.add_subplot()
+    rng = np.random.default_rng(seed)
+    for j, h in enumerate(hues):
+        color = _CYCLE[j % len(_CYCLE)]
+        positions, data = [], []
+        for i, xv in enumerate(xs):
+            vals = df.loc[(df[x] == xv) & (df[hue] == h), metric].dropna().to_numpy(float)
+            if len(vals) == 0:
+                continue
+            pos = i + (j - (len(hues) - 1) / 2) * width
+            positions.append(pos)
+            data.append(vals)
+            jitter = rng.uniform(-width * 0.3, width * 0.3, len(vals))
+            ax.scatter(pos + jitter, vals, s=12, color=color, alpha=0.7, zorder=3, linewidths=0)
+        if data:
+            ax.boxplot(
+                data,
+                positions=positions,
+                widths=width * 0.8,
+                showfliers=False,
+                patch_artist=True,
+                boxprops={"facecolor": color, "alpha": 0.25, "edgecolor": color},
+                medianprops={"color": color},
+                whiskerprops={"color": color},
+                capprops={"color": color},
+            )
+        ax.scatter([], [], color=color, label=str(h))
+    ax.set_xticks(range(len(xs)), [str(v) for v in xs])
+    ax.set_xlabel(f"{x} (seed source varied)" if x == "varied" else x)
+    ax.set_ylabel(metric)
+    ax.set_title(title or f"{metric} by {hue} and {x}")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(title=hue, fontsize="small", loc="best")
+    return fig
+
+
+def variance_shares(table: pd.DataFrame, group: str = "group", title: str | None = None) -> Figure:
+    """Grouped bars: for each group, the variance of each source varied alone as a share of the
+    variance with all sources varied (the dashed line at 1)."""
+    data = table[table["source"].isin(list(SOURCE_COLORS))]
+    groups = list(dict.fromkeys(data[group].tolist()))
+    fig = Figure(figsize=(max(6.0, 1.6 * len(groups) + 2), 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / len(SOURCE_COLORS)
+    for k, (source, color) in enumerate(SOURCE_COLORS.items()):
+        sub = data[data["source"] == source].set_index(group)
+        heights = [float(sub["share_of_all"].get(g, np.nan)) for g in groups]
+        pos = np.arange(len(groups)) + (k - 1) * width
+        ax.bar(pos, np.nan_to_num(heights), width=width * 0.95, color=color, label=source)
+        for p, h in zip(pos, heights, strict=True):
+            ax.annotate(
+                "n/a" if not np.isfinite(h) else f"{h:.2f}",
+                (p, 0 if not np.isfinite(h) else h),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="all varied = 1")
+    ax.set_xticks(range(len(groups)), [str(g) for g in groups])
+    ax.set_ylabel("Var(source alone) / Var(all varied)")
+    ax.set_title(title or "variance share per seed source")
+    ax.legend(fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def churn_heatmap(matrix: pd.DataFrame, title: str | None = None) -> Figure:
+    """Heatmap of a level-by-level churn matrix (`churn_between_levels`), cells in percent."""
+    values = matrix.to_numpy(float) * 100
+    k = len(matrix)
+    fig = Figure(figsize=(max(1.3 * k + 3, 6.5), 1.1 * k + 2.4), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(values, cmap="viridis", vmin=0, vmax=max(np.nanmax(values), 1e-9))
+    labels = [str(v) for v in matrix.index]
+    ax.set_xticks(range(k), labels, rotation=30, ha="right")
+    ax.set_yticks(range(k), labels)
+    top = np.nanmax(values) if np.isfinite(values).any() else 0
+    for i in range(k):
+        for j in range(k):
+            v = values[i, j]
+            text = "n/a" if not np.isfinite(v) else f"{v:.1f}%"
+            color = "black" if np.isfinite(v) and v > 0.6 * top else "white"
+            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=10)
+    fig.colorbar(image, ax=ax, label="churn (% of test rows predicted differently)")
+    ax.set_title(title or "churn: diagonal = between seeds, off = same seeds", fontsize=9)
+    return fig
+
+
+def matched_scatter(
+    pairs: Mapping[tuple[str, str], pd.DataFrame],
+    metric: str = "accuracy",
+    color_by: str | None = "varied",
+    title: str | None = None,
+) -> Figure:
+    """One panel per (a, b) level pair: metric of a against metric of b for matched trials (same
+    seeds); marker area grows with the number of identical points; the diagonal is a == b."""
+    keys: Sequence[tuple[str, str]] = list(pairs)
+    fig = Figure(figsize=(4.2 * len(keys) + 0.5, 4.4), layout="constrained")
+    for n, key in enumerate(keys):
+        ax = fig.add_subplot(1, len(keys), n + 1)
+        data = pairs[key].dropna(subset=[f"{metric}_a", f"{metric}_b"])
+        cats = (
+            sorted(data[color_by].dropna().unique().tolist(), key=str)
+            if color_by and color_by in data
+            else [None]
+        )
+        for c, cat in enumerate(cats):
+            sub = data if cat is None else data[data[color_by] == cat]
+            counts = sub.groupby([f"{metric}_a", f"{metric}_b"]).size().reset_index(name="count")
+            ax.scatter(
+                counts[f"{metric}_b"],
+                counts[f"{metric}_a"],
+                s=18 * counts["count"].to_numpy(),
+                color=_CYCLE[c % len(_CYCLE)],
+                alpha=0.6,
+                label=None if cat is None else str(cat),
+                linewidths=0,
+            )
+        lo = float(np.nanmin(data[[f"{metric}_a", f"{metric}_b"]].to_numpy())) if len(data) else 0
+        hi = float(np.nanmax(data[[f"{metric}_a", f"{metric}_b"]].to_numpy())) if len(data) else 1
+        pad = (hi - lo) * 0.05 + 1e-3
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="gray", linestyle="--", lw=1)
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_aspect("equal")
+        ax.set_xlabel(f"{metric}: {key[1]}")
+        ax.set_ylabel(f"{metric}: {key[0]}")
+        ax.set_title(f"{key[0]} vs {key[1]} ({len(data)} matched)", fontsize=10)
+        ax.grid(alpha=0.3)
+        if cats != [None]:
+            ax.legend(title=color_by, fontsize="x-small")
+    if title:
+        fig.suptitle(title)
+    return fig

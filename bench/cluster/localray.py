@@ -1,0 +1,206 @@
+"""A real multi-node Ray cluster on this machine, for tests and benchmarks.
+
+Each node is a `ray start --block` process (the head first, then `--address=` nodes with their own
+CPUs and custom resources), each in its own session, all under one private, short temp dir. Why not
+`ray stop`: it stops every Ray process on the machine, other users' embedded clusters included;
+`stop()` ends exactly the processes this object started (SIGTERM to each `--block` process, which
+takes its node down) and, as a backstop, the processes whose command line names files in its temp
+dir. Ports are picked free, not Ray's defaults, so several such clusters can run side by side.
+
+Token authentication (Ray 2.60): the cluster gets its own token; `env` holds RAY_AUTH_MODE=token and
+RAY_AUTH_TOKEN for every process that joins it (nodes and drivers must agree on the mode).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+WAIT_SCRIPT = """
+import logging, sys, time
+import ray
+address, nodes, cpus, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+deadline = time.monotonic() + limit
+ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+while True:
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    have = ray.cluster_resources().get("CPU", 0)
+    if len(alive) >= nodes and have >= cpus:
+        print(len(alive), have)
+        break
+    if time.monotonic() > deadline:
+        sys.exit(f"ray cluster: {len(alive)} node(s) and {have:g} CPU(s) after {limit:g} s, "
+                 f"expected {nodes} and {cpus:g}")
+    time.sleep(0.5)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def processes_naming(text: str) -> list[int]:
+    """Pids whose command line contains `text` (read from /proc; Linux only)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if text.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+class LocalRayCluster:
+    """`with LocalRayCluster() as c: c.start_head(1); c.add_node(1); c.wait_for(2, 2)`."""
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
+        # Short on purpose: Ray's Unix socket paths below it must stay under 108 bytes.
+        self.root = Path(tempfile.mkdtemp(prefix="bray-", dir="/tmp"))
+        self.env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+        self.env.pop("RAY_AUTH_TOKEN_PATH", None)
+        self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+        self.nodes: list[subprocess.Popen] = []
+        self.address: str | None = None
+
+    def _start(self, name: str, args: list[str], num_cpus: int, resources: dict[str, float]):
+        ports = {
+            "--dashboard-agent-listen-port": free_port(),
+            "--dashboard-agent-grpc-port": free_port(),
+            "--runtime-env-agent-port": free_port(),
+            "--metrics-export-port": free_port(),
+        }
+        cmd = [
+            self.python,
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            "--block",
+            f"--temp-dir={self.root}",
+            "--disable-usage-stats",
+            "--log-color=false",
+            f"--num-cpus={num_cpus}",
+            "--num-gpus=0",
+            f"--resources={json.dumps(resources)}",
+            *(f"{k}={v}" for k, v in ports.items()),
+            *args,
+        ]
+        log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - the node outlives this call
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
+        log.close()
+        self.nodes.append(proc)
+        return proc
+
+    def start_head(self, num_cpus: int = 1, resources: dict[str, float] | None = None) -> str:
+        """Start the head; returns its address once its GCS port answers."""
+        import ray.util
+
+        port = free_port()
+        ip = ray.util.get_node_ip_address()
+        head = self._start(
+            "head",
+            [
+                "--head",
+                f"--port={port}",
+                "--include-dashboard=false",
+                f"--ray-client-server-port={free_port()}",
+                f"--dashboard-port={free_port()}",
+            ],
+            num_cpus,
+            resources or {},
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection((ip, port), timeout=1).close()
+                break
+            except OSError:
+                if head.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"ray head did not start: {self.log('head')}") from None
+                time.sleep(0.3)
+        self.address = f"{ip}:{port}"
+        return self.address
+
+    def add_node(self, num_cpus: int = 1, resources: dict[str, float] | None = None) -> None:
+        assert self.address, "start_head first"
+        self._start(
+            f"node{len(self.nodes)}", [f"--address={self.address}"], num_cpus, resources or {}
+        )
+
+    def wait_for(self, nodes: int, cpus: float, timeout: float = 180) -> None:
+        """Block until the cluster shows `nodes` live nodes and `cpus` CPUs (a short driver)."""
+        assert self.address
+        result = subprocess.run(
+            [self.python, "-c", WAIT_SCRIPT, self.address, str(nodes), str(cpus), str(timeout)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout + 60,
+        )
+        if result.returncode != 0:
+            tail = " ".join(result.stderr.split())[-500:]
+            raise RuntimeError(f"ray cluster at {self.address} not ready: {tail}")
+
+    def log(self, name: str) -> str:
+        path = self.root / f"{name}.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    def pids(self) -> list[int]:
+        """This cluster's processes still alive: its `ray start` processes and every process that
+        names a file in its temp dir (GCS, raylets, workers, agents)."""
+        own = [p.pid for p in self.nodes if p.poll() is None]
+        return sorted(set(own) | set(processes_naming(f"{self.root}/")))
+
+    def stop(self, timeout: float = 60) -> list[int]:
+        """Stop the nodes (newest first), then kill any straggler; return pids that survived."""
+        for proc in reversed(self.nodes):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        for proc in reversed(self.nodes):
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for _ in range(20):
+            left = processes_naming(f"{self.root}/")
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.25)
+        survivors = self.pids()
+        if not survivors:
+            shutil.rmtree(self.root, ignore_errors=True)
+        return survivors
+
+    def __enter__(self) -> LocalRayCluster:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,114 @@
+"""Benchmarks as commands, measured side by side in one run: `python -m bench.perf overhead`.
+
+`overhead` runs the same trials (default: 3 libraries x MLP x 20 seeds on breast_cancer) twice, each
+in a fresh Python process so that neither inherits the other's imports or warm caches:
+(a) through bench (`python -m bench ...`: Hydra, embedded Ray, workers, Parquet), and
+(b) as a plain sequential loop in one process calling the same `bench.trial.run`.
+It prints both wall times, their ratio and the harness overhead 1 - sum(fit) / (wall x workers),
+where `fit` is each trial's training time as the bench rows record it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_OVERRIDES = [
+    "+sweep=seeds",
+    "model=mlp",
+    "sweep.varied=[all]",
+    "seeds.n=20",
+    "libraries=[sklearn,torch,tensorflow]",
+    "progress=false",
+]
+
+
+def _loop(overrides: list[str], out: Path) -> None:
+    """The plain loop: compose, expand, load once, then trial.run for every spec in order."""
+    from bench.config import compose, to_container
+    from bench.data import load
+    from bench.sweep import expand
+    from bench.trial import run
+
+    cfg = compose(overrides)
+    specs = expand(cfg)
+    raw = load(to_container(cfg.dataset))
+    fits = []
+    for spec in specs:
+        row = run(spec, raw=raw)
+        if row["status"] != "ok":
+            raise SystemExit(f"plain loop: trial failed: {row['error']}")
+        fits.append(row["fit_seconds"])
+    out.write_text(json.dumps({"n": len(specs), "fit_seconds": fits}))
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def overhead(overrides: list[str], workers: int) -> dict[str, float]:
+    import pandas as pd
+
+    from bench.determinism import worker_env
+
+    with tempfile.TemporaryDirectory() as tmp:
+        results = Path(tmp) / "results"
+        bench_cmd = [sys.executable, "-m", "bench", *overrides, f"results_dir={results}", "run_id=perf"]
+        bench_cmd.append(f"cluster.num_cpus={workers}")
+        bench_wall = _timed(bench_cmd, dict(os.environ))
+        rows = pd.read_parquet(next(results.glob("*/perf")))
+        if (rows["status"] != "ok").any():
+            raise SystemExit("bench run had failed trials; see its rows")
+        # The loop gets exactly the thread environment a bench worker gets.
+        loop_env = {**os.environ, **worker_env(1, False, "cpu")}
+        loop_out = Path(tmp) / "loop.json"
+        loop_cmd = [sys.executable, "-m", "bench.perf", "_loop", str(loop_out), *overrides]
+        loop_wall = _timed(loop_cmd, loop_env)
+        loop = json.loads(loop_out.read_text())
+    fit_bench = float(rows["fit_seconds"].sum())
+    return {
+        "trials": float(len(rows)),
+        "workers": float(workers),
+        "bench_wall_s": bench_wall,
+        "loop_wall_s": loop_wall,
+        "ratio": bench_wall / loop_wall,
+        "fit_sum_bench_s": fit_bench,
+        "fit_sum_loop_s": float(sum(loop["fit_seconds"])),
+        "harness_overhead": 1.0 - fit_bench / (bench_wall * workers),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "_loop":
+        _loop(args[2:], Path(args[1]))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("overhead", help="bench vs a plain sequential loop over the same trials")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="CPUs given to Ray")
+    p.add_argument("overrides", nargs="*", help="config overrides (default: 3 libraries x MLP x 20 seeds)")
+    ns = parser.parse_args(args)
+    overrides = [*DEFAULT_OVERRIDES, *ns.overrides]
+    print(f"python -m bench {' '.join(overrides)}  (workers={ns.workers})", flush=True)
+    m = overhead(overrides, ns.workers)
+    print(f"trials                       {m['trials']:.0f}")
+    print(f"bench wall (a)               {m['bench_wall_s']:.1f} s")
+    print(f"plain loop wall (b)          {m['loop_wall_s']:.1f} s")
+    print(f"ratio a/b                    {m['ratio']:.2f}   (target <= 0.60 on 2 cores)")
+    print(f"sum of fit seconds, bench    {m['fit_sum_bench_s']:.1f} s")
+    print(f"sum of fit seconds, loop     {m['fit_sum_loop_s']:.1f} s")
+    print(f"harness overhead             {m['harness_overhead']:.1%}   (1 - sum(fit) / (wall x {ns.workers}))")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

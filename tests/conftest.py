@@ -1,0 +1,84 @@
+"""Shared fixtures: the heart file, the CLI as a user runs it, and single-threaded libraries.
+
+Nothing here mocks anything: configs are composed from the real conf/, the CLI runs as a subprocess
+of this interpreter, and the libraries are the installed ones.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The environment before any test touched it: CLI subprocesses get what a user's shell would have.
+_USER_ENV = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+CliRunner = Callable[..., subprocess.CompletedProcess]
+
+
+def heart_dir_path() -> Path:
+    """Where the UCI file lives: BENCH_HEART_DIR, else ../shared/data/heart beside the repo."""
+    return Path(os.environ.get("BENCH_HEART_DIR", REPO_ROOT.parent / "shared/data/heart"))
+
+
+@pytest.fixture(scope="session")
+def heart_dir() -> Path:
+    """The folder holding processed.cleveland.data; a missing folder is a set-up error, not a skip."""
+    path = heart_dir_path()
+    if not (path / "processed.cleveland.data").is_file():
+        pytest.fail(
+            f"heart data not found in {path}; set BENCH_HEART_DIR to the folder holding "
+            "processed.cleveland.data"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def heart_file(heart_dir: Path) -> Path:
+    return heart_dir / "processed.cleveland.data"
+
+
+@pytest.fixture(scope="session")
+def bench_cli() -> CliRunner:
+    """Run `python -m bench ARGS` the way a user does: a fresh interpreter, the user's environment.
+
+    The working directory defaults to a folder outside the repo so that a test can never write into
+    the repository's own results/.
+    """
+
+    def run(args: Sequence[str], cwd: Path, timeout: float = 120.0) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "bench", *args],
+            cwd=cwd,
+            env=_USER_ENV,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def single_threaded() -> None:
+    """Put torch and TensorFlow on one thread before any test computes with them.
+
+    TensorFlow fixes its thread pools the first time it runs an op, after which bench refuses to
+    switch (bench.determinism). Tests that train estimators directly, and tests that call
+    bench.trial.run, share one process: this fixture makes the first contact go through bench's
+    own `determinism.apply` with threads=1, so the order in which tests run does not matter.
+    """
+    from dataclasses import replace
+
+    from bench import determinism
+    from bench.config import compose
+    from bench.sweep import expand
+
+    spec = expand(compose(["+sweep=smoke", "libraries=[torch]", "seeds.n=1"]))[0]
+    for library in ("torch", "tensorflow"):
+        determinism.apply(replace(spec, library=library, threads=1, deterministic=False))

@@ -1,0 +1,123 @@
+"""Churn of known prediction vectors, within groups, between matched groups, and per class."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import analysis as ba
+
+
+def _row(key: str, library: str, pred: list[int], seed: int = 0, **extra: object) -> dict:
+    n = len(pred)
+    return {
+        "trial_key": key,
+        "status": "ok",
+        "library": library,
+        "varied": "init",
+        "seed_split": 0,
+        "seed_order": 0,
+        "seed_init": seed,
+        "repeat": 0,
+        "test_index": np.arange(n),
+        "y_true": np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1][:n]),
+        "y_pred": np.array(pred),
+        "accuracy": float(np.mean(np.array(pred) == np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1][:n]))),
+        **extra,
+    }
+
+
+def test_churn_of_known_vectors() -> None:
+    assert ba.churn([0, 1, 1, 0], [0, 1, 1, 0]) == (0.0, 4)
+    assert ba.churn([0, 1, 1, 0], [1, 1, 0, 0]) == (0.5, 4)
+    assert ba.churn([0, 0], [1, 1]) == (1.0, 2)
+    # rows matched by test index: common rows 2 and 5 only, one of them differs
+    assert ba.churn([1, 0, 1], [1, 1, 0], index_a=[1, 2, 5], index_b=[2, 5, 7]) == (0.5, 2)
+    churn, n = ba.churn([1], [1], index_a=[1], index_b=[2])
+    assert np.isnan(churn) and n == 0
+    with pytest.raises(ValueError):
+        ba.churn([0, 1], [0, 1, 1])
+
+
+def test_pairwise_churn_mean_and_max_within_groups() -> None:
+    truth = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    p1 = truth
+    p2 = [1, 0, 0, 0, 1, 1, 1, 1, 1, 1]  # 1 of 10 differs from p1
+    p3 = [1, 1, 1, 0, 1, 1, 1, 1, 1, 1]  # 3 from p1, 2 from p2
+    df = pd.DataFrame(
+        [_row("a", "torch", p1, 0), _row("b", "torch", p2, 1), _row("c", "torch", p3, 2)]
+    )
+    row = ba.pairwise_churn(df, "library").iloc[0]
+    assert row["n_pairs"] == 3
+    assert row["churn_mean"] == pytest.approx((0.1 + 0.3 + 0.2) / 3)
+    assert row["churn_max"] == pytest.approx(0.3)
+    assert row["churn_min"] == pytest.approx(0.1)
+    matrix = ba.churn_matrix(df)
+    assert matrix.loc["a", "c"] == matrix.loc["c", "a"] == pytest.approx(0.3)
+    assert np.diag(matrix.to_numpy()).tolist() == [0, 0, 0]
+
+
+def test_pairwise_churn_on_different_test_sets_uses_common_rows() -> None:
+    a = _row("a", "torch", [0, 1, 1, 0])
+    b = _row("b", "torch", [0, 0, 1, 1])
+    b["test_index"] = np.array([2, 3, 4, 5])  # shares rows 2 and 3 with a: a says (1, 0), b (0, 0)
+    row = ba.pairwise_churn(pd.DataFrame([a, b]), None).iloc[0]
+    assert row["churn_mean"] == pytest.approx(0.5)
+    assert row["n_common_mean"] == 2
+
+
+def test_matched_churn_pairs_same_seeds_across_libraries() -> None:
+    truth = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    flip2 = [1, 1, 0, 0, 1, 1, 1, 1, 1, 1]
+    rows = [
+        _row("t0", "torch", truth, 0, weights_sha256="x"),
+        _row("t1", "torch", truth, 1, weights_sha256="y"),
+        _row("f0", "tensorflow", truth, 0, weights_sha256="x"),
+        _row("f1", "tensorflow", flip2, 1, weights_sha256="z"),
+        _row("s9", "tensorflow", truth, 9, weights_sha256="q"),  # no torch partner: unmatched
+    ]
+    df = pd.DataFrame(rows)
+    pairs = ba.matched_pairs(df, "library", "torch", "tensorflow").set_index("seed_init")
+    assert len(pairs) == 2
+    assert pairs.loc[0, "churn"] == 0 and pairs.loc[1, "churn"] == pytest.approx(0.2)
+    assert pairs.loc[1, "diff"] == pytest.approx(0.2)  # torch right on both flipped rows
+    assert pairs["same_weights"].tolist() == [True, False]
+    summary = ba.matched_churn(df, "library", "torch", "tensorflow").iloc[0]
+    assert summary["n_pairs"] == 2
+    assert summary["churn_mean"] == pytest.approx(0.1)
+    assert summary["churn_max"] == pytest.approx(0.2)
+    assert summary["identical_share"] == 0.5 and summary["same_weights_share"] == 0.5
+    levels = ba.churn_between_levels(df, "library")
+    assert levels.loc["torch", "tensorflow"] == pytest.approx(0.1)
+    assert levels.loc["torch", "torch"] == 0.0  # the two torch trials predict the same
+    assert levels.loc["tensorflow", "tensorflow"] == pytest.approx(0.2 * 2 / 3)
+
+
+def test_matched_churn_for_devices_and_deterministic_flag() -> None:
+    truth = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    flip = [1, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    rows = [
+        _row("c", "torch", truth, device="cpu", deterministic=True),
+        _row("g", "torch", flip, device="cuda", deterministic=True),
+        _row("g2", "torch", truth, device="cuda", deterministic=False),
+    ]
+    df = pd.DataFrame(rows)
+    dev = ba.matched_churn(df[df["deterministic"]], "device", "cpu", "cuda").iloc[0]
+    assert dev["n_pairs"] == 1 and dev["churn_mean"] == pytest.approx(0.1)
+    det = ba.matched_churn(df[df["device"] == "cuda"], "deterministic", True, False).iloc[0]
+    assert det["churn_mean"] == pytest.approx(0.1)
+
+
+def test_per_class_accuracy_and_its_spread() -> None:
+    #          class 0: 4 rows      class 1: 6 rows
+    p1 = [0, 0, 0, 1, 1, 1, 1, 1, 1, 1]  # class 0: 3/4, class 1: 6/6
+    p2 = [0, 0, 1, 1, 1, 1, 1, 0, 0, 0]  # class 0: 2/4, class 1: 3/6
+    df = pd.DataFrame([_row("a", "torch", p1), _row("b", "torch", p2)])
+    long = ba.per_class_accuracy(df, "library").set_index(["trial_key", "class"])
+    assert long.loc[("a", 0), "accuracy"] == 0.75 and long.loc[("a", 0), "n"] == 4
+    assert long.loc[("b", 1), "accuracy"] == 0.5
+    spread = ba.per_class_spread(df, "library").set_index("class")
+    assert spread.loc[0, "mean"] == pytest.approx(0.625)
+    assert spread.loc[1, "range"] == pytest.approx(0.5)
+    assert spread.loc[1, "std"] == pytest.approx(np.std([1.0, 0.5], ddof=1))

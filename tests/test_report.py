@@ -1,0 +1,156 @@
+"""The report: sections follow the data, files are written, and the CLI runs it as a user would."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from bench import store
+from bench.report import REPORT_DIR, write_report
+
+SOURCES = ("split", "order", "init", "all", "none")
+
+
+def _fake_rows(library: str, device: str, deterministic: bool, n: int = 4) -> list[dict]:
+    """Rows shaped like a seeds sweep's, with predictions that depend on the seeds."""
+    rows = []
+    truth = np.array([0] * 10 + [1] * 10)
+    for varied in SOURCES:
+        for i in range(n):
+            seeds = {s: (i if varied in (s, "all") else 0) for s in ("split", "order", "init")}
+            key = (library, device, seeds["split"], seeds["order"], seeds["init"])
+            rng = np.random.default_rng(int(hashlib.sha256(repr(key).encode()).hexdigest()[:8], 16))
+            noisy = device == "cuda" and not deterministic and varied == "none"
+            flips = rng.random(20) < (0.15 if library == "torch" else 0.1)
+            if noisy:
+                flips[i] = not flips[i]
+            pred = np.where(flips, 1 - truth, truth)
+            start = 3 * seeds["split"]
+            weights = hashlib.sha256(repr((key, i if noisy else 0)).encode()).hexdigest()
+            rows.append(
+                {
+                    "trial_key": hashlib.sha256(
+                        repr((key, varied, i, deterministic)).encode()
+                    ).hexdigest(),
+                    "run_id": "test-run",
+                    "sweep": "seeds",
+                    "status": "ok",
+                    "library": library,
+                    "library_version": {"torch": "2.13.0", "sklearn": "1.9.1"}[library],
+                    "model": "logreg",
+                    "dataset": "synthetic",
+                    "device": device,
+                    "varied": varied,
+                    "seed_split": 100 + seeds["split"],
+                    "seed_order": 200 + seeds["order"],
+                    "seed_init": 300 + seeds["init"],
+                    "repeat": i if varied == "none" else 0,
+                    "deterministic": deterministic,
+                    "threads": 1,
+                    "accuracy": float(np.mean(pred == truth)),
+                    "fit_seconds": (2.0 if deterministic else 1.0) + 0.01 * i,
+                    "weights_sha256": weights,
+                    "predictions_sha256": hashlib.sha256(pred.tobytes()).hexdigest(),
+                    "test_index": list(range(start, start + 20)),
+                    "y_true": truth.tolist(),
+                    "y_pred": pred.tolist(),
+                    "host": "testhost",
+                    "gpu_name": "NVIDIA H100" if device == "cuda" else None,
+                }
+            )
+    return rows
+
+
+def _write_run(path: Path, rows: list[dict]) -> Path:
+    path.mkdir(parents=True)
+    pq.write_table(store.to_table(rows), path / "part-00000-test.parquet")
+    return path
+
+
+def _pngs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.png"))
+
+
+def test_cpu_only_run_has_library_sections_and_no_device_section(tmp_path: Path) -> None:
+    rows = _fake_rows("torch", "cpu", False) + _fake_rows("sklearn", "cpu", False)
+    run = _write_run(tmp_path / "run", rows)
+    md_path = write_report(run, n_resamples=200)
+    assert md_path == run / REPORT_DIR / "report.md"
+    md = md_path.read_text()
+    html = (run / REPORT_DIR / "report.html").read_text()
+    for heading in ("Spread of accuracy", "Variance by seed source", "Churn", "Comparisons",
+                    "Determinism", "Threshold probability"):  # fmt: skip
+        assert heading in md and heading in html
+    assert "sklearn 1.9.1" in md and "torch 2.13.0" in md
+    assert "**device**" not in md and "device levels" not in md
+    assert "Fit time with deterministic mode" not in md
+    assert {"accuracy_by_group.png", "variance_share.png", "churn_library.png",
+            "scatter_library.png"} <= set(_pngs(run / REPORT_DIR))  # fmt: skip
+    for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", md):
+        assert (run / REPORT_DIR / image).is_file()
+    assert len(pd.read_parquet(run)) == len(rows)  # the report never breaks reading the run
+
+
+def test_gpu_and_determinism_sections_appear_when_the_data_has_them(tmp_path: Path) -> None:
+    rows = (
+        _fake_rows("torch", "cpu", False)
+        + _fake_rows("torch", "cuda", False)
+        + _fake_rows("torch", "cuda", True)
+    )
+    out = tmp_path / "elsewhere"
+    md = write_report(_write_run(tmp_path / "run", rows), out, n_resamples=200).read_text()
+    assert "**device**" in md and "Between device levels" in md
+    assert "**deterministic**" in md and "Fit time with deterministic mode on / off" in md
+    assert "NVIDIA H100" in md
+    assert "scatter_device.png" in _pngs(out)
+    assert any(name.startswith("churn_device") for name in _pngs(out))
+    determinism = md.split("## Determinism")[1].split("##")[0]
+    assert "| torch | cuda | no | 1 | 8 | 0 | 4 |" in determinism  # 4 weight hashes in 4 repeats
+
+
+def test_failed_trials_are_listed_and_left_out(tmp_path: Path) -> None:
+    rows = _fake_rows("sklearn", "cpu", False, n=2)
+    rows.append({**rows[0], "trial_key": "bad", "status": "error", "error": "ValueError: boom",
+                 "accuracy": None})  # fmt: skip
+    md = write_report(_write_run(tmp_path / "run", rows), n_resamples=100).read_text()
+    assert "Trials that did not finish" in md and "ValueError: boom" in md
+
+
+@pytest.mark.slow
+def test_smoke_sweep_with_report_true_and_report_subcommand(tmp_path: Path, bench_cli) -> None:
+    results = tmp_path / "results"
+    done = bench_cli(
+        ["+sweep=smoke", f"results_dir={results}", "progress=false", "report=true"],
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = (results / "smoke").iterdir()
+    report_dir = run / REPORT_DIR
+    assert f"report: {report_dir / 'report.md'}" in done.stdout
+    md = (report_dir / "report.md").read_text()
+    html = (report_dir / "report.html").read_text()
+    libraries = set(pd.read_parquet(run)["library"])
+    assert libraries == {"sklearn", "torch", "tensorflow"}
+    for library in libraries:
+        assert library in md and library in html
+    pngs = _pngs(report_dir)
+    assert "accuracy_by_group.png" in pngs and "churn_library.png" in pngs
+    for png in pngs:
+        assert (report_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    out = tmp_path / "again"
+    again = bench_cli(["report", str(run), "--out", str(out), "--threshold", "0.9"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    assert "| 0.9000 |" in (out / "report.md").read_text()
+    assert _pngs(out) == pngs
+
+    missing = bench_cli(["report", str(tmp_path / "nope")], cwd=tmp_path)
+    assert missing.returncode == 2 and "no results" in missing.stderr

@@ -1,0 +1,194 @@
+"""A smoke sweep through real embedded Ray, run as a user runs it, and its Parquet read back.
+
+One sweep (`python -m bench +sweep=smoke`, about half a minute on two cores) is shared by every
+test in this module; each test asserts one property of what it left on disk.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from bench.config import compose
+from bench.sweep import expand
+
+pytestmark = pytest.mark.slow
+
+# DESIGN.md "Column names": analysis, reports and outside tools rely on these.
+DESIGN_COLUMNS = [
+    "trial_key",
+    "run_id",
+    "sweep",
+    "status",
+    "error",
+    "library",
+    "model",
+    "dataset",
+    "device",
+    "varied",
+    "seed_split",
+    "seed_order",
+    "seed_init",
+    "repeat",
+    "deterministic",
+    "threads",
+    "init_mode",
+    "order_mode",
+    "hparams",
+    "accuracy",
+    "balanced_accuracy",
+    "f1",
+    "roc_auc",
+    "log_loss",
+    "n_train",
+    "n_test",
+    "fit_seconds",
+    "total_seconds",
+    "weights_sha256",
+    "predictions_sha256",
+    "y_true",
+    "y_pred",
+    "y_score",
+    "host",
+    "python_version",
+    "library_version",
+    "cuda_version",
+    "cudnn_version",
+    "gpu_name",
+    "cpu_model",
+    "ray_node_id",
+]
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    proc: subprocess.CompletedProcess
+    results_dir: Path
+    run_dir: Path
+    df: pd.DataFrame
+
+
+@pytest.fixture(scope="module")
+def smoke(bench_cli, tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+    results_dir = tmp_path_factory.mktemp("smoke-results")
+    proc = bench_cli(
+        ["+sweep=smoke", f"results_dir={results_dir}", "progress=false"],
+        cwd=tmp_path_factory.mktemp("smoke-cwd"),
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    runs = sorted((results_dir / "smoke").iterdir())
+    assert len(runs) == 1, runs
+    return SmokeRun(proc, results_dir, runs[0], pd.read_parquet(runs[0]))
+
+
+def test_exit_code_and_rows(smoke: SmokeRun) -> None:
+    assert smoke.proc.returncode == 0
+    assert len(smoke.df) == 12
+
+
+def test_every_design_column_is_present(smoke: SmokeRun) -> None:
+    missing = [c for c in DESIGN_COLUMNS if c not in smoke.df.columns]
+    assert not missing
+
+
+def test_every_trial_succeeded(smoke: SmokeRun) -> None:
+    df = smoke.df
+    assert (df["status"] == "ok").all(), df.loc[df["status"] != "ok", "error"].tolist()
+    assert df["error"].isna().all()
+    assert df["accuracy"].between(0.8, 1.0).all()
+
+
+def test_run_id_is_the_folder_name(smoke: SmokeRun) -> None:
+    assert set(smoke.df["run_id"]) == {smoke.run_dir.name}
+    assert smoke.run_dir.parent.name == "smoke" and set(smoke.df["sweep"]) == {"smoke"}
+    assert smoke.run_dir.name in smoke.proc.stderr + smoke.proc.stdout
+
+
+def test_rows_are_exactly_the_expanded_trials(smoke: SmokeRun) -> None:
+    """One row per spec of the same composition: no trial lost, none run twice."""
+    expected = {s.trial_key: s for s in expand(compose(["+sweep=smoke"]))}
+    assert sorted(smoke.df["trial_key"]) == sorted(expected)
+    for row in smoke.df.itertuples():
+        spec = expected[row.trial_key]
+        assert (row.library, row.varied, row.repeat) == (spec.library, spec.varied, spec.repeat)
+        assert (row.seed_split, row.seed_order, row.seed_init) == (
+            spec.seed_split,
+            spec.seed_order,
+            spec.seed_init,
+        )
+
+
+def test_counts_per_library_and_source(smoke: SmokeRun) -> None:
+    counts = smoke.df.groupby(["library", "varied"]).size()
+    assert counts.to_dict() == {
+        (lib, v): 2 for lib in ("sklearn", "tensorflow", "torch") for v in ("none", "split")
+    }
+
+
+def test_config_is_saved_beside_the_parts(smoke: SmokeRun) -> None:
+    """_config.yaml reproduces the sweep: expanding it gives the trial keys in the table."""
+    config_file = smoke.run_dir / "_config.yaml"
+    assert config_file.is_file()
+    saved = OmegaConf.load(config_file)
+    assert saved.sweep.name == "smoke"
+    assert saved.results_dir == str(smoke.results_dir)
+    assert {s.trial_key for s in expand(saved)} == set(smoke.df["trial_key"])
+
+
+def test_no_temporary_files_left(smoke: SmokeRun) -> None:
+    """Parts appear only complete; anything else in the folder is `_`-named, which readers skip."""
+    names = [p.relative_to(smoke.results_dir).as_posix() for p in smoke.results_dir.rglob("*")]
+    leftovers = [n for n in names if Path(n).name.startswith(".") or n.endswith(".tmp")]
+    assert not leftovers
+    parts = sorted(smoke.run_dir.glob("part-*.parquet"))
+    assert parts
+    others = [p.name for p in smoke.run_dir.iterdir() if p not in parts]
+    assert "_config.yaml" in others
+    assert all(name.startswith("_") for name in others), others
+
+
+def test_types_read_back_as_written(smoke: SmokeRun) -> None:
+    """pd.read_parquet needs no further work: numbers are numbers, lists are lists."""
+    df = smoke.df
+    for column in ("seed_split", "seed_order", "seed_init", "repeat", "threads", "n_test"):
+        assert pd.api.types.is_integer_dtype(df[column]), column
+    for column in ("accuracy", "roc_auc", "log_loss", "fit_seconds"):
+        assert pd.api.types.is_float_dtype(df[column]), column
+    assert pd.api.types.is_bool_dtype(df["deterministic"])
+    first = df.iloc[0]
+    assert len(first["y_true"]) == len(first["y_pred"]) == len(first["y_score"]) == first["n_test"]
+
+
+def test_trials_ran_in_ray_workers_with_one_thread(smoke: SmokeRun) -> None:
+    df = smoke.df
+    assert df["ray_node_id"].notna().all()
+    assert (df["threads"] == 1).all() and (df["blas_threads"] == 1).all()
+    assert (df.loc[df["library"] == "torch", "torch_threads"] == 1).all()
+    assert (df.loc[df["library"] == "tensorflow", "tf_intra_threads"] == 1).all()
+
+
+def test_workers_are_reused(smoke: SmokeRun) -> None:
+    """TensorFlow and torch are imported once per worker, not once per trial."""
+    assert smoke.df["worker_pid"].nunique() < len(smoke.df)
+
+
+def test_repeats_with_fixed_seeds_agree_bitwise(smoke: SmokeRun) -> None:
+    """varied=none repeats one spec: on the CPU with one thread, every repeat gives the same bits."""
+    none = smoke.df[smoke.df["varied"] == "none"]
+    assert (none.groupby("library")["weights_sha256"].nunique() == 1).all()
+    assert (none.groupby("library")["predictions_sha256"].nunique() == 1).all()
+    split = smoke.df[smoke.df["varied"] == "split"]
+    assert (split.groupby("library")["seed_split"].nunique() == 2).all()
+
+
+def test_summary_is_printed(smoke: SmokeRun) -> None:
+    out = smoke.proc.stdout
+    for library in ("sklearn", "torch", "tensorflow"):
+        assert library in out
+    assert str(smoke.run_dir) in out
