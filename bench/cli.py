@@ -16,8 +16,9 @@ from bench.runner import Interrupted
 USAGE = """usage: python -m bench +sweep=NAME [key=value ...]
        python -m bench --cfg +sweep=NAME [key=value ...]   print the composed config and exit
        python -m bench report RUN_DIR [--out DIR] [--threshold T]   write RUN_DIR/_report/report.md
+       python -m bench replay RUN_DIR [--trial KEY]   re-run stored trials, compare bits
 
-sweeps: seeds, smoke     groups: dataset=..., model=..., cluster=...
+sweeps: seeds, smoke, libraries, determinism, threads, hardware     groups: dataset=..., model=..., cluster=...
 examples:
   python -m bench +sweep=smoke
   python -m bench +sweep=seeds dataset=digits model=mlp libraries=[torch,tensorflow] seeds.n=20
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.report import main as report_main
 
         return report_main(args[1:])
+    if args and args[0] == "replay":
+        from bench.replay import main as replay_main
+
+        return replay_main(args[1:])
     if any(a in ("-h", "--help") for a in args):
         print(USAGE)
         return 0

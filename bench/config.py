@@ -128,6 +128,16 @@ class SeedsConfig:
 class SweepConfig:
     name: str = MISSING
     varied: list[Varied] = field(default_factory=lambda: list(Varied))
+    # Axes beyond the seeds; null means the single top-level value (deterministic, threads, device).
+    deterministic: list[bool] | None = None
+    threads: list[int] | None = None
+    devices: list[Device] | None = None
+
+
+@dataclass
+class HardwareConfig:
+    gpu_fraction: float = 1.0  # share of one GPU a CUDA trial reserves in Ray: 0.25 packs four
+    skip_unavailable: bool = False  # no GPU in the cluster: record CUDA trials as skipped rows
 
 
 class ClusterKind(Enum):
@@ -203,6 +213,7 @@ class BenchConfig:
     retries: int = 2  # Ray re-runs a trial whose worker process died, up to this many times
     trial_timeout_s: float | None = None  # a trial running longer becomes an error row
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
 
 
 def register() -> None:
@@ -266,7 +277,16 @@ def validate(cfg: DictConfig) -> None:
                 f"dataset.n_informative: {d.n_informative} informative features cannot separate "
                 f"{d.n_classes} classes (needs n_classes * 2 <= 2 ** n_informative)"
             )
-    if cfg.device == Device.cuda and any(lib != Library.torch for lib in cfg.libraries):
+    if cfg.sweep.threads is not None and not all(t >= 1 for t in cfg.sweep.threads):
+        raise ConfigError(
+            f"sweep.threads: every thread count must be >= 1, got {list(cfg.sweep.threads)}"
+        )
+    if not 0.0 < cfg.hardware.gpu_fraction <= 1.0:
+        raise ConfigError(
+            f"hardware.gpu_fraction: must be in (0, 1], got {cfg.hardware.gpu_fraction}"
+        )
+    devices = list(cfg.sweep.devices) if cfg.sweep.devices else [cfg.device]
+    if Device.cuda in devices and any(lib != Library.torch for lib in cfg.libraries):
         others = [lib.value for lib in cfg.libraries if lib != Library.torch]
         raise ConfigError(
             f"device: cuda runs torch only; drop {others} from libraries or use device=cpu"
@@ -458,9 +478,9 @@ def _keys_outside_schema(cfg: DictConfig, schema: DictConfig, prefix: str = "") 
     silently ignored. Only nodes typed by a dataclass are checked; free-form dicts (model_zoo) are not.
     """
     out: list[str] = []
-    for key in cfg.keys():
+    for key in cfg.keys():  # noqa: SIM118 - DictConfig's `in` is False for MISSING values
         path = f"{prefix}{key}"
-        if key not in schema.keys():
+        if key not in schema.keys():  # noqa: SIM118
             out.append(path)
             continue
         node, typed = cfg._get_node(key), schema._get_node(key)

@@ -9,8 +9,11 @@ back from the libraries, not echoed from the spec, so a row never claims a setti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from bench.spec import TrialSpec
@@ -42,21 +45,46 @@ def worker_env(threads: int, deterministic: bool, device: str) -> dict[str, str]
 
 
 def _torch(spec: TrialSpec) -> dict[str, Any]:
+    """deterministic=true: deterministic algorithms (warn-only, so the row can name a kernel that
+    has no deterministic version), cuDNN deterministic, no autotuning, no TF32. deterministic=false:
+    what a speed-minded user runs: cuDNN autotuning on, TF32 at PyTorch's defaults (cuDNN yes,
+    matmul no). Set both ways on every trial, since a worker process runs many trials."""
     import torch
 
+    det = spec.deterministic
     torch.set_num_threads(spec.threads)
     try:
         torch.set_num_interop_threads(spec.threads)
     except RuntimeError:  # only settable once per process, before any parallel work
         pass
-    torch.use_deterministic_algorithms(spec.deterministic)
-    torch.backends.cudnn.deterministic = spec.deterministic
-    torch.backends.cudnn.benchmark = not spec.deterministic
+    torch.use_deterministic_algorithms(det, warn_only=True)
+    torch.backends.cudnn.deterministic = det
+    torch.backends.cudnn.benchmark = not det
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = not det
     return {
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "deterministic_in_force": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
     }
+
+
+@contextlib.contextmanager
+def nondeterministic_ops(found: list[str]) -> Iterator[None]:
+    """Collect the kernels PyTorch reports as nondeterministic (warn-only mode) while training."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        text = str(w.message)
+        if "does not have a deterministic implementation" in text:
+            found.append(text.split(" does not have", 1)[0].strip())
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _tensorflow(spec: TrialSpec) -> dict[str, Any]:
@@ -81,6 +109,7 @@ def _tensorflow(spec: TrialSpec) -> dict[str, Any]:
     else:
         tf_config.disable_op_determinism()
     return {
+        "tf_onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 CPUs)"),
         "tf_intra_threads": threading.get_intra_op_parallelism_threads(),
         "tf_inter_threads": threading.get_inter_op_parallelism_threads(),
         "deterministic_in_force": bool(tf_config.is_op_determinism_enabled()),
@@ -99,9 +128,11 @@ def apply(spec: TrialSpec) -> dict[str, Any]:
         settings.update(_tensorflow(spec))
     pools = threadpool_info()
     settings["blas_threads"] = max((p["num_threads"] for p in pools), default=None)
-    settings["blas"] = "; ".join(
-        f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')}, {p['num_threads']} threads)"
-        for p in pools
+    settings["blas"] = "; ".join(  # sorted: the order threadpoolctl finds libraries in varies
+        sorted(
+            f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')}, {p['num_threads']} threads)"
+            for p in pools
+        )
     )
     settings["determinism_env"] = json.dumps(
         {k: os.environ.get(k) for k in RECORDED_ENV}, sort_keys=True

@@ -61,7 +61,14 @@ def overhead(overrides: list[str], workers: int) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp) / "results"
-        bench_cmd = [sys.executable, "-m", "bench", *overrides, f"results_dir={results}", "run_id=perf"]
+        bench_cmd = [
+            sys.executable,
+            "-m",
+            "bench",
+            *overrides,
+            f"results_dir={results}",
+            "run_id=perf",
+        ]
         bench_cmd.append(f"cluster.num_cpus={workers}")
         bench_wall = _timed(bench_cmd, dict(os.environ))
         rows = pd.read_parquet(next(results.glob("*/perf")))
@@ -91,11 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] == "_loop":
         _loop(args[2:], Path(args[1]))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.perf", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("overhead", help="bench vs a plain sequential loop over the same trials")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="CPUs given to Ray")
-    p.add_argument("overrides", nargs="*", help="config overrides (default: 3 libraries x MLP x 20 seeds)")
+    p.add_argument(
+        "overrides", nargs="*", help="config overrides (default: 3 libraries x MLP x 20 seeds)"
+    )
     ns = parser.parse_args(args)
     overrides = [*DEFAULT_OVERRIDES, *ns.overrides]
     print(f"python -m bench {' '.join(overrides)}  (workers={ns.workers})", flush=True)
@@ -106,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ratio a/b                    {m['ratio']:.2f}   (target <= 0.60 on 2 cores)")
     print(f"sum of fit seconds, bench    {m['fit_sum_bench_s']:.1f} s")
     print(f"sum of fit seconds, loop     {m['fit_sum_loop_s']:.1f} s")
-    print(f"harness overhead             {m['harness_overhead']:.1%}   (1 - sum(fit) / (wall x {ns.workers}))")
+    print(
+        f"harness overhead             {m['harness_overhead']:.1%}   (1 - sum(fit) / (wall x {ns.workers}))"
+    )
     return 0
 
 

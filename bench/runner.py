@@ -29,8 +29,6 @@ from bench.determinism import worker_env
 from bench.spec import TrialSpec
 from bench.sweep import expand
 
-GPU_FRACTION = 1.0
-
 
 @dataclass
 class SweepOutcome:
@@ -40,6 +38,7 @@ class SweepOutcome:
     n_ok: int
     n_error: int
     n_resumed: int = 0
+    n_skipped: int = 0
 
 
 class Interrupted(Exception):
@@ -101,6 +100,29 @@ def _token_auth_if_available() -> None:
     path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
     if os.environ.get("RAY_AUTH_TOKEN") or path.is_file():
         os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def check_fits(specs: list[TrialSpec], gpu_fraction: float = 1.0) -> None:
+    """Refuse a trial that no single Ray node can hold: Ray would queue it forever ("infeasible").
+    On a cluster of 1-CPU nodes a threads=2 trial is one, although the cluster has 2 CPUs."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not specs or not nodes:
+        return
+    threads = max(s.threads for s in specs)
+    most = max(r.get("CPU", 0) for r in nodes)
+    if threads > most:
+        raise ConfigError(
+            f"threads: a trial reserves {threads} CPUs, but the largest Ray node has {most:g}; "
+            f"use threads={int(most)} or fewer, or bigger nodes"
+        )
+    cuda = max((s.threads for s in specs if s.device == "cuda"), default=0)
+    if cuda and not any(r.get("GPU", 0) >= gpu_fraction and r.get("CPU", 0) >= cuda for r in nodes):
+        raise ConfigError(
+            f"device: a cuda trial needs {gpu_fraction:g} GPU and {cuda} CPUs on one node; "
+            "no Ray node has both"
+        )
 
 
 def connect(cluster: dict[str, Any]) -> bool:
@@ -229,6 +251,7 @@ def execute(
     retries: int = 2,
     timeout_s: float | None = None,
     faults: dict[str, Any] | None = None,
+    gpu_fraction: float = 1.0,
 ) -> Iterable[dict[str, Any]]:
     """Submit `specs` to the connected Ray cluster; write and yield rows as trials finish.
 
@@ -264,7 +287,7 @@ def execute(
                     spec = queue.pop()
                     ref = task.options(
                         num_cpus=spec.threads,
-                        num_gpus=GPU_FRACTION if spec.device == "cuda" else 0,
+                        num_gpus=gpu_fraction if spec.device == "cuda" else 0,
                         max_retries=retries,
                         runtime_env={
                             "env_vars": worker_env(spec.threads, spec.deterministic, spec.device)
@@ -311,7 +334,7 @@ def summary_table(path: Path):
         .agg(["count", "mean", "std", "min", "max"])
         .rename(columns={"count": "n"})
     )
-    errors = df[df["status"] != "ok"].groupby("library").size().rename("errors")
+    errors = df[df["status"] == "error"].groupby("library").size().rename("errors")
     return table, errors
 
 
@@ -378,7 +401,8 @@ def print_summary(path: Path, outcome: SweepOutcome) -> None:
     console = Console(stderr=False)
     table, errors = summary_table(path)
     view = Table(
-        title=f"accuracy by library and varied source ({outcome.n_ok} ok, {outcome.n_error} errors)"
+        title=f"accuracy by library and varied source ({outcome.n_ok} ok, {outcome.n_error} errors"
+        + (f", {outcome.n_skipped} skipped)" if outcome.n_skipped else ")")
     )
     for column in ("library", "varied", "n", "mean", "std", "min", "max"):
         view.add_column(column, justify="left" if column in ("library", "varied") else "right")
@@ -391,10 +415,75 @@ def print_summary(path: Path, outcome: SweepOutcome) -> None:
         )
     console.print(view)
     print_library_gaps(path, console)
+    print_axis_summaries(path, console)
     for library, n in errors.items():
         console.print(f"[red]{library}: {n} trial(s) failed[/red]; see the 'error' column")
     console.print(f"results: {path}")
     console.print(f'read with: pandas.read_parquet("{path}")')
+
+
+def _present_by(df, *columns: str) -> list[str]:
+    """Group by library, plus the other columns only where they take several values."""
+    return [c for c in columns if c == "library" or df[c].nunique() > 1]
+
+
+def axis_summaries(df) -> dict[str, Any]:
+    """The tables a determinism, threads or hardware sweep is run for, where its data has them."""
+    from bench import analysis
+
+    ok = df[df["status"] == "ok"]
+    out: dict[str, Any] = {}
+    if ok["deterministic"].nunique() > 1 or ok["varied"].eq("none").any():
+        by = _present_by(ok, "library", "device", "deterministic", "threads")
+        out["fixed-seed repeats: distinct hashes per setup"] = analysis.determinism_summary(
+            ok, by=by
+        )
+    for column, by in (
+        ("deterministic", ("library", "device")),
+        ("threads", ("library", "device")),
+        ("device", ("library", "deterministic")),
+    ):
+        levels = sorted(ok[column].unique())
+        if len(levels) > 1:
+            a, b = levels[0], levels[1]
+            out[f"{column}: {a} vs {b}, same seeds"] = analysis.matched_churn(
+                ok, column, a, b, by=_present_by(ok, *by)
+            )
+    if ok["deterministic"].nunique() > 1:
+        out["fit time, deterministic / non-deterministic"] = analysis.determinism_cost(ok)
+    return out
+
+
+def _frame_table(title: str, frame):
+    from rich.table import Table
+
+    view = Table(title=title)
+    for column in frame.columns:
+        view.add_column(str(column), justify="left" if frame[column].dtype == object else "right")
+    for row in frame.itertuples(index=False):
+        view.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    return view
+
+
+# Short headings for the columns worth a terminal line; the full tables come from bench.analysis.
+_SHORT = {
+    "library": "library", "device": "device", "deterministic": "det", "threads": "threads",
+    "n_runs": "runs", "max_distinct_weights": "weight hashes",
+    "max_distinct_predictions": "prediction hashes", "max_metric_range": "acc range",
+    "n_pairs": "pairs", "churn_mean": "churn mean", "churn_max": "churn max",
+    "same_weights_share": "same weights", "diff_mean": "acc a-b",
+    "median_deterministic": "det s", "median_nondeterministic": "non-det s",
+    "ratio_median": "ratio", "ratio_mean_ci_low": "ci low", "ratio_mean_ci_high": "ci high",
+}  # fmt: skip
+
+
+def print_axis_summaries(path: Path, console) -> None:
+    import pandas as pd
+
+    for title, frame in axis_summaries(pd.read_parquet(path)).items():
+        if len(frame):
+            short = frame[[c for c in frame.columns if c in _SHORT]].rename(columns=_SHORT)
+            console.print(_frame_table(title, short))
 
 
 def run_sweep(cfg: DictConfig) -> SweepOutcome:
@@ -415,15 +504,22 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
     _check_writable(store.run_dir(cfg.results_dir, cfg.sweep.name, cfg.run_id or "new"))
     started = connect(to_container(cfg.cluster))
     try:
-        if any(s.device == "cuda" for s in specs) and ray.cluster_resources().get("GPU", 0) == 0:
+        no_gpu = ray.cluster_resources().get("GPU", 0) == 0
+        unavailable = [s for s in specs if s.device == "cuda"] if no_gpu else []
+        if unavailable and not cfg.hardware.skip_unavailable:
             raise ConfigError(
-                "device: cuda requested, but the Ray cluster has no GPU; use device=cpu"
+                "device: cuda requested, but the Ray cluster has no GPU; use device=cpu, "
+                "or hardware.skip_unavailable=true to record those trials as skipped"
             )
+        check_fits(
+            [s for s in specs if not (no_gpu and s.device == "cuda")], cfg.hardware.gpu_fraction
+        )
         run_id, path, done = prepare_run_dir(cfg)
-        todo = [s for s in specs if s.trial_key not in done]
+        skipped = [s for s in unavailable if s.trial_key not in done]
+        todo = [s for s in specs if s.trial_key not in done and not (no_gpu and s.device == "cuda")]
         if done:
             print(
-                f"resuming run {run_id}: {len(specs) - len(todo)} of {len(specs)} trials already ok, "
+                f"resuming run {run_id}: {len(done)} of {len(specs)} trials already ok, "
                 f"running {len(todo)}",
                 file=sys.stderr,
             )
@@ -434,7 +530,12 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
             faults["marker_dir"] = str(path / "_faults")
         injecting = any(faults[k] > 0 for k in ("raise_on", "kill_worker_on", "hang_on"))
         writer = store.PartWriter(path, cfg.rows_per_part)
-        counts = {"ok": 0, "error": 0}
+        counts = {"ok": 0, "error": 0, "skipped": len(skipped)}
+        for spec in skipped:
+            row = error_row(
+                spec, "skipped: no GPU in the Ray cluster (hardware.skip_unavailable=true)"
+            )
+            writer.add({**row, "status": "skipped", "run_id": run_id})
         try:
             rows = execute(
                 todo,
@@ -447,6 +548,7 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
                 retries=cfg.retries,
                 timeout_s=cfg.trial_timeout_s,
                 faults=faults if injecting else None,
+                gpu_fraction=cfg.hardware.gpu_fraction,
             )
             for row in rows:
                 counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -457,9 +559,10 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
     finally:
         if started:
             ray.shutdown()
-    n_ok = len(specs) - len(todo) + counts["ok"]
+    n_ok = len(done) + counts["ok"]
+    n_skipped = counts["skipped"]
     outcome = SweepOutcome(
-        run_id, path, len(specs), n_ok, len(specs) - n_ok, len(specs) - len(todo)
+        run_id, path, len(specs), n_ok, len(specs) - n_ok - n_skipped, len(done), n_skipped
     )
     print_summary(path, outcome)
     if cfg.get("report", False):

@@ -10,6 +10,8 @@ models and modes outermost so that a single model and mode keep the order above.
 
 from __future__ import annotations
 
+import itertools
+
 from omegaconf import DictConfig
 
 from bench import seeds
@@ -53,30 +55,37 @@ def _expand_one(plain: dict, model: dict, mode: str) -> list[TrialSpec]:
     dataset = plain["dataset"]
     dataset_params = canonical_json(dataset_key_params(dataset))
     base = plain["seeds"]["base"]
+    sweep = plain["sweep"]
+    axes = itertools.product(
+        plain["libraries"],
+        sweep.get("devices") or [plain["device"]],
+        sweep.get("deterministic") or [plain["deterministic"]],
+        sweep.get("threads") or [plain["threads"]],
+        sweep["varied"],
+        range(plain["seeds"]["n"]),
+    )
     specs = []
-    for library in plain["libraries"]:
-        for varied in plain["sweep"]["varied"]:
-            for i in range(plain["seeds"]["n"]):
-                idx = _seed_indices(varied, i)
-                specs.append(
-                    TrialSpec(
-                        sweep=plain["sweep"]["name"],
-                        library=library,
-                        model=model["name"],
-                        dataset=dataset["name"],
-                        device=plain["device"],
-                        varied=varied,
-                        seed_split=seeds.derive(base, "split", idx["split"]),
-                        seed_order=seeds.derive(base, "order", idx["order"]),
-                        seed_init=seeds.derive(base, "init", idx["init"]),
-                        repeat=i if varied == "none" else 0,
-                        deterministic=plain["deterministic"],
-                        threads=plain["threads"],
-                        init_mode=init_mode,
-                        order_mode=order_mode,
-                        hparams=hparams,
-                        dataset_params=dataset_params,
-                        mode=mode,
-                    )
-                )
+    for library, device, deterministic, threads, varied, i in axes:
+        idx = _seed_indices(varied, i)
+        specs.append(
+            TrialSpec(
+                sweep=plain["sweep"]["name"],
+                library=library,
+                model=model["name"],
+                dataset=dataset["name"],
+                device=device,
+                varied=varied,
+                seed_split=seeds.derive(base, "split", idx["split"]),
+                seed_order=seeds.derive(base, "order", idx["order"]),
+                seed_init=seeds.derive(base, "init", idx["init"]),
+                repeat=i if varied == "none" else 0,
+                deterministic=deterministic,
+                threads=threads,
+                init_mode=init_mode,
+                order_mode=order_mode,
+                hparams=hparams,
+                dataset_params=dataset_params,
+                mode=mode,
+            )
+        )
     return specs

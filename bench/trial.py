@@ -87,11 +87,13 @@ def _train(spec: TrialSpec, raw: RawDataset) -> dict[str, Any]:
 
     data = split(raw, spec.seed_split, spec.dataset_dict()["test_size"])
     estimator = make_estimator(spec)
-    t0 = time.perf_counter()
-    estimator.fit(data.X_train, data.y_train)
-    t1 = time.perf_counter()
-    proba, calibrated = test_scores(estimator, data.X_test)
-    t2 = time.perf_counter()
+    flagged: list[str] = []
+    with determinism.nondeterministic_ops(flagged):
+        t0 = time.perf_counter()
+        estimator.fit(data.X_train, data.y_train)
+        t1 = time.perf_counter()
+        proba, calibrated = test_scores(estimator, data.X_test)
+        t2 = time.perf_counter()
     y_pred = estimator.classes_[np.argmax(proba, axis=1)]
     weights = estimator.get_weights()
     score = (
@@ -114,6 +116,7 @@ def _train(spec: TrialSpec, raw: RawDataset) -> dict[str, Any]:
         "y_pred": y_pred.astype(np.int64).tolist(),
         "y_score": score.astype(np.float64).tolist(),
         "y_proba": proba.tolist(),
+        "nondeterministic_ops": ",".join(sorted(set(flagged))) or None,
     }
 
 

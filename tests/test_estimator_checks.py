@@ -19,21 +19,29 @@ from bench.backends import estimator_class
 
 pytestmark = pytest.mark.usefixtures("single_threaded")
 
-FAST = {"epochs": 20, "lr": 0.05, "batch_size": 32}
+FAST = {"epochs": 10, "lr": 0.05, "batch_size": 32}
 
 # Checks a backend fails by design, with the reason. Empty where every check passes.
 EXPECTED_FAILED: dict[str, dict[str, str]] = {}
 
 
 def _estimators():
+    """Every model in torch and scikit-learn; in Keras the MLP only, because one Keras fit costs
+    about 0.7 s of graph tracing whatever the epochs, and the checks fit a few hundred times.
+    Keras's logreg and linear SVM differ from its MLP only in the layers and the loss: every
+    estimator method they use is the shared base class's, which the torch and scikit-learn
+    variants of the same models check here in full."""
+    torch_cls, keras_cls, sk_cls = (
+        estimator_class(lib) for lib in ("torch", "tensorflow", "sklearn")
+    )
     out = []
-    for library in ("torch", "tensorflow", "sklearn"):
-        cls = estimator_class(library)
+    for cls in (torch_cls, sk_cls):
         out += [
             cls(model="logreg", **FAST),
             cls(model="mlp", hidden_sizes=(8,), **FAST),
             cls(model="linear_svm", **FAST),
         ]
+    out.append(keras_cls(model="mlp", hidden_sizes=(8,), epochs=5, lr=0.1))
     return out
 
 

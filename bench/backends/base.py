@@ -218,7 +218,7 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # object.__getstate__ hands out __dict__ itself
         if self._library_state and all(k in state for k in self._library_state):
             state["_pickled_weights"] = self.get_weights()
             for key in self._library_state:

@@ -1,0 +1,192 @@
+"""`python -m bench replay RUN_DIR [--trial KEY]`: re-run stored specs and compare the bits.
+
+Each stored row holds its full spec, so the trial can be run again exactly as the runner ran it (a
+Ray worker started with the same thread environment). Per trial the replay reports whether the
+final weights and the test predictions are bitwise equal, and when they are not, which recorded
+parts of the environment differ between the stored row and now (library versions, device, GPU,
+threads, determinism flags). The exit code is 1 when a trial that should have reproduced did not:
+same environment, and either on the CPU (fixed threads make CPU training repeatable) or with
+deterministic mode in force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from bench import store
+from bench.config import ConfigError, to_container
+from bench.spec import TrialSpec
+
+# What a bitwise result may depend on besides the spec. The host name is left out on purpose:
+# another machine with the same CPU model, versions and settings should give the same bits.
+ENV_COLUMNS = (
+    "python_version", "numpy_version", "sklearn_version", "torch_version", "tensorflow_version",
+    "keras_version", "library_version", "platform", "cpu_model", "blas", "gpu_name",
+    "cuda_version", "cudnn_version", "driver_version", "torch_threads", "torch_interop_threads",
+    "tf_intra_threads", "tf_inter_threads", "blas_threads", "determinism_env",
+    "deterministic_in_force", "cudnn_deterministic", "cudnn_benchmark", "tf32_matmul",
+    "tf32_cudnn", "tf_onednn",
+)  # fmt: skip
+
+
+def _same(a: Any, b: Any) -> bool:
+    missing = lambda v: v is None or (isinstance(v, float) and math.isnan(v))  # noqa: E731
+    return (missing(a) and missing(b)) or a == b
+
+
+def env_diff(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    return [
+        f"{c}: {stored.get(c)} -> {now.get(c)}"
+        for c in ENV_COLUMNS
+        if c in stored and not _same(stored.get(c), now.get(c))
+    ]
+
+
+def expected_to_reproduce(row: dict[str, Any]) -> bool:
+    return row["device"] == "cpu" or bool(row.get("deterministic_in_force"))
+
+
+def compare(stored: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """One line of the replay table for one trial."""
+    weights = stored["weights_sha256"] == now.get("weights_sha256")
+    predictions = stored["predictions_sha256"] == now.get("predictions_sha256")
+    diff = env_diff(stored, now) if now.get("status") == "ok" else []
+    if now.get("status") == "not run":
+        verdict = f"not replayed: {now['error']}"
+    elif now.get("status") != "ok":
+        verdict = f"replay failed: {str(now.get('error')).splitlines()[0]}"
+    elif weights and predictions:
+        verdict = "reproduced"
+    elif diff:
+        verdict = "differs; environment changed"
+    elif expected_to_reproduce(stored):
+        verdict = "NOT REPRODUCED on the same environment"
+    else:
+        verdict = "differs (non-deterministic GPU kernels allowed)"
+    return {
+        "trial_key": stored["trial_key"],
+        "library": stored["library"],
+        "device": stored["device"],
+        "deterministic": stored["deterministic"],
+        "weights_equal": weights,
+        "predictions_equal": predictions,
+        "accuracy_stored": stored["accuracy"],
+        "accuracy_now": now.get("accuracy"),
+        "verdict": verdict,
+        "environment_diff": "; ".join(diff),
+    }
+
+
+def replay(
+    run_dir: Path, trial: str | None = None, progress: bool = True, address: str | None = None
+) -> pd.DataFrame:
+    """Re-run the ok trials of a run (or the one whose key starts with `trial`) and compare."""
+    from bench.data import load
+    from bench.runner import connect, execute
+
+    run_dir = Path(run_dir)
+    config_file = run_dir / store.CONFIG_FILE
+    if not config_file.is_file():
+        raise ConfigError(f"{run_dir}: not a bench run folder (no {store.CONFIG_FILE})")
+    try:
+        rows = store.read_results(run_dir)
+    except store.CorruptPartError as exc:
+        raise ConfigError(str(exc)) from None
+    rows = rows[rows["status"] == "ok"]
+    if trial:
+        rows = rows[rows["trial_key"].str.startswith(trial)]
+        if rows.empty:
+            raise ConfigError(f"--trial: no ok trial whose key starts with {trial!r} in {run_dir}")
+    if rows.empty:
+        raise ConfigError(f"{run_dir}: no ok trial to replay")
+    cfg = OmegaConf.load(config_file)  # for the dataset's settings (a heart file's path)
+    stored = {r["trial_key"]: r for r in rows.to_dict("records")}
+    specs = []
+    for key, row in stored.items():
+        spec = TrialSpec.from_dict(row)
+        if spec.trial_key != key:
+            raise ConfigError(
+                f"{run_dir}: stored spec of trial {key[:12]} does not hash to its key"
+            )
+        specs.append(spec)
+    raw = load(to_container(cfg.dataset))
+    import ray
+
+    started = connect({"address": address})
+    try:
+        gpu = ray.cluster_resources().get("GPU", 0) > 0
+        runnable = [s for s in specs if s.device == "cpu" or gpu]
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+        out = run_dir / "_replay" / stamp
+        out.mkdir(parents=True)
+        writer = store.PartWriter(out, rows_per_part=1000)
+        fresh = {
+            r["trial_key"]: r
+            for r in execute(
+                runnable, raw, writer, f"replay-{stamp}", progress=progress, description="replay"
+            )
+        }
+        writer.close()
+    finally:
+        if started:
+            ray.shutdown()
+    lines = []
+    for key, row in stored.items():
+        now = fresh.get(key, {"status": "not run", "error": "no GPU in this Ray cluster"})
+        lines.append(compare(row, now))
+    return pd.DataFrame(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench replay", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--trial", help="replay only the trial whose key starts with this")
+    parser.add_argument("--address", help="join this Ray cluster (default: embedded Ray here)")
+    parser.add_argument("--no-progress", action="store_true")
+    ns = parser.parse_args(argv)
+    try:
+        table = replay(ns.run_dir, ns.trial, progress=not ns.no_progress, address=ns.address)
+    except ConfigError as exc:
+        print(f"bench replay: error: {exc}", file=sys.stderr)
+        return 2
+    from rich.console import Console
+    from rich.table import Table
+
+    view = Table(title=f"replay of {ns.run_dir}")
+    for column in (
+        "trial",
+        "library",
+        "device",
+        "det",
+        "weights",
+        "predictions",
+        "verdict",
+        "changed in environment",
+    ):
+        view.add_column(column)
+    for r in table.itertuples(index=False):
+        view.add_row(
+            r.trial_key[:12], r.library, r.device, str(r.deterministic),
+            "equal" if r.weights_equal else "differ", "equal" if r.predictions_equal else "differ",
+            r.verdict, ", ".join(d.split(":")[0] for d in r.environment_diff.split("; ") if d),
+        )  # fmt: skip
+    console = Console()
+    console.print(view)
+    for r in table[table["environment_diff"] != ""].itertuples(index=False):
+        console.print(f"{r.trial_key[:12]} environment: {r.environment_diff}")
+    failed = table["verdict"].str.startswith(("NOT REPRODUCED", "replay failed"))
+    reproduced = int((table["verdict"] == "reproduced").sum())
+    console.print(
+        f"{reproduced} of {len(table)} trials reproduced bitwise; {int(failed.sum())} failed to"
+    )
+    return 1 if failed.any() else 0

@@ -1,0 +1,111 @@
+"""A real two-node Ray cluster on localhost: trials spread over both nodes and give the same bits
+as an embedded run; per-trial resources that no node can hold are refused instead of hanging.
+
+The cluster is two `ray start --block` processes (head + one node, 1 CPU each, own custom
+resources) under a private temp dir with free ports and their own auth token, stopped at the end by
+pid (bench.cluster.localray). Not `ray stop`: that stops every Ray on the machine, including other
+people's embedded clusters.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.cluster.localray import LocalRayCluster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+# sklearn + torch, two seeds x {split, none}: 8 short CPU trials.
+SWEEP = [
+    "+sweep=smoke",
+    "libraries=[sklearn,torch]",
+    "model.epochs=2",
+    "progress=false",
+]
+
+
+@pytest.fixture(scope="module")
+def two_nodes() -> Iterator[LocalRayCluster]:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the localhost Ray cluster reads /proc to stop exactly its own processes")
+    cluster = LocalRayCluster()
+    try:
+        cluster.start_head(num_cpus=1, resources={"bench_head": 1})
+        cluster.add_node(num_cpus=1, resources={"bench_second": 1})
+        cluster.wait_for(nodes=2, cpus=2)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        cluster.stop()
+        pytest.fail(f"two-node Ray cluster did not start: {exc}\n{cluster.log('head')}")
+    try:
+        yield cluster
+    finally:
+        survivors = cluster.stop()
+        assert not survivors, f"Ray processes outlived the cluster: {survivors}"
+
+
+def _bench(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_sweep_spreads_over_both_nodes_with_local_bits(
+    two_nodes: LocalRayCluster, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    on_cluster = _bench(
+        [*SWEEP, "cluster=ray", f"cluster.address={two_nodes.address}", "run_id=cluster"],
+        tmp_path,
+        two_nodes.env,
+    )
+    assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
+    local_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    local = _bench(
+        [*SWEEP, "cluster=local", "cluster.num_cpus=1", "run_id=local"], tmp_path, local_env
+    )
+    assert local.returncode == 0, local.stderr[-3000:]
+
+    a = pd.read_parquet(tmp_path / "results/smoke/cluster").set_index("trial_key").sort_index()
+    b = pd.read_parquet(tmp_path / "results/smoke/local").set_index("trial_key").sort_index()
+    assert len(a) == 8 and (a["status"] == "ok").all()
+    assert a["ray_node_id"].nunique() == 2, a["ray_node_id"].value_counts()
+    assert list(a.index) == list(b.index)
+    for column in ("weights_sha256", "predictions_sha256"):
+        differ = a.index[a[column] != b[column]].tolist()
+        assert not differ, f"{column} differs between cluster and local for {differ}"
+
+
+def test_trial_larger_than_any_node_is_refused(two_nodes: LocalRayCluster, tmp_path: Path) -> None:
+    """2 CPUs in the cluster, 1 per node: a threads=2 trial could never start; say so, at once."""
+    env = {**two_nodes.env, "RAY_ADDRESS": str(two_nodes.address)}
+    result = _bench(
+        ["+sweep=smoke", "libraries=[sklearn]", "seeds.n=1", "threads=2", "cluster=ray"],
+        tmp_path,
+        env,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "threads: a trial reserves 2 CPUs, but the largest Ray node has 1" in result.stderr
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.parquet"))
+
+
+def test_cluster_ray_without_a_cluster_names_the_key(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = _bench(
+        ["+sweep=smoke", "libraries=[sklearn]", "cluster=ray", "cluster.address=127.0.0.1:1"],
+        tmp_path,
+        env,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("bench: error: cluster.address:")
