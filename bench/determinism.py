@@ -118,14 +118,17 @@ def _tensorflow(spec: TrialSpec) -> dict[str, Any]:
 
 def apply(spec: TrialSpec) -> dict[str, Any]:
     """Put the spec's threads and determinism into force; return what is in force."""
+    import scipy.linalg  # noqa: F401 - loads scipy's BLAS now, so every trial sees the same pools
+    import sklearn.utils  # noqa: F401
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    threadpool_limits(limits=spec.threads)  # numpy/scipy/sklearn BLAS and OpenMP, process-wide
     settings: dict[str, Any] = {"deterministic_in_force": spec.deterministic}
     if spec.library == "torch":
         settings.update(_torch(spec))
     elif spec.library == "tensorflow":
         settings.update(_tensorflow(spec))
+    # After the library's import, so that its own OpenMP runtime is limited (and listed) too.
+    threadpool_limits(limits=spec.threads)  # BLAS and OpenMP pools, process-wide
     pools = threadpool_info()
     settings["blas_threads"] = max((p["num_threads"] for p in pools), default=None)
     settings["blas"] = "; ".join(  # sorted: the order threadpoolctl finds libraries in varies

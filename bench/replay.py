@@ -183,8 +183,10 @@ def main(argv: list[str]) -> int:
     console = Console()
     console.print(view)
     for r in table[table["environment_diff"] != ""].itertuples(index=False):
-        console.print(f"{r.trial_key[:12]} environment: {r.environment_diff}")
+        console.print(f"{r.trial_key[:12]}: {r.verdict}: {r.environment_diff}")
     failed = table["verdict"].str.startswith(("NOT REPRODUCED", "replay failed"))
+    for r in table[failed].itertuples(index=False):
+        console.print(f"[red]{r.trial_key}: {r.verdict}[/red]")
     reproduced = int((table["verdict"] == "reproduced").sum())
     console.print(
         f"{reproduced} of {len(table)} trials reproduced bitwise; {int(failed.sum())} failed to"

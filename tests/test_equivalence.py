@@ -84,20 +84,25 @@ def test_parameter_shapes_identical(case: str, data) -> None:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_forward_pass_equal(case: str, data) -> None:
-    """Tier 2: the same weights give the same outputs within 1e-5 on the same inputs."""
+    """Tier 2: the same weights give the same outputs within 1e-5 on the same inputs.
+
+    Inputs are clipped to [-4, 4]: a few standardised digits pixels reach 30+ (a pixel almost
+    always 0 in the training rows), and a dot product with terms that large loses 1e-5 to float32
+    cancellation whichever library sums it; the bound is about the libraries, not the data."""
     dataset, _ = CASES[case]
-    X = data[dataset].X_test
+    X = np.clip(data[dataset].X_test, -4, 4)
     outputs = {}
     for library in _libs(case):
         est = _fit(library, case, data, 64, mode="shared")
-        rng = np.random.default_rng(7)  # weights far from the init: non-trivial outputs
-        weights = [w + rng.normal(0, 0.2, w.shape).astype(np.float32) for w in est.get_weights()]
+        rng = np.random.default_rng(7)  # weights away from the init: non-trivial outputs
+        weights = [w + rng.normal(0, 0.05, w.shape).astype(np.float32) for w in est.get_weights()]
         est.set_weights(weights)
         np.testing.assert_array_equal(est.get_weights()[0], weights[0])
         out = est.predict_proba(X) if hasattr(est, "predict_proba") else est.decision_function(X)
         outputs[library] = out
     ref = outputs["torch"]
-    assert np.ptp(ref) > 0.1  # the comparison is about something
+    assert np.ptp(ref) > 0.1  # the comparison is about something, at float32's scale of 1e-5:
+    assert np.abs(ref).max() < 16  # below 16, one float32 ulp is < 2e-6
     for library, out in outputs.items():
         np.testing.assert_allclose(out, ref, rtol=0, atol=FORWARD_ATOL, err_msg=library)
 
@@ -128,15 +133,16 @@ def test_training_steps_agree(case: str, steps: int, data) -> None:
 
 def test_torch_epsilon_alignment_matters(data) -> None:
     """Without the per-step epsilon of bench.backends.torch, torch's Adam parts from the other two
-    libraries by far more than rounding: the alignment is doing the work the tolerance claims."""
+    libraries by far more than rounding: the alignment is doing the work the tolerance claims.
+    eps=1e-4 makes the placement visible in one step (at 1e-8 it shows once gradients shrink)."""
     import torch
 
-    est = _fit("torch", "logreg", data, 32, mode="shared")
+    est = _fit("torch", "logreg", data, 32, mode="shared", eps=1e-4)
     aligned = est.get_weights()
-    sk = _fit("sklearn", "logreg", data, 32, mode="shared").get_weights()
+    sk = _fit("sklearn", "logreg", data, 32, mode="shared", eps=1e-4).get_weights()
     # torch's own Adam on the same single step, epsilon where torch puts it
     model = est._build(shared_init(est.net_, 3))
-    opt = torch.optim.Adam(model.parameters(), lr=0.01, eps=1e-8)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01, eps=1e-4)
     d = data["breast_cancer"]
     order = np.random.default_rng(5).permutation(32)  # epoch_orders(32, seed_order=5, 1)[0]
     X, y = torch.from_numpy(d.X_train[:32][order]), torch.from_numpy(d.y_train[:32][order])
@@ -145,4 +151,4 @@ def test_torch_epsilon_alignment_matters(data) -> None:
     opt.step()
     plain = est._weights()
     assert _max_diff(aligned, sk) <= STEP_TOL["torch-sklearn"][0]
-    assert _max_diff(plain, sk) > 10 * STEP_TOL["torch-sklearn"][0]
+    assert _max_diff(plain, sk) > 100 * STEP_TOL["torch-sklearn"][0]

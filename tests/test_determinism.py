@@ -1,0 +1,197 @@
+"""Determinism toggles, thread counts, devices and replay, through real sweeps on real Ray.
+
+CPU assertions run everywhere; the GPU ones are marked `gpu` and skipped without CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench import store
+
+pytestmark = pytest.mark.slow
+
+
+def bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def run_of(results: Path, sweep: str) -> Path:
+    (run,) = (results / sweep).iterdir()
+    return run
+
+
+@pytest.fixture(scope="module")
+def determinism_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    results = tmp_path_factory.mktemp("determinism")
+    args = ["+sweep=determinism", "libraries=[sklearn,torch,tensorflow]", "seeds.n=3"]
+    result = bench(*args, "model.epochs=5", f"results_dir={results}", "progress=false")
+    assert result.returncode == 0, result.stderr
+    return run_of(results, "determinism")
+
+
+def test_deterministic_repeats_give_one_hash_per_setup(determinism_run: Path) -> None:
+    df = pd.read_parquet(determinism_run)
+    assert len(df) == 3 * 2 * 3 and (df["status"] == "ok").all()
+    for (library, det), group in df.groupby(["library", "deterministic"]):
+        assert group["weights_sha256"].nunique() == 1, (library, det)
+        assert group["predictions_sha256"].nunique() == 1, (library, det)
+        assert group[["seed_split", "seed_order", "seed_init"]].nunique().eq(1).all()
+
+
+def test_rows_record_the_flags_in_force(determinism_run: Path) -> None:
+    df = pd.read_parquet(determinism_run)
+    torch_rows = df[df["library"] == "torch"]
+    for det, group in torch_rows.groupby("deterministic"):
+        assert (group["deterministic_in_force"] == det).all()
+        assert (group["cudnn_deterministic"] == det).all()
+        assert (group["cudnn_benchmark"] == (not det)).all()
+        assert (group["tf32_matmul"] == False).all()  # noqa: E712 - a nullable column
+    tf_rows = df[df["library"] == "tensorflow"]
+    assert (tf_rows["deterministic_in_force"] == tf_rows["deterministic"]).all()
+    assert (tf_rows["tf_intra_threads"] == 1).all() and tf_rows["tf_onednn"].notna().all()
+    env = df["determinism_env"].map(json.loads)
+    assert env.map(
+        lambda e: e["OMP_NUM_THREADS"] == "1" and e["TF_NUM_INTRAOP_THREADS"] == "1"
+    ).all()
+    assert (
+        df["nondeterministic_ops"].isna().all()
+    )  # no CPU kernel here lacks a deterministic version
+
+
+def test_summary_reports_hashes_churn_and_time_ratio(determinism_run: Path) -> None:
+    from bench.runner import axis_summaries
+
+    tables = axis_summaries(pd.read_parquet(determinism_run))
+    repeats = tables["fixed-seed repeats: distinct hashes per setup"]
+    assert (repeats["max_distinct_weights"] == 1).all() and len(repeats) == 6
+    churn = tables["deterministic: False vs True, same seeds"]
+    assert set(churn["library"]) == {"sklearn", "torch", "tensorflow"}
+    cost = tables["fit time, deterministic / non-deterministic"]
+    assert (cost["ratio_median"] > 0).all() and len(cost) == 3
+
+
+def test_replay_of_a_cpu_run_reproduces_bitwise(determinism_run: Path) -> None:
+    result = bench("replay", str(determinism_run), "--no-progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "18 of 18 trials reproduced bitwise" in result.stdout
+
+
+def _rewrite(run: Path, change) -> None:
+    """Change stored rows in place (as a different past would have written them)."""
+    for part in store.part_files(run):
+        df = pq.read_table(part).to_pandas()
+        change(df)
+        pq.write_table(pa.Table.from_pandas(df, schema=store.SCHEMA, preserve_index=False), part)
+
+
+def test_replay_fails_when_a_trial_does_not_reproduce_on_the_same_environment(
+    determinism_run: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(determinism_run, run, ignore=shutil.ignore_patterns("_replay"))
+    key = pd.read_parquet(run).query("library == 'torch'")["trial_key"].iloc[0]
+
+    def corrupt(df: pd.DataFrame) -> None:
+        df.loc[df["trial_key"] == key, "weights_sha256"] = "0" * 64
+
+    _rewrite(run, corrupt)
+    result = bench("replay", str(run), "--trial", key[:16], "--no-progress")
+    assert result.returncode == 1
+    assert "NOT REPRODUCED" in result.stdout
+
+    def other_version(df: pd.DataFrame) -> None:
+        df.loc[df["trial_key"] == key, "torch_version"] = "0.0.1"
+
+    _rewrite(run, other_version)  # the same mismatch, now explained by the environment
+    result = bench("replay", str(run), "--trial", key[:16], "--no-progress")
+    assert result.returncode == 0, result.stdout
+    assert "environment changed" in result.stdout and "torch_version: 0.0.1 -> " in result.stdout
+
+
+def test_one_and_two_torch_threads_give_different_bits_and_the_rows_say_why(tmp_path: Path) -> None:
+    result = bench(
+        "+sweep=threads", "libraries=[torch]", "seeds.n=2", "model.epochs=3",
+        f"results_dir={tmp_path}", "progress=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    df = pd.read_parquet(run_of(tmp_path, "threads"))
+    by_threads = df.groupby("threads")
+    assert set(by_threads.groups) == {1, 2}
+    assert (by_threads["weights_sha256"].nunique() == 1).all()  # each thread count repeats itself
+    assert df["weights_sha256"].nunique() == 2  # ... and the two disagree
+    for threads, group in by_threads:
+        assert (group["torch_threads"] == threads).all()
+        env = group["determinism_env"].map(json.loads)
+        assert (env.map(lambda e: e["OMP_NUM_THREADS"]) == str(threads)).all()
+
+
+def test_cuda_trials_without_a_gpu_are_skipped_when_asked(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; the skip path needs one without")
+    result = bench(
+        "+sweep=hardware", "seeds.n=2", "model.epochs=3", "hardware.skip_unavailable=true",
+        f"results_dir={tmp_path}", "progress=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    df = pd.read_parquet(run_of(tmp_path, "hardware"))
+    assert (df.loc[df["device"] == "cuda", "status"] == "skipped").all()
+    assert (df.loc[df["device"] == "cpu", "status"] == "ok").all()
+    assert df.loc[df["device"] == "cuda", "error"].str.contains("no GPU").all()
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+gpu = pytest.mark.skipif(not _cuda(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_determinism_sweep_shows_autotuning_noise_and_deterministic_mode_removes_it(
+    tmp_path: Path,
+) -> None:
+    result = bench(
+        "+sweep=determinism", "libraries=[torch]", "sweep.devices=[cuda]", "model=cnn",
+        "dataset=digits", "seeds.n=3", f"results_dir={tmp_path}", "progress=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    df = pd.read_parquet(run_of(tmp_path, "determinism"))
+    on = df[df["deterministic"]]
+    assert on["weights_sha256"].nunique() == 1
+    assert on["gpu_name"].notna().all() and on["cuda_version"].notna().all()
+    assert (df.loc[~df["deterministic"], "cudnn_benchmark"]).all()
+
+
+@pytest.mark.gpu
+@gpu
+def test_hardware_sweep_pairs_cpu_and_gpu_runs(tmp_path: Path) -> None:
+    result = bench("+sweep=hardware", "seeds.n=3", f"results_dir={tmp_path}", "progress=false")
+    assert result.returncode == 0, result.stderr
+    df = pd.read_parquet(run_of(tmp_path, "hardware"))
+    assert set(df["device"]) == {"cpu", "cuda"} and (df["status"] == "ok").all()
+    from bench.analysis import matched_pairs
+
+    pairs = matched_pairs(df, "device", "cpu", "cuda")
+    assert len(pairs) == 3 and (pairs["churn"] <= 0.1).all()

@@ -1,0 +1,430 @@
+"""A real single-node SLURM on localhost: slurm/bench.sbatch and `cluster=slurm` end to end.
+
+The session fixture starts what a SLURM cluster runs (Debian slurm-wlm 22.05 and munge, as
+DESIGN.md measured): munged as user munge with its own key and socket, slurmctld and
+`slurmd -N localhost` from a slurm.conf whose ports, state, spool and logs are private to this
+session, so nothing collides with a system SLURM or munge or with another test session. It stops
+them by pid at the end and checks that nothing it started (daemons, job steps, Ray) is left.
+`.ci/run` installs the packages; without them (or without root, which munged and slurmd need) the
+daemon tests are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bench.cluster.localray import free_port, processes_naming
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SBATCH = REPO_ROOT / "slurm" / "bench.sbatch"
+CPUS = min(2, os.cpu_count() or 1)
+# sklearn + torch, one seed x {split, none}: 4 short trials.
+SWEEP = ["+sweep=smoke", "libraries=[sklearn,torch]", "seeds.n=1", "model.epochs=2"]
+
+pytestmark = pytest.mark.slurm  # and `slow` on the tests that need the daemons
+
+SLURM_CONF = """\
+ClusterName=benchtest
+SlurmctldHost=localhost
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={root}/munge/munge.sock
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+MailProg=/bin/true
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmctldLogFile={root}/log/slurmctld.log
+SlurmdLogFile={root}/log/slurmd.log
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+JobAcctGatherType=jobacct_gather/none
+ReturnToService=2
+MinJobAge=600
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+@dataclass
+class Slurm:
+    root: Path
+    env: dict[str, str]  # the user's environment plus SLURM_CONF and BENCH_PYTHON
+
+    def run(self, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            list(cmd), env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def job(self, job_id: str) -> dict[str, str]:
+        """`scontrol show job` as a dict (JobState, ExitCode, StdOut, ...)."""
+        out = self.run("scontrol", "show", "job", "--oneliner", job_id).stdout
+        return dict(re.findall(r"(\w+)=(\S*)", out))
+
+    def log(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
+            for p in sorted((self.root / "log").glob("*.log"))
+        )
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+def _stop(pid: int | None, timeout: float = 20) -> None:
+    if not _alive(pid):
+        return
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _stepds() -> set[int]:
+    return {pid for pid in processes_naming("slurmstepd")}
+
+
+def _why_not() -> str | None:
+    """Why the daemons cannot start here, or None."""
+    if not sys.platform.startswith("linux"):
+        return "SLURM on localhost needs Linux"
+    missing = [
+        b
+        for b in ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "runuser")
+        if shutil.which(b, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None
+    ]
+    if missing:
+        return (
+            f"not installed: {', '.join(missing)} (apt-get install slurm-wlm munge; .ci/run does)"
+        )
+    if os.geteuid() != 0:
+        return "starting munged (as user munge) and slurmd needs root"
+    try:
+        import pwd
+
+        pwd.getpwnam("munge")
+    except KeyError:
+        return "no 'munge' user (the munge package creates it)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[Slurm]:
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)
+    sbin = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    root = Path(tempfile.mkdtemp(prefix="bslurm-", dir="/tmp"))  # short: socket paths
+    root.chmod(0o755)  # munged refuses a socket whose parent directories others cannot traverse
+    for sub in ("state", "spool", "log"):
+        (root / sub).mkdir()
+    (root / "munge").mkdir(mode=0o755)  # the socket, readable by every user
+    (root / "munge-etc").mkdir(mode=0o700)  # key, seed, pid and log, munge's alone
+    key = root / "munge-etc" / "munge.key"
+    key.write_bytes(os.urandom(128))
+    key.chmod(0o400)
+    shutil.chown(root / "munge", "munge", "munge")
+    for path in (root / "munge-etc", key):
+        shutil.chown(path, "munge", "munge")
+    conf = root / "slurm.conf"
+    conf.write_text(
+        SLURM_CONF.format(
+            root=root, ctld_port=free_port(), slurmd_port=free_port(), cpus=os.cpu_count() or 1
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SLURM_JOB_ID")}
+    env.update(SLURM_CONF=str(conf), BENCH_PYTHON=sys.executable, PATH=sbin)
+    state = Slurm(root, env)
+    stepds_before = _stepds()
+    pids = {
+        "munged": root / "munge-etc" / "munged.pid",
+        "slurmctld": root / "slurmctld.pid",
+        "slurmd": root / "slurmd.pid",
+    }
+
+    def start(cmd: list[str]) -> None:
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: {result.stderr.strip()}")
+
+    try:
+        start(
+            [
+                "runuser", "-u", "munge", "--", shutil.which("munged", path=sbin) or "munged",
+                f"--socket={root}/munge/munge.sock",
+                f"--key-file={key}",
+                f"--pid-file={pids['munged']}",
+                f"--log-file={root}/munge-etc/munged.log",
+                f"--seed-file={root}/munge-etc/munged.seed",
+            ]
+        )  # fmt: skip
+        start(["slurmctld", "-c"])
+        start(["slurmd", "-N", "localhost"])
+        deadline = time.monotonic() + 60
+        while state.run("sinfo", "-h", "-o", "%T").stdout.strip() != "idle":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the node did not become idle within 60 s")
+            time.sleep(0.5)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        for name in ("slurmd", "slurmctld", "munged"):
+            _stop(_pid(pids[name]))
+        pytest.fail(f"SLURM did not start on localhost: {exc}\n{state.log()}")
+    try:
+        yield state
+    finally:
+        state.run("scontrol", "shutdown")
+        for name in ("slurmd", "slurmctld", "munged"):
+            pid = _pid(pids[name])
+            _stop(pid)
+            assert not _alive(pid), f"{name} (pid {pid}) outlived the tests"
+        left = (_stepds() - stepds_before) | set(processes_naming(f"{root}/"))
+        assert not left, f"processes started by the SLURM tests are still running: {left}"
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _ray_dir(output: str) -> str:
+    """The job's private Ray temp dir, from the head's start-up lines in the job output."""
+    found = re.search(r"(/tmp/bench-ray\.[A-Za-z0-9]+)/session_", output)
+    assert found, output[-3000:]
+    return found.group(1)
+
+
+def _rows(path: Path):
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+@pytest.mark.slow
+def test_sbatch_script_runs_a_smoke_sweep_and_stops_ray(slurm: Slurm, tmp_path: Path) -> None:
+    result = slurm.run(
+        "sbatch", "--parsable", "--wait", f"--output={tmp_path}/job-%j.out",
+        f"--cpus-per-task={CPUS}", f"--chdir={tmp_path}", str(SBATCH),
+        *SWEEP, f"results_dir={tmp_path}/results", "run_id=viasbatch", "progress=false",
+        timeout=240,
+    )  # fmt: skip
+    job_id = result.stdout.strip().split(";")[0]
+    output_file = tmp_path / f"job-{job_id}.out"
+    output = output_file.read_text(errors="replace") if output_file.exists() else ""
+    assert result.returncode == 0, f"{result.stderr}\n{output[-4000:]}\n{slurm.log()}"
+
+    job = slurm.job(job_id)
+    assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
+    sacct = slurm.run("sacct", "-n", "-j", job_id, "-o", "State,ExitCode")
+    if sacct.returncode == 0 and sacct.stdout.strip():  # only with slurmdbd; none here
+        assert "COMPLETED" in sacct.stdout
+    assert "Ray cluster ready: 1 node(s)" in output
+    assert "Ray stopped; exit status 0" in output
+
+    rows = _rows(tmp_path / "results" / "smoke" / "viasbatch")
+    assert len(rows) == 4 and (rows["status"] == "ok").all()
+    assert rows["ray_node_id"].notna().all()
+
+    ray_dir = _ray_dir(output)
+    assert not processes_naming(ray_dir), "Ray processes outlived the job"
+    assert not Path(ray_dir).exists()
+
+
+@pytest.mark.slow
+def test_cluster_slurm_writes_submits_and_waits(slurm: Slurm, tmp_path: Path) -> None:
+    results = tmp_path / "shared results"  # a space: every path in the job must stay quoted
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "bench", *SWEEP, "cluster=slurm", "cluster.wait=true",
+            f"cluster.cpus_per_node={CPUS}", "cluster.time=10", "cluster.job_name=bench-test",
+            f"results_dir={results}", "run_id=viacli",
+        ],
+        cwd=tmp_path, env=slurm.env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
+    out = result.stdout
+    job_id = re.search(r"submitted SLURM job (\d+)", out).group(1)  # type: ignore[union-attr]
+    run_dir = results / "smoke" / "viacli"
+    output = run_dir / "_slurm" / f"slurm-{job_id}.out"
+    assert f"output:   {output}" in out
+    assert f"tail -f {shlex.quote(str(output))}" in out and f"squeue -j {job_id}" in out
+    assert f"SLURM job {job_id} completed" in out
+
+    script = (run_dir / "_slurm" / "job.sbatch").read_text()
+    assert "#SBATCH --job-name=bench-test" in script and "#SBATCH --time=10" in script
+    assert f"#SBATCH --cpus-per-task={CPUS}" in script
+    command = shlex.split(script.strip().splitlines()[-1])
+    assert command[:3] == ["exec", "bash", str(SBATCH)]
+    assert f"results_dir={results}" in command and "run_id=viacli" in command
+
+    rows = _rows(run_dir)
+    assert len(rows) == 4 and (rows["status"] == "ok").all()
+    job = slurm.job(job_id)
+    assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
+    assert not processes_naming(_ray_dir(output.read_text(errors="replace")))
+
+
+@pytest.mark.slow
+def test_cluster_slurm_returns_at_once_and_a_failed_job_shows_it(
+    slurm: Slurm, tmp_path: Path
+) -> None:
+    """Without wait, bench returns after submitting; a job whose interpreter fails ends FAILED."""
+    start = time.monotonic()
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "bench", "+sweep=smoke", "libraries=[sklearn]", "cluster=slurm",
+            f"cluster.cpus_per_node={CPUS}", "cluster.python=/bin/false", f"results_dir={tmp_path}",
+        ],
+        cwd=tmp_path, env=slurm.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    job_id = re.search(r"submitted SLURM job (\d+)", result.stdout).group(1)  # type: ignore[union-attr]
+    assert "tail -f" in result.stdout and f"squeue -j {job_id}" in result.stdout
+    deadline = time.monotonic() + 90
+    while (job := slurm.job(job_id)).get("JobState") in ("PENDING", "RUNNING", "COMPLETING", None):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.5)
+    assert job["JobState"] == "FAILED" and job["ExitCode"] != "0:0", job
+    assert time.monotonic() - start < 90
+
+
+def test_cluster_slurm_without_sbatch_is_one_line_naming_it(tmp_path: Path) -> None:
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_JOB_ID"}
+    env["PATH"] = str(bare)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "+sweep=smoke", "cluster=slurm"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bench: error: cluster=slurm: sbatch not found")
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("cluster.time=soon", "cluster.time"),
+        ("cluster.nodes=0", "cluster.nodes"),
+        ("cluster.partition='gpu; rm -rf /'", "cluster.partition"),
+        ("cluster.sbatch=['--output=/tmp/x']", "cluster.sbatch"),
+        ("cluster.sbatch=['-q short']", "cluster.sbatch"),
+        ("cluster.mem=lots", "cluster.mem"),
+    ],
+)
+def test_bad_slurm_values_are_refused_naming_the_key(override: str, key: str) -> None:
+    from bench.config import ConfigError, compose
+
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: "):
+        compose(["+sweep=smoke", "cluster=slurm", override])
+
+
+def test_job_file_quotes_every_word(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overrides with shell metacharacters reach bench as the same words, never as shell."""
+    from bench.cluster.slurm import render
+    from bench.config import compose
+
+    monkeypatch.chdir(tmp_path)
+    tricky = "dataset.path='a b;$(touch pwned) `x` \"q\"'"
+    args = ["+sweep=smoke", "cluster=slurm", "cluster.gpus_per_node=2", "cluster.gpu_type=a100"]
+    args += ["cluster.sbatch=['--qos=short']", tricky, "results_dir=elsewhere", "run_id=old"]
+    cfg = compose(args)
+    text = render(cfg, args, "rid", tmp_path / "r e s", tmp_path / "job")
+    assert "#SBATCH --gres=gpu:a100:2" in text and "#SBATCH --qos=short" in text
+    words = shlex.split(text.strip().splitlines()[-1])
+    assert words[3:] == [
+        "+sweep=smoke", "cluster=slurm", "cluster.gpus_per_node=2", "cluster.gpu_type=a100",
+        "cluster.sbatch=['--qos=short']", tricky, "run_id=rid",
+        f"results_dir={tmp_path / 'r e s'}", "progress=false",
+    ]  # fmt: skip
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_sbatch_script_is_shellcheck_clean() -> None:
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck not installed (apt-get install shellcheck; .ci/run does)")
+    result = subprocess.run(["shellcheck", str(SBATCH)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
+
+
+FAKE_SRUN = """#!/usr/bin/env bash
+# Stand-in for srun on one machine: drop srun's own options, run the command here.
+set -euo pipefail
+while [[ $# -gt 0 && "$1" == --* ]]; do shift; done
+exec "$@"
+"""
+
+
+@pytest.mark.slow
+def test_sbatch_script_starts_a_ray_worker_per_extra_node(tmp_path: Path) -> None:
+    """The multi-node branch of bench.sbatch, which a one-machine SLURM cannot reach: a 2-node
+    job's environment, and an `srun` stand-in that runs the worker command on this machine. The
+    script must start the worker (its function shipped with `declare -f`), wait for 2 nodes, run
+    trials on both, and leave no Ray process behind."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc to check that no Ray process is left")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(FAKE_SRUN)
+    (bin_dir / "srun").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RAY_ADDRESS"))}
+    env.update(
+        SLURM_JOB_ID="fake-2-nodes",
+        SLURM_JOB_NUM_NODES="2",
+        SLURM_CPUS_PER_TASK="1",
+        BENCH_PYTHON=sys.executable,
+        PATH=f"{bin_dir}:{env.get('PATH', '')}",
+    )
+    result = subprocess.run(
+        ["bash", str(SBATCH), *SWEEP[:-2], "seeds.n=2", "model.epochs=2", f"results_dir={tmp_path}", "run_id=two",
+         "progress=false"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "Ray cluster ready: 2 node(s), 2 CPU(s)" in output
+    rows = _rows(tmp_path / "smoke" / "two")
+    assert len(rows) == 8 and (rows["status"] == "ok").all()
+    assert rows["ray_node_id"].nunique() == 2
+    ray_dir = _ray_dir(output)
+    assert not processes_naming(ray_dir) and not Path(ray_dir).exists()
