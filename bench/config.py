@@ -40,6 +40,23 @@ class ModelName(Enum):
     mlp = "mlp"
     linear_svm = "linear_svm"  # hinge loss, no hidden layer
     cnn = "cnn"  # convolutions on image datasets (digits); torch and tensorflow only
+    svm_rbf = "svm_rbf"  # sklearn.svm.SVC(kernel="rbf"); scikit-learn only
+    decision_tree = "decision_tree"  # sklearn.tree.DecisionTreeClassifier; scikit-learn only
+
+
+# Models that exist only as scikit-learn estimators (no network, so no torch/Keras twin), and the
+# constructor arguments `model.params` and `search.grid` may set for them. Neural models take the
+# ModelConfig fields instead (NEURAL_SEARCHABLE).
+SKLEARN_ONLY_PARAMS: dict[str, tuple[str, ...]] = {
+    "svm_rbf": ("C", "gamma", "tol", "class_weight", "max_iter"),
+    "decision_tree": (
+        "max_depth", "min_samples_split", "min_samples_leaf", "criterion", "max_features",
+        "class_weight", "ccp_alpha",
+    ),
+}  # fmt: skip
+NEURAL_SEARCHABLE = (
+    "lr", "alpha", "epochs", "batch_size", "hidden_sizes", "activation", "beta1", "beta2", "eps",
+)  # fmt: skip
 
 
 class Varied(Enum):
@@ -50,6 +67,7 @@ class Varied(Enum):
     init = "init"
     all = "all"
     none = "none"
+    cv = "cv"  # the cross-validation folds of a grid search (needs search.enabled)
 
 
 class Device(Enum):
@@ -116,22 +134,63 @@ class ModelConfig:
     # cnn only: one 'valid' kxk convolution (stride 1) per entry, then hidden_sizes, then output.
     conv_channels: list[int] = field(default_factory=list)
     kernel_size: int = 3
+    # svm_rbf / decision_tree only: scikit-learn constructor arguments (SKLEARN_ONLY_PARAMS);
+    # the neural fields above do not apply to them and are left out of their trials' hparams.
+    params: dict[str, Any] = field(default_factory=dict)
+    # Libraries this model runs in; null: the run's `libraries`. Lets one run train the MLP in
+    # three libraries beside scikit-learn-only models (conf/experiment/heart.yaml).
+    libraries: list[Library] | None = None
 
 
 @dataclass
 class SeedsConfig:
     base: int = 0
     n: int = 10
+    # Seeds per varied source where it should differ from n, e.g. {cv: 20, init: 20} beside 100
+    # split seeds: the split is the question, the others only need enough draws for a variance.
+    n_by_source: dict[str, int] = field(default_factory=dict)
+    # At most this many seeds per source for a library, e.g. {tensorflow: 10}: a Keras fit costs
+    # about ten times a torch fit on CPU, and a grid search multiplies the fits.
+    n_by_library: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class SearchConfig:
+    """Grid search with k-fold cross-validation inside every trial (any sweep, any model).
+
+    The training part of the split is cut into `folds` stratified folds shuffled by the trial's
+    `seed_cv` (its own seed source, `cv`), every combination of the model's grid is scored by
+    cross-validation, and the best one is refit on the whole training part before the test set is
+    touched. The row records `best_params` and `cv_score` beside the test metrics.
+    """
+
+    enabled: bool = False
+    folds: int = 5
+    scoring: str = "accuracy"  # a scikit-learn scorer name
+    # model name -> parameter -> values; a model without an entry is only cross-validated.
+    grid: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
 
 
 @dataclass
 class SweepConfig:
     name: str = MISSING
-    varied: list[Varied] = field(default_factory=lambda: list(Varied))
+    varied: list[Varied] = field(
+        default_factory=lambda: [v for v in Varied if v != Varied.cv]
+    )  # cv only means something with search.enabled
     # Axes beyond the seeds; null means the single top-level value (deterministic, threads, device).
     deterministic: list[bool] | None = None
     threads: list[int] | None = None
     devices: list[Device] | None = None
+
+
+@dataclass
+class BatchingConfig:
+    """Train trials that differ only in seeds as one stacked model (torch logreg/mlp, aligned or
+    shared mode); every trial still gets its own row, with `batched=true` and its group size."""
+
+    enabled: bool = False
+    max_group: int = 256
+    fused: bool = False  # torch's fused Adam kernel (one launch for all parameters)
 
 
 @dataclass
@@ -214,6 +273,8 @@ class BenchConfig:
     trial_timeout_s: float | None = None  # a trial running longer becomes an error row
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
 
 
 def register() -> None:
@@ -281,6 +342,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"sweep.threads: every thread count must be >= 1, got {list(cfg.sweep.threads)}"
         )
+    if cfg.batching.max_group < 1:
+        raise ConfigError(f"batching.max_group: must be >= 1, got {cfg.batching.max_group}")
     if not 0.0 < cfg.hardware.gpu_fraction <= 1.0:
         raise ConfigError(
             f"hardware.gpu_fraction: must be in (0, 1], got {cfg.hardware.gpu_fraction}"
@@ -295,6 +358,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"seeds.n: base + n exceeds the uint32 seed range ({UINT32_MAX})")
     validate_cluster(cfg)
     validate_models(to_container(cfg))
+    validate_search(to_container(cfg))
 
 
 # #SBATCH values go to sbatch's own option parser: a plain token keeps them one option each.
@@ -389,6 +453,78 @@ def seed_modes(mode: str, init_mode: str, order_mode: str) -> tuple[str, str]:
     return init_mode, order_mode
 
 
+def model_libraries(plain: dict[str, Any], model: dict[str, Any]) -> list[str]:
+    """The libraries a model runs in: its own `libraries`, else the run's."""
+    return list(model.get("libraries") or plain["libraries"])
+
+
+def _validate_sklearn_only(plain: dict[str, Any], key: str, m: dict[str, Any]) -> None:
+    """svm_rbf and decision_tree exist in scikit-learn only; their params must be theirs."""
+    name = m["name"]
+    own = m.get("libraries")
+    if own is not None and (not own or len(set(own)) != len(own)):
+        raise ConfigError(f"{key}.libraries: must name each library once, got {own}")
+    if name not in SKLEARN_ONLY_PARAMS:
+        if m.get("params"):
+            raise ConfigError(
+                f"{key}.params: only {' and '.join(SKLEARN_ONLY_PARAMS)} take params; "
+                f"set {name}'s hyperparameters as {key}.<field>"
+            )
+        return
+    others = [lib for lib in model_libraries(plain, m) if lib != "sklearn"]
+    if others:
+        where = f"{key}.libraries" if own else "libraries"
+        raise ConfigError(
+            f"{where}: {name} exists in scikit-learn only, got {others}; use {where}=[sklearn]"
+        )
+    unknown = sorted(set(m.get("params") or {}) - set(SKLEARN_ONLY_PARAMS[name]))
+    if unknown:
+        raise ConfigError(
+            f"{key}.params: {name} takes {', '.join(SKLEARN_ONLY_PARAMS[name])}; got {unknown}"
+        )
+
+
+def validate_search(plain: dict[str, Any]) -> None:
+    """search.* and the per-source / per-library seed counts, naming the key."""
+    search, seeds_cfg = plain["search"], plain["seeds"]
+    for key, table, allowed in (
+        ("seeds.n_by_source", seeds_cfg["n_by_source"], [v.value for v in Varied]),
+        ("seeds.n_by_library", seeds_cfg["n_by_library"], [lib.value for lib in Library]),
+    ):
+        for name, n in table.items():
+            if name not in allowed:
+                raise ConfigError(f"{key}: unknown key {name!r}; expected one of {allowed}")
+            if n < 1 or seeds_cfg["base"] + n - 1 > UINT32_MAX:
+                raise ConfigError(f"{key}.{name}: must be >= 1 and fit the uint32 range, got {n}")
+    if "cv" in plain["sweep"]["varied"] and not search["enabled"]:
+        raise ConfigError(
+            "sweep.varied: cv varies the cross-validation folds, which only a grid search has; "
+            "set search.enabled=true or drop cv"
+        )
+    if not search["enabled"]:
+        return
+    if search["folds"] < 2:
+        raise ConfigError(f"search.folds: must be >= 2, got {search['folds']}")
+    for model, grid in search["grid"].items():
+        if model not in [n.value for n in ModelName]:
+            raise ConfigError(f"search.grid: unknown model {model!r}")
+        allowed = SKLEARN_ONLY_PARAMS.get(model, NEURAL_SEARCHABLE)
+        for param, values in grid.items():
+            if param not in allowed:
+                raise ConfigError(
+                    f"search.grid.{model}.{param}: not a parameter of {model}; "
+                    f"searchable: {', '.join(allowed)}"
+                )
+            if not values:
+                raise ConfigError(f"search.grid.{model}.{param}: needs at least one value")
+    from sklearn.metrics import get_scorer_names
+
+    if search["scoring"] not in get_scorer_names():
+        raise ConfigError(
+            f"search.scoring: not a scikit-learn scorer: {search['scoring']!r} (e.g. accuracy, roc_auc)"
+        )
+
+
 def validate_models(plain: dict[str, Any]) -> None:
     """Every model x mode x library x dataset combination a run would train must exist: an
     unsupported one is refused here, naming the key, never dropped from the sweep."""
@@ -420,6 +556,7 @@ def validate_models(plain: dict[str, Any]) -> None:
         ):
             if not ok:
                 raise ConfigError(f"{key}.{sub}: {why}, got {m[sub]}")
+        _validate_sklearn_only(plain, key, m)
         if name == "mlp" and not m["hidden_sizes"]:
             raise ConfigError(f"{key}.hidden_sizes: an mlp needs at least one hidden layer")
         if name in ("logreg", "linear_svm") and m["hidden_sizes"]:
@@ -436,7 +573,7 @@ def validate_models(plain: dict[str, Any]) -> None:
                 f"{where}: cnn needs an image dataset ({', '.join(IMAGE_SHAPES)}), "
                 f"got dataset={dataset}"
             )
-        if "sklearn" in plain["libraries"]:
+        if "sklearn" in model_libraries(plain, m):
             raise ConfigError(
                 f"libraries: scikit-learn has no cnn; drop sklearn from libraries or cnn from {where}"
             )

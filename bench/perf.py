@@ -1,4 +1,4 @@
-"""Benchmarks as commands, measured side by side in one run: `python -m bench.perf overhead`.
+"""Benchmarks as commands, measured side by side in one run: `python -m bench.perf overhead|batched`.
 
 `overhead` runs the same trials (default: 3 libraries x MLP x 20 seeds on breast_cancer) twice, each
 in a fresh Python process so that neither inherits the other's imports or warm caches:
@@ -93,6 +93,50 @@ def overhead(overrides: list[str], workers: int) -> dict[str, float]:
     }
 
 
+def batched(
+    device: str, sizes: list[int], epochs: int, threads: int, one_by_one: int
+) -> list[dict]:
+    """models/s for the 30-64-1 MLP on breast_cancer: one by one, then stacked at each size,
+    with torch's foreach Adam and with its fused Adam, all in this one process."""
+    import torch
+
+    from bench.backends.torch import TorchNeuralClassifier
+    from bench.backends.torch_batched import Member, fit_stack
+    from bench.data import load, split
+
+    torch.set_num_threads(threads)
+    data = split(load({"name": "breast_cancer"}), 0, 0.2)
+    est = TorchNeuralClassifier(hidden_sizes=(64,), epochs=epochs, mode="aligned", device=device)
+    fit_stack(est, [Member(0, 0, data)] * 2)  # warm-up: kernels, allocator, CUDA context
+    start = time.perf_counter()
+    for i in range(one_by_one):
+        TorchNeuralClassifier(**{**est.get_params(), "seed_init": i, "seed_order": i}).fit(
+            data.X_train, data.y_train
+        )
+    if device == "cuda":
+        torch.cuda.synchronize()
+    base = one_by_one / (time.perf_counter() - start)
+    out = [
+        {"device": device, "method": "one by one", "group": 1, "models_per_s": base, "speedup": 1.0}
+    ]
+    for n in sizes:
+        members = [Member(i, i, data) for i in range(n)]
+        for fused in (False, True):
+            result = fit_stack(est, members, fused=fused)
+            rate = n / (result.fit_seconds + result.predict_seconds)
+            method = "stacked, fused Adam" if fused else "stacked, foreach Adam"
+            out.append(
+                {
+                    "device": device,
+                    "method": method,
+                    "group": n,
+                    "models_per_s": rate,
+                    "speedup": rate / base,
+                }
+            )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "_loop":
@@ -107,7 +151,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "overrides", nargs="*", help="config overrides (default: 3 libraries x MLP x 20 seeds)"
     )
+    b = sub.add_parser(
+        "batched", help="models/s one by one vs stacked (30-64-1 MLP, breast_cancer)"
+    )
+    b.add_argument("--sizes", default="16,64,256,1024", help="group sizes, comma-separated")
+    b.add_argument("--gpu-sizes", default="256,1024,4096,16384", help="group sizes on CUDA")
+    b.add_argument("--epochs", type=int, default=30)
+    b.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    b.add_argument(
+        "--one-by-one", type=int, default=5, help="models trained one by one for the baseline"
+    )
     ns = parser.parse_args(args)
+    if ns.command == "batched":
+        return _print_batched(ns)
     overrides = [*DEFAULT_OVERRIDES, *ns.overrides]
     print(f"python -m bench {' '.join(overrides)}  (workers={ns.workers})", flush=True)
     m = overhead(overrides, ns.workers)
@@ -120,6 +176,26 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"harness overhead             {m['harness_overhead']:.1%}   (1 - sum(fit) / (wall x {ns.workers}))"
     )
+    return 0
+
+
+def _print_batched(ns: argparse.Namespace) -> int:
+    import torch
+
+    runs = [("cpu", [int(x) for x in ns.sizes.split(",")])]
+    if torch.cuda.is_available():
+        runs.append(("cuda", [int(x) for x in ns.gpu_sizes.split(",")]))
+    else:
+        print("no CUDA device: CPU figures only")
+    print(
+        f"30-64-1 MLP, breast_cancer (455 train rows), {ns.epochs} epochs, batch 32, {ns.threads} threads"
+    )
+    print(f"{'device':7} {'method':24} {'group':>6} {'models/s':>10} {'x one by one':>13}")
+    for device, sizes in runs:
+        for r in batched(device, sizes, ns.epochs, ns.threads, ns.one_by_one):
+            print(
+                f"{r['device']:7} {r['method']:24} {r['group']:>6} {r['models_per_s']:>10.1f} {r['speedup']:>13.1f}"
+            )
     return 0
 
 

@@ -145,6 +145,7 @@ def write_report(
         lambda: _comparisons(ctx),
         lambda: _determinism(ctx),
         lambda: _threshold(ctx, thresholds),
+        lambda: _tuned(ctx, thresholds),
     ]
     sections = [s for s in (build() for build in builders) if s is not None and s.blocks]
     title = f"bench report: {run_dir.name}"
@@ -235,7 +236,9 @@ def _config(run_dir: Path) -> str:
         from omegaconf import OmegaConf
 
         cfg = OmegaConf.load(path)
-        return f"base seed {cfg.seeds.base}, {cfg.seeds.n} seeds per source"
+        text = f"base seed {cfg.seeds.base}, {cfg.seeds.n} seeds per source"
+        extra = {**(cfg.seeds.get("n_by_source") or {}), **(cfg.seeds.get("n_by_library") or {})}
+        return text + (f" (except {dict(extra)})" if extra else "")
     except Exception:
         return ""
 
@@ -359,7 +362,8 @@ def _churn(ctx: Context) -> Section | None:
             ba.matched_churn(ctx.ok, axis, a, b, by=by, metric=ctx.metric)
             for a, b in itertools.combinations(levels, 2)
         ]
-        table = pd.concat([t for t in tables if len(t)], ignore_index=True) if tables else None
+        tables = [t for t in tables if len(t)]  # models with different hparams never match
+        table = pd.concat(tables, ignore_index=True) if tables else None
         if table is None or table.empty or table["n_pairs"].sum() == 0:
             continue
         table = table[table["n_pairs"] > 0]
@@ -490,6 +494,17 @@ def _determinism(ctx: Context) -> Section | None:
             s.text("Fit time with deterministic mode on / off:")
             s.table(cost)
     return s
+
+
+def _tuned(ctx: Context, thresholds: Sequence[float] | None) -> Section | None:
+    """Runs with a grid search in every trial (`cv_score`, e.g. +experiment=heart): whether the
+    claimed accuracy (the first --threshold, else 80%) holds; bench.experiments.heart_report."""
+    if "cv_score" not in ctx.ok.columns or ctx.ok["cv_score"].isna().all():
+        return None
+    from bench.experiments import heart_report
+
+    claim = float(thresholds[0]) if thresholds else heart_report.CLAIM
+    return heart_report.section(ctx, claim)
 
 
 def _threshold(ctx: Context, thresholds: Sequence[float] | None) -> Section | None:

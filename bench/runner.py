@@ -60,20 +60,47 @@ RESUME_FREE = {
     "faults",
     "report",
     "results_dir",
+    "hardware",
 }
 ADDRESS_PROBE_S = 5.0
 
 
 def _execute(
-    spec_json: dict[str, Any],
+    spec_jsons: list[dict[str, Any]],
     raw: RawDataset,
     faults: dict[str, Any] | None,
     timeout_s: float | None,
-) -> dict[str, Any]:
-    """The Ray task body: a worker turns one spec into one row."""
+    fused: bool = False,
+) -> list[dict[str, Any]]:
+    """The Ray task body: a worker turns one spec (or one stackable group) into rows."""
     from bench import trial
 
-    return trial.run(TrialSpec.from_dict(spec_json), raw=raw, faults=faults, timeout_s=timeout_s)
+    specs = [TrialSpec.from_dict(s) for s in spec_jsons]
+    if len(specs) == 1:
+        return [trial.run(specs[0], raw=raw, faults=faults, timeout_s=timeout_s)]
+    return trial.run_group(specs, raw=raw, faults=faults, timeout_s=timeout_s, fused=fused)
+
+
+def batchable(spec: TrialSpec) -> bool:
+    return spec.library == "torch" and spec.model in ("logreg", "mlp") and spec.mode != "defaults"
+
+
+def group_specs(specs: list[TrialSpec], max_group: int) -> list[list[TrialSpec]]:
+    """Trials that may share one stacked model: same everything but seeds (and the bookkeeping
+    fields `varied` and `repeat`), in groups of at most `max_group`; the rest one by one."""
+    groups: dict[tuple, list[TrialSpec]] = {}
+    singles: list[list[TrialSpec]] = []
+    for spec in specs:
+        if not batchable(spec):
+            singles.append([spec])
+            continue
+        key = tuple(
+            v for k, v in asdict(spec).items()
+            if k not in ("varied", "repeat", "seed_split", "seed_order", "seed_init")
+        )  # fmt: skip
+        groups.setdefault(key, []).append(spec)
+    chunks = [g[i : i + max_group] for g in groups.values() for i in range(0, len(g), max_group)]
+    return chunks + singles
 
 
 def _probe_address(address: str) -> None:
@@ -252,10 +279,12 @@ def execute(
     timeout_s: float | None = None,
     faults: dict[str, Any] | None = None,
     gpu_fraction: float = 1.0,
+    batching: dict[str, Any] | None = None,
 ) -> Iterable[dict[str, Any]]:
     """Submit `specs` to the connected Ray cluster; write and yield rows as trials finish.
 
-    A worker that dies is retried by Ray `retries` times, then becomes an error row. With
+    One task per trial, or per stackable group with `batching={"enabled": True, ...}`. A worker
+    that dies is retried by Ray `retries` times, then its trials become error rows. With
     `timeout_s`, the trial interrupts itself (bench.trial); as a backstop for a hang that never
     returns to Python, a task without a result `2 * timeout_s + 30` s after submission is killed
     (at most `max_in_flight` tasks wait, so queueing alone never reaches that).
@@ -264,59 +293,69 @@ def execute(
 
     if any(s.device == "cuda" for s in specs) and ray.cluster_resources().get("GPU", 0) == 0:
         raise ConfigError("device: cuda requested, but the Ray cluster has no GPU; use device=cpu")
+    batching = batching or {}
+    if batching.get("enabled"):
+        units = group_specs(specs, int(batching.get("max_group", 256)))
+    else:
+        units = [[s] for s in specs]
+    fused = bool(batching.get("fused", False))
     task = ray.remote(_execute)
     raw_ref = ray.put(raw)
     limit = max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     backstop = 2 * timeout_s + 30 if timeout_s else None
-    queue = list(reversed(specs))
-    pending: dict[Any, tuple[TrialSpec, float]] = {}
+    queue = list(reversed(units))
+    pending: dict[Any, tuple[list[TrialSpec], float]] = {}
     counts = {"ok": 0, "error": 0}
 
-    def finish(spec: TrialSpec, row: dict[str, Any]) -> dict[str, Any]:
+    def finish(row: dict[str, Any]) -> dict[str, Any]:
         row["run_id"] = run_id
         writer.add(row)
         counts[row["status"]] = counts.get(row["status"], 0) + 1
         bar.update(job, advance=1, **counts)
         return row
 
+    def failed(unit: list[TrialSpec], message: str) -> list[dict[str, Any]]:
+        return [error_row(spec, message) for spec in unit]
+
     with _progress(progress) as bar:
         job = bar.add_task(description, total=len(specs), **counts)
         try:
             while queue or pending:
                 while queue and len(pending) < limit:
-                    spec = queue.pop()
+                    unit = queue.pop()
+                    first = unit[0]
                     ref = task.options(
-                        num_cpus=spec.threads,
-                        num_gpus=gpu_fraction if spec.device == "cuda" else 0,
+                        num_cpus=first.threads,
+                        num_gpus=gpu_fraction if first.device == "cuda" else 0,
                         max_retries=retries,
                         runtime_env={
-                            "env_vars": worker_env(spec.threads, spec.deterministic, spec.device)
+                            "env_vars": worker_env(first.threads, first.deterministic, first.device)
                         },
-                    ).remote(asdict(spec), raw_ref, faults, timeout_s)
-                    pending[ref] = (spec, time.monotonic())
+                    ).remote([asdict(s) for s in unit], raw_ref, faults, timeout_s, fused)
+                    pending[ref] = (unit, time.monotonic())
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in done:
-                    spec, _ = pending.pop(ref)
+                    unit, _ = pending.pop(ref)
                     try:
-                        row = ray.get(ref)
+                        rows = ray.get(ref)
                     except ray.exceptions.RayError as exc:
-                        row = error_row(
-                            spec, f"{type(exc).__name__}: {' '.join(str(exc).split())[:2000]}"
+                        rows = failed(
+                            unit, f"{type(exc).__name__}: {' '.join(str(exc).split())[:2000]}"
                         )
-                    yield finish(spec, row)
+                    for row in rows:
+                        yield finish(row)
                 if backstop:
                     now = time.monotonic()
-                    for ref, (spec, submitted) in list(pending.items()):
+                    for ref, (unit, submitted) in list(pending.items()):
                         if now - submitted > backstop:
                             ray.cancel(ref, force=True)
                             del pending[ref]
-                            yield finish(
-                                spec,
-                                error_row(
-                                    spec,
-                                    f"timeout: no result {backstop:g} s after submission (trial_timeout_s={timeout_s:g}); worker killed",
-                                ),
+                            message = (
+                                f"timeout: no result {backstop:g} s after submission "
+                                f"(trial_timeout_s={timeout_s:g}); worker killed"
                             )
+                            for row in failed(unit, message):
+                                yield finish(row)
         finally:
             writer.flush()
             for ref in pending:
@@ -549,6 +588,7 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
                 timeout_s=cfg.trial_timeout_s,
                 faults=faults if injecting else None,
                 gpu_fraction=cfg.hardware.gpu_fraction,
+                batching=to_container(cfg.batching),
             )
             for row in rows:
                 counts[row["status"]] = counts.get(row["status"], 0) + 1

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 
-SOURCES = ("split", "order", "init")
+# cv: the folds of a grid search's cross-validation (bench.trial); used only with search.enabled.
+SOURCES = ("split", "order", "init", "cv")
 
 
 def derive(base: int, source: str, index: int) -> int:

@@ -35,13 +35,22 @@ class TrialSpec:
     )
     # defaults | aligned | shared (bench.backends.base); init_mode/order_mode hold what it implies
     mode: str = "aligned"
+    # Grid search with cross-validation (search.enabled): the fold seed and canonical JSON of
+    # {folds, scoring, grid}. None when the trial has no search; then they are left out of the
+    # JSON, so trials without a search keep the trial keys they had before these fields existed.
+    seed_cv: int | None = None
+    search: str | None = None
 
     @property
     def trial_key(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        data = asdict(self)
+        for name in _OMIT_WHEN_NONE:
+            if data[name] is None:
+                del data[name]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialSpec:
@@ -53,6 +62,12 @@ class TrialSpec:
 
     def dataset_dict(self) -> dict[str, Any]:
         return json.loads(self.dataset_params)
+
+    def search_dict(self) -> dict[str, Any] | None:
+        return json.loads(self.search) if self.search is not None else None
+
+
+_OMIT_WHEN_NONE = ("seed_cv", "search")
 
 
 def canonical_json(data: dict[str, Any]) -> str:

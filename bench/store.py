@@ -26,6 +26,7 @@ SPEC_COLUMNS = [
     ("seed_split", _int), ("seed_order", _int), ("seed_init", _int), ("repeat", _int),
     ("deterministic", _bool), ("threads", _int), ("init_mode", _str), ("order_mode", _str),
     ("hparams", _str), ("dataset_params", _str), ("mode", _str),
+    ("seed_cv", _int), ("search", _str),  # null unless the trial ran a grid search
 ]  # fmt: skip
 SCHEMA = pa.schema(
     [
@@ -33,6 +34,7 @@ SCHEMA = pa.schema(
         *SPEC_COLUMNS,
         ("accuracy", _float), ("balanced_accuracy", _float), ("f1", _float), ("roc_auc", _float),
         ("log_loss", _float), ("n_train", _int), ("n_test", _int), ("n_params", _int),
+        ("cv_score", _float), ("best_params", _str),  # grid search: best mean CV score, its params
         ("fit_seconds", _float), ("predict_seconds", _float), ("total_seconds", _float),
         ("started_at", pa.timestamp("us", tz="UTC")),
         ("weights_sha256", _str), ("predictions_sha256", _str),
@@ -42,7 +44,8 @@ SCHEMA = pa.schema(
         ("tf_intra_threads", _int), ("tf_inter_threads", _int), ("blas_threads", _int), ("blas", _str),
         ("determinism_env", _str), ("cudnn_deterministic", _bool), ("cudnn_benchmark", _bool),
         ("tf32_matmul", _bool), ("tf32_cudnn", _bool), ("tf_onednn", _str),
-        ("nondeterministic_ops", _str),
+        ("nondeterministic_ops", _str), ("batched", _bool), ("group_size", _int),
+        ("group_index", _int),
         ("host", _str), ("python_version", _str), ("platform", _str), ("cpu_model", _str),
         ("numpy_version", _str), ("sklearn_version", _str), ("torch_version", _str),
         ("tensorflow_version", _str), ("keras_version", _str), ("ray_version", _str),

@@ -3,7 +3,10 @@
 For every library and every source in `sweep.varied`, `seeds.n` trials:
 - `split` / `order` / `init`: that source takes seeds 0..n-1, the other two stay at index 0;
 - `all`: all three sources take index i together;
-- `none`: every seed at index 0, repeated n times, to expose implementation noise.
+- `none`: every seed at index 0, repeated n times, to expose implementation noise;
+- `cv` (with search.enabled): the cross-validation fold seed takes 0..n-1, the others index 0.
+`seeds.n_by_source` and `seeds.n_by_library` change n for one source or cap it for one library;
+a model's own `libraries` replaces the run's for that model (scikit-learn-only models).
 All of that once per model (`models`, or just `model`) and per mode (`modes`, or just `mode`),
 models and modes outermost so that a single model and mode keep the order above.
 """
@@ -15,7 +18,14 @@ import itertools
 from omegaconf import DictConfig
 
 from bench import seeds
-from bench.config import seed_modes, selected_models, selected_modes, to_container
+from bench.config import (
+    SKLEARN_ONLY_PARAMS,
+    model_libraries,
+    seed_modes,
+    selected_models,
+    selected_modes,
+    to_container,
+)
 from bench.spec import TrialSpec, canonical_json
 
 # Settings that change a dataset's arrays, per dataset; where a file lives does not belong here.
@@ -49,43 +59,84 @@ def expand(cfg: DictConfig) -> list[TrialSpec]:
     ]
 
 
+def model_hparams(model: dict) -> dict:
+    """What a trial of `model` is trained with. scikit-learn-only models take `params` alone (the
+    neural fields have no effect on them); neural models their fields, without `libraries` (an
+    axis, not a hyperparameter) and without an empty `params`, so their trial keys stay as before."""
+    if model["name"] in SKLEARN_ONLY_PARAMS:
+        return dict(model.get("params") or {})
+    return {
+        k: v
+        for k, v in model.items()
+        if k not in ("name", "libraries") and not (k == "params" and not v)
+    }
+
+
+def n_seeds(plain: dict, library: str, varied: str) -> int:
+    """Seeds for one library and source: seeds.n_by_source or seeds.n, capped by n_by_library."""
+    n = plain["seeds"].get("n_by_source", {}).get(varied, plain["seeds"]["n"])
+    return min(n, plain["seeds"].get("n_by_library", {}).get(library, n))
+
+
+def _search_json(plain: dict, model: dict) -> str | None:
+    search = plain.get("search") or {}
+    if not search.get("enabled"):
+        return None
+    grid = (search.get("grid") or {}).get(model["name"], {})
+    return canonical_json({"folds": search["folds"], "scoring": search["scoring"], "grid": grid})
+
+
 def _expand_one(plain: dict, model: dict, mode: str) -> list[TrialSpec]:
-    hparams = canonical_json({k: v for k, v in model.items() if k != "name"})
-    init_mode, order_mode = seed_modes(mode, plain["init_mode"], plain["order_mode"])
-    dataset = plain["dataset"]
-    dataset_params = canonical_json(dataset_key_params(dataset))
-    base = plain["seeds"]["base"]
     sweep = plain["sweep"]
     axes = itertools.product(
-        plain["libraries"],
+        model_libraries(plain, model),
         sweep.get("devices") or [plain["device"]],
         sweep.get("deterministic") or [plain["deterministic"]],
         sweep.get("threads") or [plain["threads"]],
         sweep["varied"],
-        range(plain["seeds"]["n"]),
     )
-    specs = []
-    for library, device, deterministic, threads, varied, i in axes:
-        idx = _seed_indices(varied, i)
-        specs.append(
-            TrialSpec(
-                sweep=plain["sweep"]["name"],
-                library=library,
-                model=model["name"],
-                dataset=dataset["name"],
-                device=device,
-                varied=varied,
-                seed_split=seeds.derive(base, "split", idx["split"]),
-                seed_order=seeds.derive(base, "order", idx["order"]),
-                seed_init=seeds.derive(base, "init", idx["init"]),
-                repeat=i if varied == "none" else 0,
-                deterministic=deterministic,
-                threads=threads,
-                init_mode=init_mode,
-                order_mode=order_mode,
-                hparams=hparams,
-                dataset_params=dataset_params,
-                mode=mode,
-            )
-        )
-    return specs
+    return [
+        _spec(plain, model, mode, library, device, deterministic, threads, varied, i)
+        for library, device, deterministic, threads, varied in axes
+        for i in range(n_seeds(plain, library, varied))
+    ]
+
+
+def _spec(
+    plain: dict,
+    model: dict,
+    mode: str,
+    library: str,
+    device: str,
+    deterministic: bool,
+    threads: int,
+    varied: str,
+    i: int,
+) -> TrialSpec:
+    """Seed index i of source `varied` for one model, mode, library and setting."""
+    init_mode, order_mode = seed_modes(mode, plain["init_mode"], plain["order_mode"])
+    dataset = plain["dataset"]
+    base = plain["seeds"]["base"]
+    idx = _seed_indices(varied, i)
+    search = _search_json(plain, model)
+    return TrialSpec(
+        sweep=plain["sweep"]["name"],
+        library=library,
+        model=model["name"],
+        dataset=dataset["name"],
+        device=device,
+        varied=varied,
+        seed_split=seeds.derive(base, "split", idx["split"]),
+        seed_order=seeds.derive(base, "order", idx["order"]),
+        seed_init=seeds.derive(base, "init", idx["init"]),
+        repeat=i if varied == "none" else 0,
+        deterministic=deterministic,
+        threads=threads,
+        init_mode=init_mode,
+        order_mode=order_mode,
+        hparams=canonical_json(model_hparams(model)),
+        dataset_params=canonical_json(dataset_key_params(dataset)),
+        mode=mode,
+        seed_cv=seeds.derive(base, "cv", idx["cv"]) if search is not None else None,
+        search=search,
+    )

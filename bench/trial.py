@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import signal
 import threading
@@ -20,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from bench import determinism, fingerprint
-from bench.data import RawDataset, load, split
+from bench.config import SKLEARN_ONLY_PARAMS
+from bench.data import RawDataset, Split, load, split
 from bench.faults import inject
 from bench.spec import TrialSpec
 
@@ -42,9 +44,59 @@ def _import_for(spec: TrialSpec) -> None:
     import sklearn.model_selection  # noqa: F401
 
 
+def sklearn_only_estimator(spec: TrialSpec):
+    """svm_rbf / decision_tree: the scikit-learn estimator itself, with the spec's params.
+
+    The SVM has no `probability=True`: Platt scaling would run a hidden 5-fold CV with its own
+    random state; its margins are squashed for the row instead (`test_scores`). The tree's
+    random_state is `seed_init` (it breaks ties between equally good splits)."""
+    from sklearn.svm import SVC
+    from sklearn.tree import DecisionTreeClassifier
+
+    params = spec.hparams_dict()
+    if spec.model == "svm_rbf":
+        return SVC(kernel="rbf", **params)
+    return DecisionTreeClassifier(random_state=spec.seed_init, **params)
+
+
+def fitted_weights(estimator) -> list[np.ndarray]:
+    """The fitted state to hash: a bench estimator's weights, an SVM's support vectors and dual
+    coefficients, a tree's structure and leaf values."""
+    if hasattr(estimator, "get_weights"):
+        return estimator.get_weights()
+    if hasattr(estimator, "tree_"):
+        t = estimator.tree_
+        return [t.children_left, t.children_right, t.feature, t.threshold, t.value]
+    return [estimator.support_vectors_, estimator.dual_coef_, estimator.intercept_]
+
+
+def grid_search(
+    estimator, search: dict[str, Any], seed_cv: int, X: np.ndarray, y: np.ndarray
+) -> tuple[Any, dict[str, Any]]:
+    """GridSearchCV over `search["grid"]` with stratified k-fold folds shuffled by `seed_cv`, refit
+    on all of X. Returns the refit estimator and the row's `cv_score` (best mean CV score) and
+    `best_params` (JSON). The folds have their own seed so that the CV's randomness is a source
+    of its own, separate from the split, the batch order and the initial weights."""
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    folds = StratifiedKFold(n_splits=search["folds"], shuffle=True, random_state=seed_cv)
+    gs = GridSearchCV(
+        estimator, search["grid"], scoring=search["scoring"], cv=folds, error_score="raise"
+    )
+    gs.fit(X, y)
+    best = json.dumps(gs.best_params_, sort_keys=True, default=_json_value)
+    return gs.best_estimator_, {"cv_score": float(gs.best_score_), "best_params": best}
+
+
+def _json_value(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
 def make_estimator(spec: TrialSpec):
     from bench.backends import estimator_class
 
+    if spec.model in SKLEARN_ONLY_PARAMS:
+        return sklearn_only_estimator(spec)
     hp = spec.hparams_dict()
     return estimator_class(spec.library)(
         model=spec.model,
@@ -83,19 +135,51 @@ def test_scores(estimator, X: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def _train(spec: TrialSpec, raw: RawDataset) -> dict[str, Any]:
-    from bench.metrics import classification_metrics
-
     data = split(raw, spec.seed_split, spec.dataset_dict()["test_size"])
     estimator = make_estimator(spec)
+    search = spec.search_dict()
+    tuned: dict[str, Any] = {}
     flagged: list[str] = []
     with determinism.nondeterministic_ops(flagged):
         t0 = time.perf_counter()
-        estimator.fit(data.X_train, data.y_train)
+        if search is None:
+            estimator.fit(data.X_train, data.y_train)
+        else:  # fit_seconds then covers the whole search, refit included
+            estimator, tuned = grid_search(
+                estimator, search, spec.seed_cv, data.X_train, data.y_train
+            )
         t1 = time.perf_counter()
         proba, calibrated = test_scores(estimator, data.X_test)
         t2 = time.perf_counter()
-    y_pred = estimator.classes_[np.argmax(proba, axis=1)]
-    weights = estimator.get_weights()
+    return {
+        **outcome_columns(
+            data,
+            proba,
+            estimator.classes_,
+            fitted_weights(estimator),
+            t1 - t0,
+            t2 - t1,
+            flagged,
+            calibrated,
+        ),
+        **tuned,
+    }
+
+
+def outcome_columns(
+    data: Split,
+    proba: np.ndarray,
+    classes: np.ndarray,
+    weights: list[np.ndarray],
+    fit_seconds: float,
+    predict_seconds: float,
+    flagged: list[str],
+    calibrated: bool = True,
+) -> dict[str, Any]:
+    """The row's metrics, timings, hashes and prediction lists for one trained model."""
+    from bench.metrics import classification_metrics
+
+    y_pred = classes[np.argmax(proba, axis=1)]
     score = (
         proba[:, 1]
         if proba.shape[1] == 2
@@ -107,8 +191,8 @@ def _train(spec: TrialSpec, raw: RawDataset) -> dict[str, Any]:
         "n_train": len(data.y_train),
         "n_test": len(data.y_test),
         "n_params": int(sum(w.size for w in weights)),
-        "fit_seconds": t1 - t0,
-        "predict_seconds": t2 - t1,
+        "fit_seconds": fit_seconds,
+        "predict_seconds": predict_seconds,
         "weights_sha256": fingerprint.weights_sha256(weights),
         "predictions_sha256": fingerprint.predictions_sha256(y_pred, proba),
         "test_index": data.test_index.tolist(),
@@ -162,6 +246,9 @@ def run(
         **spec_row(spec),
         "started_at": dt.datetime.now(dt.UTC),
         "worker_pid": os.getpid(),
+        "batched": False,
+        "group_size": 1,
+        "group_index": 0,
     }
     try:
         row.update(determinism.apply(spec))
@@ -172,11 +259,74 @@ def run(
             inject(spec, faults)
             row.update(_train(spec, raw))
         row.update(status="ok", error=None)
-    except TrialTimeout as exc:
-        row.update(status="error", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - every failure must become a row
-        tail = "".join(traceback.format_exception(exc)[-TRACEBACK_LINES:])
-        row.update(status="error", error=f"{type(exc).__name__}: {exc}\n{tail}")
+        row.update(status="error", error=error_text(exc))
     row.update(fingerprint.environment(spec.library, spec.device))
     row["total_seconds"] = time.perf_counter() - start
     return row
+
+
+def error_text(exc: BaseException) -> str:
+    """What an error row says: the exception, and the end of its traceback (not for timeouts)."""
+    if isinstance(exc, TrialTimeout):
+        return str(exc)
+    tail = "".join(traceback.format_exception(exc)[-TRACEBACK_LINES:])
+    return f"{type(exc).__name__}: {exc}\n{tail}"
+
+
+def run_group(
+    specs: list[TrialSpec],
+    raw: RawDataset | None = None,
+    dataset_cfg: dict[str, Any] | None = None,
+    faults: dict[str, Any] | None = None,
+    timeout_s: float | None = None,
+    fused: bool = False,
+) -> list[dict[str, Any]]:
+    """Train trials that differ only in seeds as one stacked model (bench.backends.torch_batched);
+    one row per trial, as `run` would write it, plus `batched=True` and the group size. The group
+    shares one fate: an exception, a fault or the timeout (`timeout_s` for the whole group) turns
+    every trial of it into an error row. `fit_seconds` is the group's training time divided by its
+    size (the amortised cost of one model)."""
+    start = time.perf_counter()
+    first = specs[0]
+    rows = [
+        {**spec_row(s), "started_at": dt.datetime.now(dt.UTC), "worker_pid": os.getpid(),
+         "batched": True, "group_size": len(specs), "group_index": i}
+        for i, s in enumerate(specs)
+    ]  # fmt: skip
+    try:
+        settings = determinism.apply(first)
+        _import_for(first)
+        from bench.backends.torch_batched import Member, fit_stack
+
+        if raw is None:
+            raw = load(dataset_cfg or {"name": first.dataset, **first.dataset_dict()})
+        with _deadline(timeout_s):
+            for spec in specs:
+                inject(spec, faults)
+            test_size = first.dataset_dict()["test_size"]
+            splits = {s.seed_split: split(raw, s.seed_split, test_size) for s in specs}
+            members = [Member(s.seed_init, s.seed_order, splits[s.seed_split]) for s in specs]
+            flagged: list[str] = []
+            with determinism.nondeterministic_ops(flagged):
+                result = fit_stack(make_estimator(first), members, fused=fused)
+            for row, member, proba, weights in zip(
+                rows, members, result.proba, result.weights, strict=True
+            ):
+                row.update(settings)
+                row.update(
+                    outcome_columns(
+                        member.data, proba, np.unique(member.data.y_train), weights,
+                        result.fit_seconds / len(specs), result.predict_seconds / len(specs), flagged,
+                    )
+                )  # fmt: skip
+                row.update(status="ok", error=None)
+    except Exception as exc:  # noqa: BLE001 - every failure must become a row
+        for row in rows:
+            row.update(status="error", error=error_text(exc))
+    environment = fingerprint.environment(first.library, first.device)
+    total = time.perf_counter() - start
+    for row in rows:
+        row.update(environment)
+        row["total_seconds"] = total / len(specs)
+    return rows

@@ -1,0 +1,132 @@
+"""The heart experiment through bench against the same work in a plain loop, measured in one run.
+
+`python -m bench.perf_heart [--workers N] [--results-dir DIR] [OVERRIDE ...]` runs
+`+experiment=heart` (every trial: split, preprocessing, grid search with k-fold CV, refit, test)
+twice, each in a fresh Python process so that neither inherits the other's imports or caches:
+
+(a) through bench: `python -m bench +experiment=heart ...` (Hydra, embedded Ray with N CPUs,
+    one task per trial, Parquet); its results stay in DIR/heart/<run_id> for the report;
+(b) as a plain sequential loop in one process: compose, expand, load the data once, then
+    `bench.trial.run` for every spec in order, with the thread environment a bench worker gets.
+
+Both phases train exactly the same specs, so the ratio of their wall times is what bench's
+fan-out buys (or costs) on this machine. The load average before and after each phase is
+printed because a shared machine's other work changes both numbers; the JSON written beside the
+results (`_perf_heart.json`, skipped by pyarrow) keeps all of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT = ["+experiment=heart", "progress=false", "report=false"]
+
+
+def _loop(overrides: list[str], out: Path) -> None:
+    """The plain loop: compose, expand, load once, then trial.run for every spec in order."""
+    from bench.config import compose, to_container
+    from bench.data import load
+    from bench.sweep import expand
+    from bench.trial import run
+
+    cfg = compose(overrides)
+    specs = expand(cfg)
+    raw = load(to_container(cfg.dataset))
+    fits, accuracy = [], []
+    for spec in specs:
+        row = run(spec, raw=raw)
+        if row["status"] != "ok":
+            raise SystemExit(f"plain loop: trial failed: {row['error']}")
+        fits.append(row["fit_seconds"])
+        accuracy.append(row["accuracy"])
+    out.write_text(json.dumps({"n": len(specs), "fit_seconds": fits, "accuracy": accuracy}))
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, tuple[float, float]]:
+    """Wall seconds of `cmd`, and the 1-minute load average before and after it."""
+    before = os.getloadavg()[0]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start, (before, os.getloadavg()[0])
+
+
+def measure(overrides: list[str], workers: int, results_dir: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    from bench.determinism import worker_env
+    from bench.store import new_run_id
+
+    run_id = f"perf-{new_run_id()}"
+    bench_cmd = [
+        sys.executable, "-m", "bench", *EXPERIMENT, *overrides,
+        f"results_dir={results_dir}", f"run_id={run_id}", f"cluster.num_cpus={workers}",
+    ]  # fmt: skip
+    bench_wall, bench_load = _timed(bench_cmd, dict(os.environ))
+    run_dir = results_dir / "heart" / run_id
+    rows = pd.read_parquet(run_dir)
+    if (rows["status"] != "ok").any():
+        raise SystemExit(f"bench run had failed trials; see the rows in {run_dir}")
+    loop_out = run_dir / "_perf_loop.json"
+    loop_cmd = [
+        sys.executable, "-m", "bench.perf_heart", "_loop", str(loop_out),
+        *EXPERIMENT, *overrides,
+    ]  # fmt: skip
+    # The loop gets exactly the thread environment a bench worker gets.
+    loop_wall, loop_load = _timed(loop_cmd, {**os.environ, **worker_env(1, False, "cpu")})
+    loop = json.loads(loop_out.read_text())
+    result = {
+        "run_dir": str(run_dir),
+        "trials": len(rows),
+        "workers": workers,
+        "bench_wall_s": bench_wall,
+        "loop_wall_s": loop_wall,
+        "speedup": loop_wall / bench_wall,
+        "fit_sum_bench_s": float(rows["fit_seconds"].sum()),
+        "fit_sum_loop_s": float(sum(loop["fit_seconds"])),
+        "same_mean_accuracy": bool(
+            abs(float(rows["accuracy"].mean()) - sum(loop["accuracy"]) / loop["n"]) < 1e-12
+        ),
+        "load_bench": bench_load,
+        "load_loop": loop_load,
+        "cpus": os.cpu_count(),
+        "overrides": overrides,
+    }
+    (run_dir / "_perf_heart.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "_loop":
+        _loop(args[2:], Path(args[1]))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m bench.perf_heart", description=__doc__)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--results-dir", default="results", type=Path)
+    parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. dataset.path=DIR")
+    ns = parser.parse_args(args)
+    r = measure(ns.overrides, ns.workers, ns.results_dir.resolve())
+    print(f"heart experiment, {r['trials']} trials, {r['cpus']} CPUs on this machine")
+    print(
+        f"  bench ({r['workers']} Ray workers): {r['bench_wall_s']:8.1f} s   "
+        f"load avg {r['load_bench'][0]:.1f} -> {r['load_bench'][1]:.1f}"
+    )
+    print(
+        f"  plain sequential loop:    {r['loop_wall_s']:8.1f} s   "
+        f"load avg {r['load_loop'][0]:.1f} -> {r['load_loop'][1]:.1f}"
+    )
+    print(f"  loop / bench: {r['speedup']:.2f}x; same mean accuracy: {r['same_mean_accuracy']}")
+    print(f"  sum of fit seconds: bench {r['fit_sum_bench_s']:.0f}, loop {r['fit_sum_loop_s']:.0f}")
+    print(f"results (for the report): {r['run_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
