@@ -285,13 +285,15 @@ class ConfigError(ValueError):
     """A bad value found before any work starts; the message names the key."""
 
 
-_RUN_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+_RUN_ID = re.compile(r"^(?![._])[A-Za-z0-9_.-]+$")  # no leading dot: never "." or ".." as a folder
 
 
 def validate(cfg: DictConfig) -> None:
     """Reject values the schema's types allow but that make no sense, naming the key."""
     if OmegaConf.is_missing(cfg.sweep, "name"):
-        raise ConfigError("sweep: no sweep chosen; add +sweep=seeds (or +sweep=smoke)")
+        raise ConfigError(
+            "sweep: no sweep chosen; add +sweep=seeds (or +sweep=smoke, +experiment=heart)"
+        )
     checks: list[tuple[str, bool, str]] = [
         ("seeds.n", cfg.seeds.n >= 1, "must be >= 1"),
         ("seeds.base", 0 <= cfg.seeds.base <= UINT32_MAX, f"must be in [0, {UINT32_MAX}]"),
@@ -322,6 +324,10 @@ def validate(cfg: DictConfig) -> None:
     if len(set(cfg.libraries)) != len(cfg.libraries):
         raise ConfigError(
             f"libraries: names a library twice: {[lib.value for lib in cfg.libraries]}"
+        )
+    if not _RUN_ID.match(cfg.sweep.name):
+        raise ConfigError(
+            f"sweep.name: letters, digits, '.', '_' and '-' only, not first '.' or '_'; got {cfg.sweep.name!r}"
         )
     if cfg.run_id is not None and not _RUN_ID.match(cfg.run_id):
         raise ConfigError(
@@ -503,6 +509,11 @@ def validate_search(plain: dict[str, Any]) -> None:
         )
     if not search["enabled"]:
         return
+    if (plain.get("batching") or {}).get("enabled"):
+        raise ConfigError(
+            "batching.enabled: stacked training fits each model once, without the grid search "
+            "that search.enabled asks for; set batching.enabled=false or search.enabled=false"
+        )
     if search["folds"] < 2:
         raise ConfigError(f"search.folds: must be >= 2, got {search['folds']}")
     for model, grid in search["grid"].items():
@@ -644,7 +655,10 @@ def compose(overrides: list[str]) -> DictConfig:
     unknown = _keys_outside_schema(cfg, OmegaConf.structured(BenchConfig))
     if unknown:
         raise ConfigError(f"{unknown[0]}: not a key of the config schema (bench/config.py)")
-    validate(cfg)
+    try:
+        validate(cfg)
+    except OmegaConfBaseException as exc:  # e.g. an interpolation to a key that does not exist
+        raise ConfigError(one_line(exc)) from exc
     return cfg
 
 

@@ -122,7 +122,8 @@ def apply(spec: TrialSpec) -> dict[str, Any]:
     import sklearn.utils  # noqa: F401
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    settings: dict[str, Any] = {"deterministic_in_force": spec.deterministic}
+    # scikit-learn has no determinism switch: nothing to read back, so nothing is claimed.
+    settings: dict[str, Any] = {"deterministic_in_force": None}
     if spec.library == "torch":
         settings.update(_torch(spec))
     elif spec.library == "tensorflow":

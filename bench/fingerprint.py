@@ -32,8 +32,13 @@ _DISTRIBUTIONS = {
 def weights_sha256(weights: list[np.ndarray]) -> str:
     h = hashlib.sha256()
     for w in weights:
+        w = np.asarray(w)
         h.update(repr(tuple(w.shape)).encode())
-        h.update(np.ascontiguousarray(w, dtype="<f4").tobytes())
+        if (
+            w.dtype != np.float32
+        ):  # float64 models hash their own bits (float32 ones keep old hashes)
+            h.update(w.dtype.str.encode())
+        h.update(np.ascontiguousarray(w, dtype=w.dtype.newbyteorder("<")).tobytes())
     return h.hexdigest()
 
 
@@ -75,6 +80,19 @@ def _static() -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _driver_version() -> str | None:
+    """One nvidia-smi call per worker process, not per trial."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+    try:
+        done = subprocess.run(query, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.split("\n")[0].strip() or None
+
+
 def _gpu(device: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "cuda_version": None,
@@ -89,16 +107,8 @@ def _gpu(device: str) -> dict[str, Any]:
         if device == "cuda" and torch.cuda.is_available():
             out["cudnn_version"] = str(torch.backends.cudnn.version())
             out["gpu_name"] = torch.cuda.get_device_name()
-    if device == "cuda" and shutil.which("nvidia-smi"):
-        query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
-        try:
-            out["driver_version"] = (
-                subprocess.run(query, capture_output=True, text=True, timeout=10)
-                .stdout.split("\n")[0]
-                .strip()
-            )
-        except (OSError, subprocess.SubprocessError):
-            pass
+    if device == "cuda":
+        out["driver_version"] = _driver_version()
     return out
 
 

@@ -124,16 +124,18 @@ def replay(
     try:
         gpu = ray.cluster_resources().get("GPU", 0) > 0
         runnable = [s for s in specs if s.device == "cpu" or gpu]
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
         out = run_dir / "_replay" / stamp
         out.mkdir(parents=True)
         writer = store.PartWriter(out, rows_per_part=1000)
-        fresh = {
-            r["trial_key"]: r
-            for r in execute(
-                runnable, raw, writer, f"replay-{stamp}", progress=progress, description="replay"
-            )
-        }
+        # A trial that was trained in a stack is replayed in a stack (of one: its bits do not
+        # depend on its group), since stacked and one-by-one arithmetic differ in the last bits.
+        units = [([spec], stored[spec.trial_key].get("batched") == True) for spec in runnable]  # noqa: E712 - NaN in old runs
+        rows = execute(
+            runnable, raw, writer, f"replay-{stamp}", progress=progress, description="replay",
+            units=units,
+        )  # fmt: skip
+        fresh = {r["trial_key"]: r for r in rows}
         writer.close()
     finally:
         if started:

@@ -27,6 +27,7 @@ from bench.config import ConfigError, to_container
 from bench.data import RawDataset, load
 from bench.determinism import worker_env
 from bench.spec import TrialSpec
+from bench.summary import print_summary
 from bench.sweep import expand
 
 
@@ -71,28 +72,33 @@ def _execute(
     faults: dict[str, Any] | None,
     timeout_s: float | None,
     fused: bool = False,
+    stacked: bool = False,
 ) -> list[dict[str, Any]]:
-    """The Ray task body: a worker turns one spec (or one stackable group) into rows."""
+    """The Ray task body: a worker turns one spec, or one stacked group, into rows."""
     from bench import trial
 
     specs = [TrialSpec.from_dict(s) for s in spec_jsons]
-    if len(specs) == 1:
-        return [trial.run(specs[0], raw=raw, faults=faults, timeout_s=timeout_s)]
-    return trial.run_group(specs, raw=raw, faults=faults, timeout_s=timeout_s, fused=fused)
+    if stacked:
+        return trial.run_group(specs, raw=raw, faults=faults, timeout_s=timeout_s, fused=fused)
+    return [trial.run(spec, raw=raw, faults=faults, timeout_s=timeout_s) for spec in specs]
 
 
 def batchable(spec: TrialSpec) -> bool:
     return spec.library == "torch" and spec.model in ("logreg", "mlp") and spec.mode != "defaults"
 
 
-def group_specs(specs: list[TrialSpec], max_group: int) -> list[list[TrialSpec]]:
+Unit = tuple[list[TrialSpec], bool]  # the trials of one Ray task, and whether they are stacked
+
+
+def group_specs(specs: list[TrialSpec], max_group: int) -> list[Unit]:
     """Trials that may share one stacked model: same everything but seeds (and the bookkeeping
-    fields `varied` and `repeat`), in groups of at most `max_group`; the rest one by one."""
+    fields `varied` and `repeat`), in stacked groups of at most `max_group` (a group of one
+    included, so that its bits match its group-mates'); the rest one by one."""
     groups: dict[tuple, list[TrialSpec]] = {}
-    singles: list[list[TrialSpec]] = []
+    singles: list[Unit] = []
     for spec in specs:
         if not batchable(spec):
-            singles.append([spec])
+            singles.append(([spec], False))
             continue
         key = tuple(
             v for k, v in asdict(spec).items()
@@ -100,7 +106,7 @@ def group_specs(specs: list[TrialSpec], max_group: int) -> list[list[TrialSpec]]
         )  # fmt: skip
         groups.setdefault(key, []).append(spec)
     chunks = [g[i : i + max_group] for g in groups.values() for i in range(0, len(g), max_group)]
-    return chunks + singles
+    return [(chunk, True) for chunk in chunks] + singles
 
 
 def _probe_address(address: str) -> None:
@@ -172,7 +178,7 @@ def connect(cluster: dict[str, Any]) -> bool:
     else:
         ray.init(
             address="local",  # always a new embedded instance, never a stale cluster's address
-            num_cpus=cluster.get("num_cpus") or os.cpu_count(),
+            num_cpus=cluster.get("num_cpus"),  # None: Ray's own count, which respects cgroup limits
             num_gpus=cluster.get("num_gpus"),
             include_dashboard=cluster.get("include_dashboard", False),
             dashboard_host="127.0.0.1",
@@ -280,6 +286,7 @@ def execute(
     faults: dict[str, Any] | None = None,
     gpu_fraction: float = 1.0,
     batching: dict[str, Any] | None = None,
+    units: list[Unit] | None = None,
 ) -> Iterable[dict[str, Any]]:
     """Submit `specs` to the connected Ray cluster; write and yield rows as trials finish.
 
@@ -287,24 +294,31 @@ def execute(
     that dies is retried by Ray `retries` times, then its trials become error rows. With
     `timeout_s`, the trial interrupts itself (bench.trial); as a backstop for a hang that never
     returns to Python, a task without a result `2 * timeout_s + 30` s after submission is killed
-    (at most `max_in_flight` tasks wait, so queueing alone never reaches that).
+    (with a timeout, no more tasks are submitted than can start at once, so queueing alone never
+    reaches that).
     """
     import ray
 
     if any(s.device == "cuda" for s in specs) and ray.cluster_resources().get("GPU", 0) == 0:
         raise ConfigError("device: cuda requested, but the Ray cluster has no GPU; use device=cpu")
     batching = batching or {}
-    if batching.get("enabled"):
+    if units is None and batching.get("enabled"):
         units = group_specs(specs, int(batching.get("max_group", 256)))
-    else:
-        units = [[s] for s in specs]
+    elif units is None:
+        units = [([s], False) for s in specs]
     fused = bool(batching.get("fused", False))
     task = ray.remote(_execute)
     raw_ref = ray.put(raw)
     limit = max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     backstop = 2 * timeout_s + 30 if timeout_s else None
+    if backstop:  # the backstop counts from submission: submit no more than can start at once
+        resources = ray.cluster_resources()
+        fits = int(resources.get("CPU", 1) // max(s.threads for s in specs)) if specs else 1
+        if any(s.device == "cuda" for s in specs):
+            fits = min(fits, int(resources.get("GPU", 0) / gpu_fraction + 1e-9))
+        limit = min(limit, max(1, fits))
     queue = list(reversed(units))
-    pending: dict[Any, tuple[list[TrialSpec], float]] = {}
+    pending: dict[Any, tuple[list[TrialSpec], float]] = {}  # ref -> (its trials, submitted at)
     counts = {"ok": 0, "error": 0}
 
     def finish(row: dict[str, Any]) -> dict[str, Any]:
@@ -322,7 +336,7 @@ def execute(
         try:
             while queue or pending:
                 while queue and len(pending) < limit:
-                    unit = queue.pop()
+                    unit, stacked = queue.pop()
                     first = unit[0]
                     ref = task.options(
                         num_cpus=first.threads,
@@ -331,9 +345,13 @@ def execute(
                         runtime_env={
                             "env_vars": worker_env(first.threads, first.deterministic, first.device)
                         },
-                    ).remote([asdict(s) for s in unit], raw_ref, faults, timeout_s, fused)
+                    ).remote([asdict(s) for s in unit], raw_ref, faults, timeout_s, fused, stacked)
                     pending[ref] = (unit, time.monotonic())
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                rest = [r for r in pending if r not in done]
+                if done and rest:  # collect everything else that already finished, without waiting
+                    more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                    done += more
                 for ref in done:
                     unit, _ = pending.pop(ref)
                     try:
@@ -360,169 +378,6 @@ def execute(
             writer.flush()
             for ref in pending:
                 ray.cancel(ref, force=True)
-
-
-def summary_table(path: Path):
-    """library x varied source: n, mean, std, min, max of accuracy (read back from Parquet)."""
-    import pandas as pd
-
-    df = pd.read_parquet(path)
-    ok = df[df["status"] == "ok"]
-    table = (
-        ok.groupby(["library", "varied"], sort=True)["accuracy"]
-        .agg(["count", "mean", "std", "min", "max"])
-        .rename(columns={"count": "n"})
-    )
-    errors = df[df["status"] == "error"].groupby("library").size().rename("errors")
-    return table, errors
-
-
-def library_gap_table(df):
-    """Per model and mode: the cross-library gap in mean accuracy (max - min over libraries) and
-    the mean pairwise prediction churn (share of test rows two libraries label differently, over
-    trials with the same seeds and repeat), so `defaults` vs `aligned` vs `shared` shows how much
-    of "library variance" is default values, RNG and kernels."""
-    import itertools
-
-    import numpy as np
-    import pandas as pd
-
-    ok = df[df["status"] == "ok"]
-    if "mode" not in ok.columns:
-        ok = ok.assign(mode="aligned")
-    match = ["seed_split", "seed_order", "seed_init", "repeat", "varied"]
-    rows = []
-    for (model, mode), group in ok.groupby(["model", "mode"], sort=True):
-        means = group.groupby("library")["accuracy"].mean()
-        preds = {lib: g.set_index(match)["y_pred"] for lib, g in group.groupby("library")}
-        churns = []
-        for a, b in itertools.combinations(sorted(preds), 2):
-            for key in preds[a].index.intersection(preds[b].index):
-                pa, pb = np.asarray(preds[a][key]), np.asarray(preds[b][key])
-                if pa.shape == pb.shape:
-                    churns.append(float(np.mean(pa != pb)))
-        rows.append(
-            {
-                "model": model,
-                "mode": mode,
-                "libraries": len(means),
-                "gap": float(means.max() - means.min()) if len(means) else float("nan"),
-                "churn": float(np.mean(churns)) if churns else float("nan"),
-                "pairs": len(churns),
-            }
-        )
-    return pd.DataFrame(rows, columns=["model", "mode", "libraries", "gap", "churn", "pairs"])
-
-
-def print_library_gaps(path: Path, console) -> None:
-    """The libraries sweep's table; printed only when a run holds several modes or models."""
-    import pandas as pd
-    from rich.table import Table
-
-    df = pd.read_parquet(path)
-    if "mode" not in df.columns or (df["mode"].nunique() < 2 and df["model"].nunique() < 2):
-        return
-    gaps = library_gap_table(df)
-    view = Table(title="across libraries: gap in mean accuracy and mean pairwise churn, per mode")
-    for column in ("model", "mode", "libraries", "gap", "churn", "pairs"):
-        view.add_column(column, justify="left" if column in ("model", "mode") else "right")
-    for r in gaps.itertuples():
-        view.add_row(
-            r.model, r.mode, str(r.libraries), f"{r.gap:.4f}", f"{r.churn:.4f}", str(r.pairs)
-        )
-    console.print(view)
-
-
-def print_summary(path: Path, outcome: SweepOutcome) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(stderr=False)
-    table, errors = summary_table(path)
-    view = Table(
-        title=f"accuracy by library and varied source ({outcome.n_ok} ok, {outcome.n_error} errors"
-        + (f", {outcome.n_skipped} skipped)" if outcome.n_skipped else ")")
-    )
-    for column in ("library", "varied", "n", "mean", "std", "min", "max"):
-        view.add_column(column, justify="left" if column in ("library", "varied") else "right")
-    for (library, varied), r in table.iterrows():
-        view.add_row(
-            library,
-            varied,
-            str(int(r["n"])),
-            *(f"{r[c]:.4f}" for c in ("mean", "std", "min", "max")),
-        )
-    console.print(view)
-    print_library_gaps(path, console)
-    print_axis_summaries(path, console)
-    for library, n in errors.items():
-        console.print(f"[red]{library}: {n} trial(s) failed[/red]; see the 'error' column")
-    console.print(f"results: {path}")
-    console.print(f'read with: pandas.read_parquet("{path}")')
-
-
-def _present_by(df, *columns: str) -> list[str]:
-    """Group by library, plus the other columns only where they take several values."""
-    return [c for c in columns if c == "library" or df[c].nunique() > 1]
-
-
-def axis_summaries(df) -> dict[str, Any]:
-    """The tables a determinism, threads or hardware sweep is run for, where its data has them."""
-    from bench import analysis
-
-    ok = df[df["status"] == "ok"]
-    out: dict[str, Any] = {}
-    if ok["deterministic"].nunique() > 1 or ok["varied"].eq("none").any():
-        by = _present_by(ok, "library", "device", "deterministic", "threads")
-        out["fixed-seed repeats: distinct hashes per setup"] = analysis.determinism_summary(
-            ok, by=by
-        )
-    for column, by in (
-        ("deterministic", ("library", "device")),
-        ("threads", ("library", "device")),
-        ("device", ("library", "deterministic")),
-    ):
-        levels = sorted(ok[column].unique())
-        if len(levels) > 1:
-            a, b = levels[0], levels[1]
-            out[f"{column}: {a} vs {b}, same seeds"] = analysis.matched_churn(
-                ok, column, a, b, by=_present_by(ok, *by)
-            )
-    if ok["deterministic"].nunique() > 1:
-        out["fit time, deterministic / non-deterministic"] = analysis.determinism_cost(ok)
-    return out
-
-
-def _frame_table(title: str, frame):
-    from rich.table import Table
-
-    view = Table(title=title)
-    for column in frame.columns:
-        view.add_column(str(column), justify="left" if frame[column].dtype == object else "right")
-    for row in frame.itertuples(index=False):
-        view.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    return view
-
-
-# Short headings for the columns worth a terminal line; the full tables come from bench.analysis.
-_SHORT = {
-    "library": "library", "device": "device", "deterministic": "det", "threads": "threads",
-    "n_runs": "runs", "max_distinct_weights": "weight hashes",
-    "max_distinct_predictions": "prediction hashes", "max_metric_range": "acc range",
-    "n_pairs": "pairs", "churn_mean": "churn mean", "churn_max": "churn max",
-    "same_weights_share": "same weights", "diff_mean": "acc a-b",
-    "median_deterministic": "det s", "median_nondeterministic": "non-det s",
-    "ratio_median": "ratio", "ratio_mean_ci_low": "ci low", "ratio_mean_ci_high": "ci high",
-}  # fmt: skip
-
-
-def print_axis_summaries(path: Path, console) -> None:
-    import pandas as pd
-
-    for title, frame in axis_summaries(pd.read_parquet(path)).items():
-        if len(frame):
-            short = frame[[c for c in frame.columns if c in _SHORT]].rename(columns=_SHORT)
-            console.print(_frame_table(title, short))
 
 
 def run_sweep(cfg: DictConfig) -> SweepOutcome:
@@ -599,7 +454,7 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
     finally:
         if started:
             ray.shutdown()
-    n_ok = len(done) + counts["ok"]
+    n_ok = len(done & {s.trial_key for s in specs}) + counts["ok"]
     n_skipped = counts["skipped"]
     outcome = SweepOutcome(
         run_id, path, len(specs), n_ok, len(specs) - n_ok - n_skipped, len(done), n_skipped

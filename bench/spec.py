@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -54,8 +55,10 @@ class TrialSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialSpec:
+        """From a result row or a dict: Parquet's nulls (NaN in pandas) become None again and numpy
+        scalars plain Python values, so the key recomputes to the stored one."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**{k: _plain(v) for k, v in data.items() if k in names})
 
     def hparams_dict(self) -> dict[str, Any]:
         return json.loads(self.hparams)
@@ -72,3 +75,9 @@ _OMIT_WHEN_NONE = ("seed_cv", "search")
 
 def canonical_json(data: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _plain(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value

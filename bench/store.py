@@ -54,6 +54,7 @@ SCHEMA = pa.schema(
     ]
 )  # fmt: skip
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
+_COLUMN_SET = frozenset(COLUMNS)
 CONFIG_FILE = "_config.yaml"
 JOURNAL_GLOB = ".journal-*.jsonl"
 
@@ -209,7 +210,9 @@ class PartWriter:
         self._journal = open(self._journal_path, "a")  # noqa: SIM115 - lives as long as the writer
 
     def add(self, row: dict[str, Any]) -> None:
-        to_table([row])  # a row outside the schema fails here, not at the next flush
+        extra = row.keys() - _COLUMN_SET  # a row outside the schema fails here, not at the flush
+        if extra:
+            raise KeyError(f"result row has columns outside the schema: {sorted(extra)}")
         self._journal.write(json.dumps(row, default=_json_default) + "\n")
         self._journal.flush()
         os.fsync(self._journal.fileno())

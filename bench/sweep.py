@@ -4,7 +4,8 @@ For every library and every source in `sweep.varied`, `seeds.n` trials:
 - `split` / `order` / `init`: that source takes seeds 0..n-1, the other two stay at index 0;
 - `all`: all three sources take index i together;
 - `none`: every seed at index 0, repeated n times, to expose implementation noise;
-- `cv` (with search.enabled): the cross-validation fold seed takes 0..n-1, the others index 0.
+- `cv` (with search.enabled): the cross-validation fold seed takes 0..n-1, the others index 0;
+  `repeat` holds the index, as for `none`.
 `seeds.n_by_source` and `seeds.n_by_library` change n for one source or cap it for one library;
 a model's own `libraries` replaces the run's for that model (scikit-learn-only models).
 All of that once per model (`models`, or just `model`) and per mode (`modes`, or just `mode`),
@@ -129,7 +130,9 @@ def _spec(
         seed_split=seeds.derive(base, "split", idx["split"]),
         seed_order=seeds.derive(base, "order", idx["order"]),
         seed_init=seeds.derive(base, "init", idx["init"]),
-        repeat=i if varied == "none" else 0,
+        # cv trials differ only in seed_cv, which tables that identify a trial by its three
+        # classic seeds, `varied` and `repeat` do not read: the index keeps them apart there.
+        repeat=i if varied in ("none", "cv") else 0,
         deterministic=deterministic,
         threads=threads,
         init_mode=init_mode,

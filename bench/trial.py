@@ -62,8 +62,8 @@ def sklearn_only_estimator(spec: TrialSpec):
 def fitted_weights(estimator) -> list[np.ndarray]:
     """The fitted state to hash: a bench estimator's weights, an SVM's support vectors and dual
     coefficients, a tree's structure and leaf values."""
-    if hasattr(estimator, "get_weights"):
-        return estimator.get_weights()
+    if hasattr(estimator, "get_weights"):  # in the dtype it trained in (float64 sklearn defaults)
+        return [np.asarray(w) for w in estimator._weights()]
     if hasattr(estimator, "tree_"):
         t = estimator.tree_
         return [t.children_left, t.children_right, t.feature, t.threshold, t.value]
@@ -296,6 +296,8 @@ def run_group(
     ]  # fmt: skip
     try:
         settings = determinism.apply(first)
+        for row in rows:
+            row.update(settings)
         _import_for(first)
         from bench.backends.torch_batched import Member, fit_stack
 
@@ -310,17 +312,15 @@ def run_group(
             flagged: list[str] = []
             with determinism.nondeterministic_ops(flagged):
                 result = fit_stack(make_estimator(first), members, fused=fused)
-            for row, member, proba, weights in zip(
-                rows, members, result.proba, result.weights, strict=True
-            ):
-                row.update(settings)
-                row.update(
-                    outcome_columns(
-                        member.data, proba, np.unique(member.data.y_train), weights,
-                        result.fit_seconds / len(specs), result.predict_seconds / len(specs), flagged,
-                    )
-                )  # fmt: skip
-                row.update(status="ok", error=None)
+            outcomes = [  # all computed before any row changes: a failure leaves none half-done
+                outcome_columns(
+                    member.data, proba, np.unique(member.data.y_train), weights,
+                    result.fit_seconds / len(specs), result.predict_seconds / len(specs), flagged,
+                )
+                for member, proba, weights in zip(members, result.proba, result.weights, strict=True)
+            ]  # fmt: skip
+        for row, outcome in zip(rows, outcomes, strict=True):
+            row.update(outcome, status="ok", error=None)
     except Exception as exc:  # noqa: BLE001 - every failure must become a row
         for row in rows:
             row.update(status="error", error=error_text(exc))

@@ -70,7 +70,7 @@ def test_rows_record_the_flags_in_force(determinism_run: Path) -> None:
 
 
 def test_summary_reports_hashes_churn_and_time_ratio(determinism_run: Path) -> None:
-    from bench.runner import axis_summaries
+    from bench.summary import axis_summaries
 
     tables = axis_summaries(pd.read_parquet(determinism_run))
     repeats = tables["fixed-seed repeats: distinct hashes per setup"]

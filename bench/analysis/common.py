@@ -31,7 +31,10 @@ SETUP_COLUMNS: tuple[str, ...] = (
     "order_mode",
     "hparams",
     "dataset_params",
+    "search",  # grid search settings (None without one)
+    "batched",  # stacked and one-by-one training differ in the last bits
     *SEED_COLUMNS,
+    "seed_cv",  # the cross-validation folds' seed (grid search)
 )
 
 # Columns the report may group by when they take more than one value in the data.

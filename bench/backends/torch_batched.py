@@ -97,8 +97,9 @@ def fit_stack(
         raise ValueError("batching: only logreg and mlp in aligned or shared mode can be stacked")
     device = torch.device(estimator.device)
     real = len(members)
-    if real > 1:  # pad with copies so that every real member sits in the kernels' vectorised body
-        members = members + [members[0]] * (-real % STACK_MULTIPLE)
+    # Pad with copies so that every real member sits in the kernels' vectorised body (a group of
+    # one too: its bits must equal those it would get inside any larger group).
+    members = members + [members[0]] * (-real % STACK_MULTIPLE)
     templates = [_template(estimator, m) for m in members]
     net = templates[0].net_
     shapes = {

@@ -237,7 +237,8 @@ def _figure(split: pd.DataFrame, claim: float) -> Figure:
         bx.scatter(sub["cv_score"], sub["accuracy"], s=10, alpha=0.5, label=lab,
                    color=f"C{j}")  # fmt: skip
     lo = float(min(data["cv_score"].min(), data["accuracy"].min()))
-    bx.plot([lo, 1], [lo, 1], color="grey", linewidth=1)
+    hi = float(max(data["cv_score"].max(), data["accuracy"].max()))
+    bx.plot([lo, hi], [lo, hi], color="grey", linewidth=1)
     bx.set_xlabel("cross-validation score (best of the grid)")
     bx.set_ylabel("test accuracy")
     bx.set_title("CV score vs test accuracy (below the diagonal: CV optimistic)")

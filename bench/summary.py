@@ -1,0 +1,171 @@
+"""What `python -m bench` prints when a sweep ends: tables computed from the run's rows.
+
+The accuracy table per library and varied source always; the cross-library gap and churn per mode
+when a run holds several modes or models; determinism, thread and device tables when the sweep
+varies those. The full tables come from `bench.analysis`; these are their terminal-sized views.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def summary_table(df: pd.DataFrame):
+    """library x varied source: n, mean, std, min, max of accuracy."""
+    ok = df[df["status"] == "ok"]
+    table = (
+        ok.groupby(["library", "varied"], sort=True)["accuracy"]
+        .agg(["count", "mean", "std", "min", "max"])
+        .rename(columns={"count": "n"})
+    )
+    errors = df[df["status"] == "error"].groupby("library").size().rename("errors")
+    return table, errors
+
+
+def library_gap_table(df):
+    """Per model and mode: the cross-library gap in mean accuracy (max - min over libraries) and
+    the mean pairwise prediction churn (share of test rows two libraries label differently, over
+    trials with the same seeds and repeat), so `defaults` vs `aligned` vs `shared` shows how much
+    of "library variance" is default values, RNG and kernels."""
+    import itertools
+
+    import numpy as np
+    import pandas as pd
+
+    ok = df[df["status"] == "ok"]
+    if "mode" not in ok.columns:
+        ok = ok.assign(mode="aligned")
+    match = ["seed_split", "seed_order", "seed_init", "repeat", "varied"]
+    rows = []
+    for (model, mode), group in ok.groupby(["model", "mode"], sort=True):
+        means = group.groupby("library")["accuracy"].mean()
+        preds = {lib: g.set_index(match)["y_pred"] for lib, g in group.groupby("library")}
+        churns = []
+        for a, b in itertools.combinations(sorted(preds), 2):
+            for key in preds[a].index.intersection(preds[b].index):
+                pa, pb = np.asarray(preds[a][key]), np.asarray(preds[b][key])
+                if pa.shape == pb.shape:
+                    churns.append(float(np.mean(pa != pb)))
+        rows.append(
+            {
+                "model": model,
+                "mode": mode,
+                "libraries": len(means),
+                "gap": float(means.max() - means.min()) if len(means) else float("nan"),
+                "churn": float(np.mean(churns)) if churns else float("nan"),
+                "pairs": len(churns),
+            }
+        )
+    return pd.DataFrame(rows, columns=["model", "mode", "libraries", "gap", "churn", "pairs"])
+
+
+def print_library_gaps(df: pd.DataFrame, console) -> None:
+    """The libraries sweep's table; printed only when a run holds several modes or models."""
+    from rich.table import Table
+
+    if "mode" not in df.columns or (df["mode"].nunique() < 2 and df["model"].nunique() < 2):
+        return
+    gaps = library_gap_table(df)
+    view = Table(title="across libraries: gap in mean accuracy and mean pairwise churn, per mode")
+    for column in ("model", "mode", "libraries", "gap", "churn", "pairs"):
+        view.add_column(column, justify="left" if column in ("model", "mode") else "right")
+    for r in gaps.itertuples():
+        view.add_row(
+            r.model, r.mode, str(r.libraries), f"{r.gap:.4f}", f"{r.churn:.4f}", str(r.pairs)
+        )
+    console.print(view)
+
+
+def print_summary(path: Path, outcome) -> None:
+    """Everything printed at the end of a sweep, from the rows as they were written (read once)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=False)
+    df = pd.read_parquet(path)
+    table, errors = summary_table(df)
+    view = Table(
+        title=f"accuracy by library and varied source ({outcome.n_ok} ok, {outcome.n_error} errors"
+        + (f", {outcome.n_skipped} skipped)" if outcome.n_skipped else ")")
+    )
+    for column in ("library", "varied", "n", "mean", "std", "min", "max"):
+        view.add_column(column, justify="left" if column in ("library", "varied") else "right")
+    for (library, varied), r in table.iterrows():
+        view.add_row(
+            library,
+            varied,
+            str(int(r["n"])),
+            *(f"{r[c]:.4f}" for c in ("mean", "std", "min", "max")),
+        )
+    console.print(view)
+    print_library_gaps(df, console)
+    print_axis_summaries(df, console)
+    for library, n in errors.items():
+        console.print(f"[red]{library}: {n} trial(s) failed[/red]; see the 'error' column")
+    console.print(f"results: {path}")
+    console.print(f'read with: pandas.read_parquet("{path}")')
+
+
+def _present_by(df, *columns: str) -> list[str]:
+    """Group by library, plus the other columns only where they take several values."""
+    return [c for c in columns if c == "library" or df[c].nunique() > 1]
+
+
+def axis_summaries(df) -> dict[str, Any]:
+    """The tables a determinism, threads or hardware sweep is run for, where its data has them."""
+    from bench import analysis
+
+    ok = df[df["status"] == "ok"]
+    out: dict[str, Any] = {}
+    if ok["deterministic"].nunique() > 1 or ok["varied"].eq("none").any():
+        by = _present_by(ok, "library", "device", "deterministic", "threads")
+        out["fixed-seed repeats: distinct hashes per setup"] = analysis.determinism_summary(
+            ok, by=by
+        )
+    for column, by in (
+        ("deterministic", ("library", "device")),
+        ("threads", ("library", "device")),
+        ("device", ("library", "deterministic")),
+    ):
+        levels = sorted(ok[column].unique())
+        if len(levels) > 1:
+            a, b = levels[0], levels[1]
+            out[f"{column}: {a} vs {b}, same seeds"] = analysis.matched_churn(
+                ok, column, a, b, by=_present_by(ok, *by)
+            )
+    if ok["deterministic"].nunique() > 1:
+        out["fit time, deterministic / non-deterministic"] = analysis.determinism_cost(ok)
+    return out
+
+
+def _frame_table(title: str, frame):
+    from rich.table import Table
+
+    view = Table(title=title)
+    for column in frame.columns:
+        view.add_column(str(column), justify="left" if frame[column].dtype == object else "right")
+    for row in frame.itertuples(index=False):
+        view.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    return view
+
+
+# Short headings for the columns worth a terminal line; the full tables come from bench.analysis.
+_SHORT = {
+    "library": "library", "device": "device", "deterministic": "det", "threads": "threads",
+    "n_runs": "runs", "max_distinct_weights": "weight hashes",
+    "max_distinct_predictions": "prediction hashes", "max_metric_range": "acc range",
+    "n_pairs": "pairs", "churn_mean": "churn mean", "churn_max": "churn max",
+    "same_weights_share": "same weights", "diff_mean": "acc a-b",
+    "median_deterministic": "det s", "median_nondeterministic": "non-det s",
+    "ratio_median": "ratio", "ratio_mean_ci_low": "ci low", "ratio_mean_ci_high": "ci high",
+}  # fmt: skip
+
+
+def print_axis_summaries(df: pd.DataFrame, console) -> None:
+    for title, frame in axis_summaries(df).items():
+        if len(frame):
+            short = frame[[c for c in frame.columns if c in _SHORT]].rename(columns=_SHORT)
+            console.print(_frame_table(title, short))
