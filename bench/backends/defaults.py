@@ -110,7 +110,7 @@ def table() -> str:
         ("weight init", _sklearn_init(), _torch_init(),
          f"kernel {dense['kernel_initializer']!r}, bias {dense['bias_initializer']!r} "
          f"(Conv2D: {conv['kernel_initializer']!r}, {conv['bias_initializer']!r})"),
-        ("float dtype", "the input's (float64 from numpy)", str(torch.get_default_dtype()),
+        ("float dtype", "float64 (the input's dtype; bench upcasts its float32 arrays)", str(torch.get_default_dtype()),
          keras.config.floatx()),
     ]  # fmt: skip
     lines = [

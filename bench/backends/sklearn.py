@@ -9,7 +9,8 @@ itself shuffles with). The linear SVM is the same MLP with an identity output an
 (`_HingeMLP`): scikit-learn has no Adam-trained hinge model, and `SGDClassifier` is plain SGD one
 row at a time, so it could not be aligned with the other two libraries.
 
-`defaults` mode: what a typical user writes, on float64 data as numpy hands it over:
+`defaults` mode: what a typical user writes, in float64 (scikit-learn computes in the input's
+dtype; bench's float32 arrays are upcast, so the values are float32-rounded):
 `LogisticRegression()`, `LinearSVC()` (squared hinge, C=1, one-vs-rest) and
 `MLPClassifier(hidden_layer_sizes, activation, max_iter=epochs)` with every other argument at its
 default, `random_state` derived from both seeds (scikit-learn has one random state for init and
