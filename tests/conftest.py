@@ -82,3 +82,55 @@ def single_threaded() -> None:
     spec = expand(compose(["+sweep=smoke", "libraries=[torch]", "seeds.n=1"]))[0]
     for library in ("torch", "tensorflow"):
         determinism.apply(replace(spec, library=library, threads=1, deterministic=False))
+
+
+# DESIGN.md "Column names": analysis, reports and outside tools rely on these.
+DESIGN_COLUMNS = (
+    "trial_key",
+    "run_id",
+    "sweep",
+    "status",
+    "error",
+    "library",
+    "model",
+    "dataset",
+    "device",
+    "varied",
+    "seed_split",
+    "seed_order",
+    "seed_init",
+    "repeat",
+    "deterministic",
+    "threads",
+    "init_mode",
+    "order_mode",
+    "hparams",
+    "accuracy",
+    "balanced_accuracy",
+    "f1",
+    "roc_auc",
+    "log_loss",
+    "n_train",
+    "n_test",
+    "fit_seconds",
+    "total_seconds",
+    "weights_sha256",
+    "predictions_sha256",
+    "y_true",
+    "y_pred",
+    "y_score",
+    "host",
+    "python_version",
+    "library_version",
+    "cuda_version",
+    "cudnn_version",
+    "gpu_name",
+    "cpu_model",
+    "ray_node_id",
+)
+
+
+@pytest.fixture
+def design_columns() -> tuple[str, ...]:
+    """DESIGN.md's column names, typed out here rather than taken from bench.store."""
+    return DESIGN_COLUMNS
