@@ -568,6 +568,17 @@ def validate_models(plain: dict[str, Any]) -> None:
             if not ok:
                 raise ConfigError(f"{key}.{sub}: {why}, got {m[sub]}")
         _validate_sklearn_only(plain, key, m)
+        devices = plain["sweep"].get("devices") or [plain["device"]]
+        not_torch = [lib for lib in model_libraries(plain, m) if lib != "torch"]
+        if "cuda" in devices and not_torch:
+            raise ConfigError(
+                f"device: cuda runs torch only; {key} ({name}) would run in {not_torch} on the CPU"
+            )
+        if name in SKLEARN_ONLY_PARAMS and set(selected_modes(plain)) != {"aligned"}:
+            raise ConfigError(
+                f"modes: {name} has no defaults/aligned/shared variants (no Adam, no shared init or "
+                f"order); run it with mode=aligned, the default"
+            )
         if name == "mlp" and not m["hidden_sizes"]:
             raise ConfigError(f"{key}.hidden_sizes: an mlp needs at least one hidden layer")
         if name in ("logreg", "linear_svm") and m["hidden_sizes"]:

@@ -84,7 +84,12 @@ def _execute(
 
 
 def batchable(spec: TrialSpec) -> bool:
-    return spec.library == "torch" and spec.model in ("logreg", "mlp") and spec.mode != "defaults"
+    return (
+        spec.library == "torch"
+        and spec.model in ("logreg", "mlp")
+        and spec.mode != "defaults"
+        and spec.search is None  # a grid search fits many models per trial: one by one
+    )
 
 
 Unit = tuple[list[TrialSpec], bool]  # the trials of one Ray task, and whether they are stacked

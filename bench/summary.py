@@ -13,11 +13,16 @@ from typing import Any
 import pandas as pd
 
 
+def summary_keys(df: pd.DataFrame) -> list[str]:
+    """library x varied source, with model and mode in front when the run holds several."""
+    return [c for c in ("model", "mode") if c in df and df[c].nunique() > 1] + ["library", "varied"]
+
+
 def summary_table(df: pd.DataFrame):
-    """library x varied source: n, mean, std, min, max of accuracy."""
+    """n, mean, std, min, max of accuracy per `summary_keys` group."""
     ok = df[df["status"] == "ok"]
     table = (
-        ok.groupby(["library", "varied"], sort=True)["accuracy"]
+        ok.groupby(summary_keys(df), sort=True)["accuracy"]
         .agg(["count", "mean", "std", "min", "max"])
         .rename(columns={"count": "n"})
     )
@@ -87,16 +92,17 @@ def print_summary(path: Path, outcome) -> None:
     console = Console(stderr=False)
     df = pd.read_parquet(path)
     table, errors = summary_table(df)
+    keys = summary_keys(df)
     view = Table(
-        title=f"accuracy by library and varied source ({outcome.n_ok} ok, {outcome.n_error} errors"
+        title=f"accuracy by {', '.join(keys)} ({outcome.n_ok} ok, {outcome.n_error} errors"
         + (f", {outcome.n_skipped} skipped)" if outcome.n_skipped else ")")
     )
-    for column in ("library", "varied", "n", "mean", "std", "min", "max"):
-        view.add_column(column, justify="left" if column in ("library", "varied") else "right")
-    for (library, varied), r in table.iterrows():
+    for column in (*keys, "n", "mean", "std", "min", "max"):
+        view.add_column(column, justify="left" if column in keys else "right")
+    for index, r in table.iterrows():
+        labels = index if isinstance(index, tuple) else (index,)
         view.add_row(
-            library,
-            varied,
+            *map(str, labels),
             str(int(r["n"])),
             *(f"{r[c]:.4f}" for c in ("mean", "std", "min", "max")),
         )
