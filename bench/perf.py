@@ -39,19 +39,28 @@ def _loop(overrides: list[str], out: Path) -> None:
     cfg = compose(overrides)
     specs = expand(cfg)
     raw = load(to_container(cfg.dataset))
-    fits = []
+    fits, accuracy = [], []
     for spec in specs:
         row = run(spec, raw=raw)
         if row["status"] != "ok":
             raise SystemExit(f"plain loop: trial failed: {row['error']}")
         fits.append(row["fit_seconds"])
-    out.write_text(json.dumps({"n": len(specs), "fit_seconds": fits}))
+        accuracy.append(row["accuracy"])
+    out.write_text(json.dumps({"n": len(specs), "fit_seconds": fits, "accuracy": accuracy}))
 
 
-def _timed(cmd: list[str], env: dict[str, str]) -> float:
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, tuple[float, float]]:
+    """Wall seconds of `cmd`, and the 1-minute load average before and after it (the machines
+    are shared: a busy one explains a slow run)."""
+    before = os.getloadavg()[0]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, (before, os.getloadavg()[0])
+
+
+def loop_command(out: Path, overrides: list[str]) -> list[str]:
+    """The plain-loop side of a bench-vs-loop benchmark, as a fresh Python process."""
+    return [sys.executable, "-m", "bench.perf", "_loop", str(out), *overrides]
 
 
 def overhead(overrides: list[str], workers: int) -> dict[str, float]:
@@ -70,15 +79,14 @@ def overhead(overrides: list[str], workers: int) -> dict[str, float]:
             "run_id=perf",
         ]
         bench_cmd.append(f"cluster.num_cpus={workers}")
-        bench_wall = _timed(bench_cmd, dict(os.environ))
+        bench_wall, _ = timed(bench_cmd, dict(os.environ))
         rows = pd.read_parquet(next(results.glob("*/perf")))
         if (rows["status"] != "ok").any():
             raise SystemExit("bench run had failed trials; see its rows")
         # The loop gets exactly the thread environment a bench worker gets.
         loop_env = {**os.environ, **worker_env(1, False, "cpu")}
         loop_out = Path(tmp) / "loop.json"
-        loop_cmd = [sys.executable, "-m", "bench.perf", "_loop", str(loop_out), *overrides]
-        loop_wall = _timed(loop_cmd, loop_env)
+        loop_wall, _ = timed(loop_command(loop_out, overrides), loop_env)
         loop = json.loads(loop_out.read_text())
     fit_bench = float(rows["fit_seconds"].sum())
     return {

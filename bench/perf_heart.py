@@ -20,41 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from bench.perf import loop_command, timed
+
 EXPERIMENT = ["+experiment=heart", "progress=false", "report=false"]
-
-
-def _loop(overrides: list[str], out: Path) -> None:
-    """The plain loop: compose, expand, load once, then trial.run for every spec in order."""
-    from bench.config import compose, to_container
-    from bench.data import load
-    from bench.sweep import expand
-    from bench.trial import run
-
-    cfg = compose(overrides)
-    specs = expand(cfg)
-    raw = load(to_container(cfg.dataset))
-    fits, accuracy = [], []
-    for spec in specs:
-        row = run(spec, raw=raw)
-        if row["status"] != "ok":
-            raise SystemExit(f"plain loop: trial failed: {row['error']}")
-        fits.append(row["fit_seconds"])
-        accuracy.append(row["accuracy"])
-    out.write_text(json.dumps({"n": len(specs), "fit_seconds": fits, "accuracy": accuracy}))
-
-
-def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, tuple[float, float]]:
-    """Wall seconds of `cmd`, and the 1-minute load average before and after it."""
-    before = os.getloadavg()[0]
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start, (before, os.getloadavg()[0])
 
 
 def measure(overrides: list[str], workers: int, results_dir: Path) -> dict[str, Any]:
@@ -68,18 +40,15 @@ def measure(overrides: list[str], workers: int, results_dir: Path) -> dict[str, 
         sys.executable, "-m", "bench", *EXPERIMENT, *overrides,
         f"results_dir={results_dir}", f"run_id={run_id}", f"cluster.num_cpus={workers}",
     ]  # fmt: skip
-    bench_wall, bench_load = _timed(bench_cmd, dict(os.environ))
+    bench_wall, bench_load = timed(bench_cmd, dict(os.environ))
     run_dir = results_dir / "heart" / run_id
     rows = pd.read_parquet(run_dir)
     if (rows["status"] != "ok").any():
         raise SystemExit(f"bench run had failed trials; see the rows in {run_dir}")
     loop_out = run_dir / "_perf_loop.json"
-    loop_cmd = [
-        sys.executable, "-m", "bench.perf_heart", "_loop", str(loop_out),
-        *EXPERIMENT, *overrides,
-    ]  # fmt: skip
+    loop_cmd = loop_command(loop_out, [*EXPERIMENT, *overrides])
     # The loop gets exactly the thread environment a bench worker gets.
-    loop_wall, loop_load = _timed(loop_cmd, {**os.environ, **worker_env(1, False, "cpu")})
+    loop_wall, loop_load = timed(loop_cmd, {**os.environ, **worker_env(1, False, "cpu")})
     loop = json.loads(loop_out.read_text())
     result = {
         "run_dir": str(run_dir),
@@ -104,9 +73,6 @@ def measure(overrides: list[str], workers: int, results_dir: Path) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "_loop":
-        _loop(args[2:], Path(args[1]))
-        return 0
     parser = argparse.ArgumentParser(prog="python -m bench.perf_heart", description=__doc__)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--results-dir", default="results", type=Path)
