@@ -289,7 +289,8 @@ _RUN_ID = re.compile(r"^(?![._])[A-Za-z0-9_.-]+$")  # no leading dot: never "." 
 
 
 def validate(cfg: DictConfig) -> None:
-    """Reject values the schema's types allow but that make no sense, naming the key."""
+    """Reject values the schema's types allow but that make no sense, naming the key. Model
+    settings are checked once, for every model the run trains, by `validate_models`."""
     if OmegaConf.is_missing(cfg.sweep, "name"):
         raise ConfigError(
             "sweep: no sweep chosen; add +sweep=seeds (or +sweep=smoke, +experiment=heart)"
@@ -301,11 +302,6 @@ def validate(cfg: DictConfig) -> None:
         ("libraries", len(cfg.libraries) >= 1, "must name at least one library"),
         ("sweep.varied", len(cfg.sweep.varied) >= 1, "must name at least one source"),
         ("dataset.test_size", 0.0 < cfg.dataset.test_size < 1.0, "must be in (0, 1)"),
-        ("model.epochs", cfg.model.epochs >= 1, "must be >= 1"),
-        ("model.batch_size", cfg.model.batch_size >= 1, "must be >= 1"),
-        ("model.lr", cfg.model.lr > 0, "must be > 0"),
-        ("model.alpha", cfg.model.alpha >= 0, "must be >= 0"),
-        ("model.hidden_sizes", all(h >= 1 for h in cfg.model.hidden_sizes), "sizes must be >= 1"),
         ("rows_per_part", cfg.rows_per_part >= 1, "must be >= 1"),
         ("retries", cfg.retries >= 0, "must be >= 0"),
         ("trial_timeout_s", cfg.trial_timeout_s is None or cfg.trial_timeout_s > 0, "must be > 0"),
@@ -317,10 +313,6 @@ def validate(cfg: DictConfig) -> None:
     for key, ok, why in checks:
         if not ok:
             raise ConfigError(f"{key}: {why}, got {OmegaConf.select(cfg, key)}")
-    if cfg.model.name == ModelName.mlp and not cfg.model.hidden_sizes:
-        raise ConfigError("model.hidden_sizes: an mlp needs at least one hidden layer")
-    if cfg.model.name == ModelName.logreg and cfg.model.hidden_sizes:
-        raise ConfigError("model.hidden_sizes: logreg has no hidden layers; use model=mlp")
     if len(set(cfg.libraries)) != len(cfg.libraries):
         raise ConfigError(
             f"libraries: names a library twice: {[lib.value for lib in cfg.libraries]}"
