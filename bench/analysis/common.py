@@ -16,27 +16,6 @@ import pandas as pd
 SEED_COLUMNS: tuple[str, ...] = ("seed_split", "seed_order", "seed_init")
 SOURCES: tuple[str, ...] = ("split", "order", "init")
 
-# Columns that, together, say "the same training setup": two rows equal on all of them (that exist)
-# trained the same model on the same data with the same seeds. `varied` and `repeat` are bookkeeping
-# of the sweep, not of the training, so they are not part of it.
-SETUP_COLUMNS: tuple[str, ...] = (
-    "library",
-    "model",
-    "dataset",
-    "device",
-    "mode",
-    "deterministic",
-    "threads",
-    "init_mode",
-    "order_mode",
-    "hparams",
-    "dataset_params",
-    "search",  # grid search settings (None without one)
-    "batched",  # stacked and one-by-one training differ in the last bits
-    *SEED_COLUMNS,
-    "seed_cv",  # the cross-validation folds' seed (grid search)
-)
-
 # Columns the report may group by when they take more than one value in the data.
 CONTEXT_COLUMNS: tuple[str, ...] = (
     "dataset",
@@ -47,6 +26,20 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
     "threads",
     "init_mode",
     "order_mode",
+)
+
+# Columns that, together, say "the same training setup": two rows equal on all of them (that exist)
+# trained the same model on the same data with the same seeds. `varied` and `repeat` are bookkeeping
+# of the sweep, not of the training, so they are not part of it.
+SETUP_COLUMNS: tuple[str, ...] = (
+    "library",
+    *CONTEXT_COLUMNS,
+    "hparams",
+    "dataset_params",
+    "search",  # grid search settings (None without one)
+    "batched",  # stacked and one-by-one training differ in the last bits
+    *SEED_COLUMNS,
+    "seed_cv",  # the cross-validation folds' seed (grid search)
 )
 
 
