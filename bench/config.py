@@ -553,6 +553,8 @@ def validate_models(plain: dict[str, Any]) -> None:
             ("lr", m["lr"] > 0, "must be > 0"),
             ("alpha", m["alpha"] >= 0, "must be >= 0"),
             ("eps", m["eps"] > 0, "must be > 0"),
+            ("beta1", 0 <= m["beta1"] < 1, "must be in [0, 1)"),
+            ("beta2", 0 <= m["beta2"] < 1, "must be in [0, 1)"),
             ("hidden_sizes", all(h >= 1 for h in m["hidden_sizes"]), "sizes must be >= 1"),
             ("conv_channels", all(c >= 1 for c in m["conv_channels"]), "sizes must be >= 1"),
             ("kernel_size", m["kernel_size"] >= 1, "must be >= 1"),

@@ -57,7 +57,10 @@ def _torch(spec: TrialSpec) -> dict[str, Any]:
         torch.set_num_interop_threads(spec.threads)
     except RuntimeError:  # only settable once per process, before any parallel work
         pass
-    torch.use_deterministic_algorithms(det, warn_only=True)
+    if det or torch.are_deterministic_algorithms_enabled():
+        # Its first call imports torch._inductor (1.4 s here, once per worker); turning off what
+        # is already off needs no call (warn_only only matters when deterministic mode is on).
+        torch.use_deterministic_algorithms(det, warn_only=True)
     torch.backends.cudnn.deterministic = det
     torch.backends.cudnn.benchmark = not det
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -5,7 +5,8 @@ in a fresh Python process so that neither inherits the other's imports or warm c
 (a) through bench (`python -m bench ...`: Hydra, embedded Ray, workers, Parquet), and
 (b) as a plain sequential loop in one process calling the same `bench.trial.run`.
 It prints both wall times, their ratio and the harness overhead 1 - sum(fit) / (wall x workers),
-where `fit` is each trial's training time as the bench rows record it.
+where `fit` is each trial's training time as the bench rows record it, for each of `--repeat`
+pairs run alternately, then the medians.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,42 +65,61 @@ def loop_command(out: Path, overrides: list[str]) -> list[str]:
     return [sys.executable, "-m", "bench.perf", "_loop", str(out), *overrides]
 
 
-def overhead(overrides: list[str], workers: int) -> dict[str, float]:
+def overhead(overrides: list[str], workers: int, repeat: int = 1) -> list[dict[str, float]]:
+    """`repeat` pairs of (bench, loop), run alternately so that a slow spell of a shared machine
+    falls on both sides rather than on one; one dict of figures per pair."""
     import pandas as pd
 
     from bench.determinism import worker_env
 
-    with tempfile.TemporaryDirectory() as tmp:
-        results = Path(tmp) / "results"
-        bench_cmd = [
-            sys.executable,
-            "-m",
-            "bench",
-            *overrides,
-            f"results_dir={results}",
-            "run_id=perf",
-        ]
-        bench_cmd.append(f"cluster.num_cpus={workers}")
-        bench_wall, _ = timed(bench_cmd, dict(os.environ))
-        rows = pd.read_parquet(next(results.glob("*/perf")))
-        if (rows["status"] != "ok").any():
-            raise SystemExit("bench run had failed trials; see its rows")
-        # The loop gets exactly the thread environment a bench worker gets.
-        loop_env = {**os.environ, **worker_env(1, False, "cpu")}
-        loop_out = Path(tmp) / "loop.json"
-        loop_wall, _ = timed(loop_command(loop_out, overrides), loop_env)
-        loop = json.loads(loop_out.read_text())
-    fit_bench = float(rows["fit_seconds"].sum())
-    return {
-        "trials": float(len(rows)),
-        "workers": float(workers),
-        "bench_wall_s": bench_wall,
-        "loop_wall_s": loop_wall,
-        "ratio": bench_wall / loop_wall,
-        "fit_sum_bench_s": fit_bench,
-        "fit_sum_loop_s": float(sum(loop["fit_seconds"])),
-        "harness_overhead": 1.0 - fit_bench / (bench_wall * workers),
-    }
+    pairs = []
+    for i in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            results = Path(tmp) / "results"
+            bench_cmd = [
+                sys.executable,
+                "-m",
+                "bench",
+                *overrides,
+                f"results_dir={results}",
+                "run_id=perf",
+                f"cluster.num_cpus={workers}",
+            ]
+            bench_wall, bench_load = timed(bench_cmd, dict(os.environ))
+            rows = pd.read_parquet(next(results.glob("*/perf")))
+            if (rows["status"] != "ok").any():
+                raise SystemExit("bench run had failed trials; see its rows")
+            # The loop gets exactly the thread environment a bench worker gets.
+            loop_env = {**os.environ, **worker_env(1, False, "cpu")}
+            loop_out = Path(tmp) / "loop.json"
+            loop_wall, loop_load = timed(loop_command(loop_out, overrides), loop_env)
+            loop = json.loads(loop_out.read_text())
+        fit_bench = float(rows["fit_seconds"].sum())
+        pair = {
+            "pair": float(i + 1),
+            "trials": float(len(rows)),
+            "workers": float(workers),
+            "bench_wall_s": bench_wall,
+            "loop_wall_s": loop_wall,
+            "ratio": bench_wall / loop_wall,
+            "fit_sum_bench_s": fit_bench,
+            "fit_sum_loop_s": float(sum(loop["fit_seconds"])),
+            "harness_overhead": 1.0 - fit_bench / (bench_wall * workers),
+            "load_avg": max(*bench_load, *loop_load),
+        }
+        _print_pair(pair)
+        pairs.append(pair)
+    return pairs
+
+
+def _print_pair(m: dict[str, float]) -> None:
+    print(
+        f"pair {m['pair']:.0f}: bench {m['bench_wall_s']:.1f} s, loop {m['loop_wall_s']:.1f} s, "
+        f"ratio {m['ratio']:.2f}; sum of fit seconds bench {m['fit_sum_bench_s']:.1f} s, "
+        f"loop {m['fit_sum_loop_s']:.1f} s; harness overhead {m['harness_overhead']:.1%}; "
+        f"highest 1-min load average {m['load_avg']:.1f}",
+        flush=True,
+    )
 
 
 def batched(
@@ -157,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("overhead", help="bench vs a plain sequential loop over the same trials")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="CPUs given to Ray")
     p.add_argument(
+        "--repeat", type=int, default=3, help="(bench, loop) pairs, run alternately; medians"
+    )
+    p.add_argument(
         "overrides", nargs="*", help="config overrides (default: 3 libraries x MLP x 20 seeds)"
     )
     b = sub.add_parser(
@@ -174,15 +198,19 @@ def main(argv: list[str] | None = None) -> int:
         return _print_batched(ns)
     overrides = [*DEFAULT_OVERRIDES, *ns.overrides]
     print(f"python -m bench {' '.join(overrides)}  (workers={ns.workers})", flush=True)
-    m = overhead(overrides, ns.workers)
-    print(f"trials                       {m['trials']:.0f}")
-    print(f"bench wall (a)               {m['bench_wall_s']:.1f} s")
-    print(f"plain loop wall (b)          {m['loop_wall_s']:.1f} s")
-    print(f"ratio a/b                    {m['ratio']:.2f}   (target <= 0.60 on 2 cores)")
-    print(f"sum of fit seconds, bench    {m['fit_sum_bench_s']:.1f} s")
-    print(f"sum of fit seconds, loop     {m['fit_sum_loop_s']:.1f} s")
+    pairs = overhead(overrides, ns.workers, ns.repeat)
+
+    def median(key: str) -> float:
+        return statistics.median(p[key] for p in pairs)
+
+    print(f"trials                       {pairs[0]['trials']:.0f}, {len(pairs)} pair(s), medians:")
+    print(f"bench wall (a)               {median('bench_wall_s'):.1f} s")
+    print(f"plain loop wall (b)          {median('loop_wall_s'):.1f} s")
+    print(f"ratio a/b                    {median('ratio'):.2f}   (target <= 0.60 on 2 cores)")
+    print(f"sum of fit seconds, bench    {median('fit_sum_bench_s'):.1f} s")
+    print(f"sum of fit seconds, loop     {median('fit_sum_loop_s'):.1f} s")
     print(
-        f"harness overhead             {m['harness_overhead']:.1%}   (1 - sum(fit) / (wall x {ns.workers}))"
+        f"harness overhead             {median('harness_overhead'):.1%}   (1 - sum(fit) / (wall x {ns.workers}))"
     )
     return 0
 

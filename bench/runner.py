@@ -3,18 +3,23 @@
 One Ray task per trial, with the trial's own resources (CPUs = its thread count, a GPU fraction for
 CUDA trials) and a worker environment keyed by its thread settings, so Ray keeps separate worker
 pools for different thread counts and reuses workers within one (torch and TensorFlow are imported
-once per worker, not once per trial). At most `max_in_flight` trials are submitted at a time;
+once per worker, not once per trial). An embedded Ray is started with the sweep's most common
+worker environment already in force, so its prestarted workers serve those trials at once; only
+trials with other settings carry a `runtime_env` (Ray starts new workers for each distinct one,
+about a second later). At most `max_in_flight` trials are submitted at a time;
 results are consumed in completion order, written in part files as they arrive, and a progress
 bar shows counts and ETA.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,6 +69,9 @@ RESUME_FREE = {
     "hardware",
 }
 ADDRESS_PROBE_S = 5.0
+# The worker environment an embedded Ray was started with, keyed by its node id (random per
+# start), so that another Ray initialised later in this process never inherits the claim.
+_inherited: tuple[str, dict[str, str]] | None = None
 
 
 def _execute(
@@ -163,8 +171,13 @@ def check_fits(specs: list[TrialSpec], gpu_fraction: float = 1.0) -> None:
         )
 
 
-def connect(cluster: dict[str, Any]) -> bool:
-    """Join the configured cluster, or start an embedded Ray. True if this call started Ray."""
+def connect(cluster: dict[str, Any], base_env: dict[str, str] | None = None) -> bool:
+    """Join the configured cluster, or start an embedded Ray. True if this call started Ray.
+
+    `base_env`: the worker environment most trials need. An embedded Ray's workers inherit the
+    driver's environment, so it is put in force while Ray starts (and only then); a joined
+    cluster's workers have their own, and every task there carries its environment."""
+    global _inherited
     import ray
 
     if ray.is_initialized():
@@ -180,7 +193,10 @@ def connect(cluster: dict[str, Any]) -> bool:
             raise ConfigError(
                 f"cluster.address: cannot join Ray at {address}: {' '.join(str(exc).split())}"
             ) from None
-    else:
+        return True
+    saved = dict(os.environ)
+    os.environ.update(base_env or {})
+    try:
         ray.init(
             address="local",  # always a new embedded instance, never a stale cluster's address
             num_cpus=cluster.get("num_cpus"),  # None: Ray's own count, which respects cgroup limits
@@ -189,7 +205,29 @@ def connect(cluster: dict[str, Any]) -> bool:
             dashboard_host="127.0.0.1",
             **common,
         )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    _inherited = (ray.get_runtime_context().get_node_id(), dict(base_env or {}))
     return True
+
+
+def task_env(env: dict[str, str]) -> dict[str, Any]:
+    """Ray task options that give a trial its worker environment: none when the embedded Ray's
+    workers already have exactly it (so the prestarted ones are used), else a runtime_env."""
+    import ray
+
+    if _inherited is not None and _inherited == (ray.get_runtime_context().get_node_id(), env):
+        return {}
+    return {"runtime_env": {"env_vars": env}}
+
+
+def common_env(specs: list[TrialSpec]) -> dict[str, str] | None:
+    """The worker environment most of `specs` need (None for no specs)."""
+    envs = Counter(
+        json.dumps(worker_env(s.threads, s.deterministic, s.device), sort_keys=True) for s in specs
+    )
+    return json.loads(envs.most_common(1)[0][0]) if envs else None
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -223,31 +261,50 @@ def _check_writable(path: Path) -> None:
         raise ConfigError(f"results_dir: cannot write to {path}: {probe} is not a writable folder")
 
 
-def prepare_run_dir(cfg: DictConfig) -> tuple[str, Path, set[str]]:
-    """Create (or reopen, to resume) the run folder; return run id, folder and finished keys."""
+def _lock(path: Path) -> store.RunLock:
+    try:
+        return store.RunLock(path)
+    except store.RunInUseError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def prepare_run_dir(cfg: DictConfig) -> tuple[str, Path, set[str], store.RunLock]:
+    """Create (or reopen, to resume) the run folder and lock it; return run id, folder, finished
+    keys and the lock, which the caller releases when its last row is written."""
     run_id = cfg.run_id or store.new_run_id()
     path = store.run_dir(cfg.results_dir, cfg.sweep.name, run_id)
     config_file = path / store.CONFIG_FILE
     if config_file.exists():
-        diff = config_diff(to_container(OmegaConf.load(config_file)), to_container(cfg))
-        if diff:
-            raise ConfigError(
-                f"run_id: run {run_id} was made with another config, not resuming it: {'; '.join(diff)}"
-            )
+        lock = _lock(path)  # before compacting: another driver may still be appending
         try:
-            return run_id, path, store.compact_for_resume(path)
-        except store.CorruptPartError as exc:
-            raise ConfigError(str(exc)) from None
+            diff = config_diff(to_container(OmegaConf.load(config_file)), to_container(cfg))
+            if diff:
+                raise ConfigError(
+                    f"run_id: run {run_id} was made with another config, not resuming it: "
+                    f"{'; '.join(diff)}"
+                )
+            try:
+                return run_id, path, store.compact_for_resume(path), lock
+            except store.CorruptPartError as exc:
+                raise ConfigError(str(exc)) from None
+        except BaseException:
+            lock.release()
+            raise
     if path.exists() and (store.part_files(path) or store.journal_files(path)):
         raise ConfigError(
             f"run_id: {path} holds results but no {store.CONFIG_FILE}; choose another run_id"
         )
     try:
         path.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, config_file, resolve=True)
     except OSError as exc:
         raise ConfigError(f"results_dir: cannot write to {path}: {exc.strerror or exc}") from None
-    return run_id, path, set()
+    lock = _lock(path)
+    try:
+        OmegaConf.save(cfg, config_file, resolve=True)
+    except OSError as exc:
+        lock.release()
+        raise ConfigError(f"results_dir: cannot write to {path}: {exc.strerror or exc}") from None
+    return run_id, path, set(), lock
 
 
 def error_row(spec: TrialSpec, message: str) -> dict[str, Any]:
@@ -347,9 +404,7 @@ def execute(
                         num_cpus=first.threads,
                         num_gpus=gpu_fraction if first.device == "cuda" else 0,
                         max_retries=retries,
-                        runtime_env={
-                            "env_vars": worker_env(first.threads, first.deterministic, first.device)
-                        },
+                        **task_env(worker_env(first.threads, first.deterministic, first.device)),
                     ).remote([asdict(s) for s in unit], raw_ref, faults, timeout_s, fused, stacked)
                     pending[ref] = (unit, time.monotonic())
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -401,7 +456,8 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
             raise
         raise ConfigError(f"dataset: {' '.join(str(exc).split())}") from None
     _check_writable(store.run_dir(cfg.results_dir, cfg.sweep.name, cfg.run_id or "new"))
-    started = connect(to_container(cfg.cluster))
+    started = connect(to_container(cfg.cluster), common_env(specs))
+    lock: store.RunLock | None = None
     try:
         no_gpu = ray.cluster_resources().get("GPU", 0) == 0
         unavailable = [s for s in specs if s.device == "cuda"] if no_gpu else []
@@ -413,7 +469,7 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
         check_fits(
             [s for s in specs if not (no_gpu and s.device == "cuda")], cfg.hardware.gpu_fraction
         )
-        run_id, path, done = prepare_run_dir(cfg)
+        run_id, path, done, lock = prepare_run_dir(cfg)
         skipped = [s for s in unavailable if s.trial_key not in done]
         todo = [s for s in specs if s.trial_key not in done and not (no_gpu and s.device == "cuda")]
         if done:
@@ -457,6 +513,8 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
             raise Interrupted(run_id, path, writer.rows_written) from None
         writer.close()
     finally:
+        if lock is not None:
+            lock.release()
         if started:
             ray.shutdown()
     n_ok = len(done & {s.trial_key for s in specs}) + counts["ok"]

@@ -57,6 +57,7 @@ COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 _COLUMN_SET = frozenset(COLUMNS)
 CONFIG_FILE = "_config.yaml"
 JOURNAL_GLOB = ".journal-*.jsonl"
+LOCK_FILE = "_lock"
 
 
 def to_table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -70,6 +71,46 @@ def to_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 class CorruptPartError(ValueError):
     """A part file that cannot be read; the message names it and says how to move it aside."""
+
+
+class RunInUseError(ValueError):
+    """Another driver holds the run folder: two writers would compact each other's journals."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held from before a resume compacts it until the run's
+    last part is written. flock: the kernel drops it when the holder dies, even by SIGKILL, so a
+    crashed run can always be resumed; the `_lock` file (skipped by Parquet readers) says who
+    holds it. Advisory and per host: drivers on two machines sharing a network folder are not
+    kept apart."""
+
+    def __init__(self, directory: Path) -> None:
+        import fcntl
+        import socket
+
+        self.path = directory / LOCK_FILE
+        self._file = open(self.path, "a+")  # noqa: SIM115 - held for the run's lifetime
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise RunInUseError(
+                f"run_id: {directory} is being written by another bench driver ({holder}); "
+                "wait for it to finish, or choose another run_id"
+            ) from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        """Remove the file, then unlock: everything this driver writes is written by now."""
+        if self._file.closed:
+            return
+        self.path.unlink(missing_ok=True)
+        self._file.close()
 
 
 def new_run_id() -> str:
@@ -117,6 +158,16 @@ def _write_part(table: pa.Table, path: Path) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable: without it, a power cut can forget a part that had been renamed."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def check_parts(directory: Path) -> list[Path]:

@@ -148,6 +148,29 @@ def test_sklearn_own_init_equals_shared_init(data) -> None:
         assert np.array_equal(got, want)
 
 
+def test_keras_library_order_is_tensorflows_shuffle_an_epoch_per_call(data, monkeypatch) -> None:
+    """Keras outside `defaults` mode: `library` order means TensorFlow's stateless shuffle keyed by
+    (seed_order, epoch), and running an epoch's steps per call into TensorFlow gives exactly the
+    weights of one step per call. Reference: the same trial fed those orders as `shared` orders,
+    one step per call."""
+    from bench.backends import base
+    from bench.backends.keras import KerasNeuralClassifier, tf_orders
+
+    X, y = data.X_train[:200], data.y_train[:200]  # 7 batches of 32 a epoch, the last one of 8
+    params = {"hidden_sizes": (16,), "epochs": 3, "seed_init": 5, "seed_order": 11}
+    fast = KerasNeuralClassifier(**params).fit(X, y)
+    monkeypatch.setattr(base, "epoch_orders", tf_orders)
+    reference = KerasNeuralClassifier(**params, order_mode="shared")
+    reference._steps_per_execution = 1
+    reference.fit(X, y)
+    other_seed = KerasNeuralClassifier(**{**params, "seed_order": 12}).fit(X, y)
+    assert weights_sha256(fast.get_weights()) == weights_sha256(reference.get_weights())
+    assert weights_sha256(fast.get_weights()) != weights_sha256(other_seed.get_weights())
+    orders = tf_orders(len(X), 11, 3)
+    assert all(sorted(o) == list(range(len(X))) for o in orders)
+    assert not np.array_equal(orders[0], orders[1])
+
+
 @pytest.mark.parametrize("library", LIBRARIES)
 def test_estimator_follows_the_sklearn_api(library: str, data) -> None:
     cls = estimator_class(library)

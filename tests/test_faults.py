@@ -33,6 +33,16 @@ def bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     )
 
 
+def start_bench(*args: str) -> subprocess.Popen[str]:
+    """`python -m bench ARGS` in the background, for tests that act on a driver while it runs."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def keys_hit(args: list[str], fraction: float, salt: str) -> tuple[set[str], set[str]]:
     """(all trial keys, the keys a hook with `fraction` and `salt` picks) for this sweep."""
     specs = expand(compose(args))
@@ -131,9 +141,7 @@ def test_driver_sigkill_loses_nothing_finished_and_resume_completes(tmp_path: Pa
     args += ["rows_per_part=1000"]
     every, _ = keys_hit(args, 0.0, "none")
     run = tmp_path / "smoke" / "killed"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "bench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    driver = start_bench(*args)
     try:
         _wait_for_journal_rows(run, 4)
     finally:
@@ -154,16 +162,39 @@ def test_driver_sigkill_loses_nothing_finished_and_resume_completes(tmp_path: Pa
     assert not list(run.glob(".journal-*"))
 
 
+def test_second_driver_on_a_running_run_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    """Resuming a run that another driver is still writing would compact its live journal: the
+    second driver is refused with one line naming the holder, and the first finishes intact."""
+    args = [*BASE, "seeds.n=12", "model.epochs=60", f"results_dir={tmp_path}", "run_id=busy"]
+    args += ["rows_per_part=1000"]
+    every, _ = keys_hit(args, 0.0, "none")
+    run = tmp_path / "smoke" / "busy"
+    first = start_bench(*args)
+    try:
+        _wait_for_journal_rows(run, 1)
+        second = bench(*args)
+        assert first.poll() is None, "the first driver finished too soon; make its sweep longer"
+        _, err = first.communicate(timeout=240)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert second.returncode == 2
+    (line,) = second.stderr.strip().splitlines()
+    assert line.startswith("bench: error: run_id: ") and f"pid {first.pid} " in line, line
+    assert first.returncode == 0, err
+    df = final_rows(run)
+    assert_one_row_per_key(df, every)
+    assert (df["status"] == "ok").all()
+    # A resume would have compacted the journal into a `part-r*` file: none was written.
+    assert not list(run.glob("part-r*")) and not (run / "_superseded").exists()
+    assert not (run / store.LOCK_FILE).exists()
+
+
 def test_ctrl_c_writes_finished_rows_and_says_how_to_resume(tmp_path: Path) -> None:
     args = [*BASE, "seeds.n=6", "model.epochs=30", f"results_dir={tmp_path}", "run_id=intr"]
     every, _ = keys_hit(args, 0.0, "none")
     run = tmp_path / "smoke" / "intr"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "bench", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    driver = start_bench(*args)
     _wait_for_journal_rows(run, 3)
     driver.send_signal(signal.SIGINT)
     _, stderr = driver.communicate(timeout=60)

@@ -147,3 +147,38 @@ def test_summary_is_printed(smoke: SmokeRun) -> None:
     for library in ("sklearn", "torch", "tensorflow"):
         assert library in out
     assert str(smoke.run_dir) in out
+
+
+def test_embedded_workers_inherit_the_common_env_and_the_driver_keeps_its_own(monkeypatch) -> None:
+    """connect(base_env=...) starts embedded Ray with the sweep's most common worker environment
+    in force, so its prestarted workers serve those trials without a runtime_env; other settings
+    still reach their workers; the driver's own environment is left as it was; a Ray started
+    later by someone else is never taken for one with that environment."""
+    import os
+
+    import ray
+
+    from bench.runner import connect, task_env
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    base = {"OMP_NUM_THREADS": "1", "BENCH_PROBE": "base"}
+    other = {"OMP_NUM_THREADS": "2", "BENCH_PROBE": "other"}
+
+    def probe() -> tuple[str | None, str | None]:
+        return os.environ.get("OMP_NUM_THREADS"), os.environ.get("BENCH_PROBE")
+
+    remote = ray.remote(probe)
+    assert connect({"num_cpus": 1}, base)
+    try:
+        assert probe() == ("7", None)
+        assert task_env(base) == {}
+        assert task_env(other) == {"runtime_env": {"env_vars": other}}
+        assert ray.get(remote.options(**task_env(base)).remote()) == ("1", "base")
+        assert ray.get(remote.options(**task_env(other)).remote()) == ("2", "other")
+    finally:
+        ray.shutdown()
+    ray.init(address="local", num_cpus=1, include_dashboard=False)
+    try:
+        assert task_env(base) == {"runtime_env": {"env_vars": base}}
+    finally:
+        ray.shutdown()

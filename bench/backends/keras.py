@@ -3,14 +3,23 @@
 Initial weights: `defaults` mode keeps Keras's own initialisers (glorot_uniform kernels, zero
 biases); `aligned` mode draws kernels and biases from scikit-learn's Glorot-uniform bound
 (`RandomUniform`); both draw under `keras.utils.set_random_seed(seed_init)`. Shared init loads
-the numpy weights with `set_weights` (the canonical layout is Keras's own). In `library` order mode
-`fit(shuffle=True)` shuffles under `set_random_seed(seed_order)`, set after the model is built so
-that the two sources stay apart; `defaults` mode also leaves `batch_size` to Keras (32). In
-`shared` order mode a tf.data pipeline yields exactly the given batches, epoch after epoch, through
-one `fit` call. The L2 term follows scikit-learn's convention (divided by the batch's rows) inside
-the loss, which a Keras regularizer cannot express; `defaults` mode has none, as Keras. XLA is
-off: small models compile slower than they train, and bench records kernels as the library runs
-them by default on CPU.
+the numpy weights with `set_weights` (the canonical layout is Keras's own).
+
+Batches: `defaults` mode is `fit(X, y, shuffle=True)` as a typical user writes it (Keras's own
+shuffling under `set_random_seed(seed_order)`, set after the model is built so that the two
+sources stay apart, and Keras's batch size of 32). Every other mode feeds one tf.data pipeline
+that yields exactly the given batches, epoch after epoch, through a single `fit` call: in
+`library` order mode the permutations are TensorFlow's own (`stateless_shuffle` keyed by
+(seed_order, epoch)), in `shared` order mode they are bench's. Why not `fit(X, y, shuffle=True)`
+there too: Keras's array adapter builds a new tf.data iterator every epoch, and on a few hundred
+rows that costs more than the epoch's training (about 40 ms of 60 per epoch here) and starts
+threads that make two Keras trials on two cores slow each other down by a third. One call into
+TensorFlow runs a whole epoch's steps (`steps_per_execution`), which takes another quarter off.
+
+The L2 term follows scikit-learn's convention (divided by the batch's rows) inside the loss, which
+a Keras regularizer cannot express; `defaults` mode has none, as Keras. XLA is off: small models
+compile slower than they train, and bench records kernels as the library runs them by default on
+CPU.
 """
 
 from __future__ import annotations
@@ -28,9 +37,22 @@ from bench.backends.base import NeuralClassifier  # noqa: E402
 _ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid"}
 
 
+def tf_orders(n: int, seed_order: int, epochs: int) -> list[np.ndarray]:
+    """TensorFlow's own batch order: one permutation per epoch from its stateless shuffle."""
+    rows = tf.range(n, dtype=tf.int64)
+    return [
+        tf.random.experimental.stateless_shuffle(rows, seed=[seed_order, epoch]).numpy()
+        for epoch in range(epochs)
+    ]
+
+
 class KerasNeuralClassifier(NeuralClassifier):
     library = "tensorflow"
     _library_state = ("model_",)
+    # Training steps per call into the TensorFlow runtime outside `defaults` mode; None: one
+    # epoch's worth. Fewer calls, fewer hand-offs between Python and TensorFlow's threads; the
+    # weights are bitwise the same as one step per call (tests/test_backends.py checks).
+    _steps_per_execution: int | None = None
 
     def _init_kwargs(self, fan_in: int, fan_out: int) -> dict:
         if self.mode == "defaults":
@@ -106,12 +128,20 @@ class KerasNeuralClassifier(NeuralClassifier):
             optimizer = keras.optimizers.Adam(
                 learning_rate=self.lr, beta_1=self.beta1, beta_2=self.beta2, epsilon=self.eps
             )
-        model.compile(optimizer=optimizer, loss=self._loss_fn(model), jit_compile=False)
-        if orders is None:
+        if self.mode == "defaults":
+            model.compile(optimizer=optimizer, loss=self._loss_fn(model), jit_compile=False)
             keras.utils.set_random_seed(self.seed_order)
-            batch = {} if self.mode == "defaults" else {"batch_size": self.batch_size}
-            model.fit(X, y, epochs=self.epochs, shuffle=True, verbose=0, **batch)
+            model.fit(X, y, epochs=self.epochs, shuffle=True, verbose=0)
             return
+        steps = self._steps_per_execution or -(-len(X) // self.batch_size)
+        model.compile(
+            optimizer=optimizer,
+            loss=self._loss_fn(model),
+            jit_compile=False,
+            steps_per_execution=steps,
+        )
+        if orders is None:
+            orders = tf_orders(len(X), self.seed_order, self.epochs)
         bs, Xc, yc = self.batch_size, tf.constant(X), tf.constant(y)
         batches = (
             tf.data.Dataset.from_tensor_slices(np.stack(orders))

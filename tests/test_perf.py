@@ -1,0 +1,50 @@
+"""The benchmark commands run end to end on a tiny workload and print what the README quotes.
+
+They time nothing here (timed tests on shared machines are noise); they check that the commands a
+reader is told to run still work and report both sides, so that the README's figures can be
+reproduced.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def perf(*args: str, timeout: float) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.perf", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_overhead_runs_both_sides_alternately_and_prints_medians() -> None:
+    out = perf("overhead", "--repeat", "2", "libraries=[sklearn]", "seeds.n=1", timeout=300)
+    pairs = re.findall(r"pair (\d): bench ([\d.]+) s, loop ([\d.]+) s, ratio ([\d.]+)", out)
+    assert [p[0] for p in pairs] == ["1", "2"], out
+    for _, bench, loop, ratio in pairs:
+        assert float(ratio) == pytest.approx(
+            float(bench) / float(loop), rel=0.1
+        )  # printed to 0.1 s
+    assert re.search(r"^trials\s+1, 2 pair\(s\), medians:", out, re.M), out
+    assert re.search(r"^ratio a/b\s+[\d.]+", out, re.M), out
+
+
+def test_batched_prints_one_by_one_and_stacked_rates() -> None:
+    out = perf(
+        "batched", "--sizes", "4", "--epochs", "1", "--one-by-one", "2", "--threads", "1",
+        timeout=300,
+    )  # fmt: skip
+    rows = re.findall(r"^cpu\s+(.+?)\s+(\d+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+    methods = [r[0] for r in rows]
+    assert methods == ["one by one", "stacked, foreach Adam", "stacked, fused Adam"], out
+    assert all(float(r[2]) > 0 for r in rows)
