@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(args)
     if ns.command == "batched":
         return _print_batched(ns)
+    if ns.repeat < 1:
+        parser.error("--repeat: must be >= 1")
     overrides = [*DEFAULT_OVERRIDES, *ns.overrides]
     print(f"python -m bench {' '.join(overrides)}  (workers={ns.workers})", flush=True)
     pairs = overhead(overrides, ns.workers, ns.repeat)

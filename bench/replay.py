@@ -3,8 +3,8 @@
 Each stored row holds its full spec, so the trial can be run again exactly as the runner ran it (a
 Ray worker started with the same thread environment). Per trial the replay reports whether the
 final weights and the test predictions are bitwise equal, and when they are not, which recorded
-parts of the environment differ between the stored row and now (library versions, device, GPU,
-threads, determinism flags). The exit code is 1 when a trial that should have reproduced did not:
+parts of the environment differ between the stored row and now (bench's own version, library
+versions, device, GPU, threads, determinism flags). The exit code is 1 when a trial that should have reproduced did not:
 same environment, and either on the CPU (fixed threads make CPU training repeatable) or with
 deterministic mode in force.
 """
@@ -28,6 +28,7 @@ from bench.spec import TrialSpec
 # What a bitwise result may depend on besides the spec. The host name is left out on purpose:
 # another machine with the same CPU model, versions and settings should give the same bits.
 ENV_COLUMNS = (
+    "bench_version",  # of the run (store.run_version), not a row column: bench's code counts too
     "python_version", "numpy_version", "sklearn_version", "torch_version", "tensorflow_version",
     "keras_version", "library_version", "platform", "cpu_model", "blas", "gpu_name",
     "cuda_version", "cudnn_version", "driver_version", "torch_threads", "torch_interop_threads",
@@ -140,10 +141,15 @@ def replay(
     finally:
         if started:
             ray.shutdown()
+    from bench import __version__
+
+    written_by = store.run_version(run_dir)
     lines = []
     for key, row in stored.items():
         now = fresh.get(key, {"status": "not run", "error": "no GPU in this Ray cluster"})
-        lines.append(compare(row, now))
+        lines.append(
+            compare({**row, "bench_version": written_by}, {**now, "bench_version": __version__})
+        )
     return pd.DataFrame(lines)
 
 

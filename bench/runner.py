@@ -6,9 +6,9 @@ pools for different thread counts and reuses workers within one (torch and Tenso
 once per worker, not once per trial). An embedded Ray is started with the sweep's most common
 worker environment already in force, so its prestarted workers serve those trials at once; only
 trials with other settings carry a `runtime_env` (Ray starts new workers for each distinct one,
-about a second later). At most `max_in_flight` trials are submitted at a time;
-results are consumed in completion order, written in part files as they arrive, and a progress
-bar shows counts and ETA.
+about a second later). At most `max_in_flight` trials are submitted at a time; results are
+consumed in completion order, written in part files as they arrive, and a progress bar shows
+counts and ETA.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bench import store
+from bench import __version__, store
 from bench.config import ConfigError, to_container
 from bench.data import RawDataset, load
 from bench.determinism import worker_env
@@ -194,8 +194,9 @@ def connect(cluster: dict[str, Any], base_env: dict[str, str] | None = None) -> 
                 f"cluster.address: cannot join Ray at {address}: {' '.join(str(exc).split())}"
             ) from None
         return True
-    saved = dict(os.environ)
-    os.environ.update(base_env or {})
+    base_env = base_env or {}
+    saved = {k: os.environ.get(k) for k in base_env}
+    os.environ.update(base_env)
     try:
         ray.init(
             address="local",  # always a new embedded instance, never a stale cluster's address
@@ -205,10 +206,13 @@ def connect(cluster: dict[str, Any], base_env: dict[str, str] | None = None) -> 
             dashboard_host="127.0.0.1",
             **common,
         )
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    _inherited = (ray.get_runtime_context().get_node_id(), dict(base_env or {}))
+    finally:  # only bench's keys: Ray sets some of its own for this process and its children
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    _inherited = (ray.get_runtime_context().get_node_id(), dict(base_env))
     return True
 
 
@@ -223,11 +227,16 @@ def task_env(env: dict[str, str]) -> dict[str, Any]:
 
 
 def common_env(specs: list[TrialSpec]) -> dict[str, str] | None:
-    """The worker environment most of `specs` need (None for no specs)."""
-    envs = Counter(
-        json.dumps(worker_env(s.threads, s.deterministic, s.device), sort_keys=True) for s in specs
-    )
-    return json.loads(envs.most_common(1)[0][0]) if envs else None
+    """The worker environment most of `specs` need, among those that set no variable another
+    trial leaves unset: a runtime_env can override an inherited variable but not remove it
+    (deterministic CUDA trials set CUBLAS_WORKSPACE_CONFIG; the others must not inherit it).
+    None for no specs."""
+    envs = [worker_env(s.threads, s.deterministic, s.device) for s in specs]
+    if not envs:
+        return None
+    fewest = set.intersection(*(set(e) for e in envs))
+    counts = Counter(json.dumps(e, sort_keys=True) for e in envs if set(e) == fewest)
+    return json.loads(counts.most_common(1)[0][0]) if counts else None
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -277,6 +286,12 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[str, Path, set[str], store.RunLock
     if config_file.exists():
         lock = _lock(path)  # before compacting: another driver may still be appending
         try:
+            written_by = store.run_version(path)
+            if written_by != __version__:
+                raise ConfigError(
+                    f"run_id: run {run_id} was written by bench {written_by}, this is bench "
+                    f"{__version__}, whose trials may train differently; start a new run_id"
+                )
             diff = config_diff(to_container(OmegaConf.load(config_file)), to_container(cfg))
             if diff:
                 raise ConfigError(
@@ -300,10 +315,16 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[str, Path, set[str], store.RunLock
         raise ConfigError(f"results_dir: cannot write to {path}: {exc.strerror or exc}") from None
     lock = _lock(path)
     try:
+        if config_file.exists():  # another driver created this run between the checks above
+            raise ConfigError(f"run_id: run {run_id} was just started by another driver")
         OmegaConf.save(cfg, config_file, resolve=True)
+        store.write_version(path)
     except OSError as exc:
         lock.release()
         raise ConfigError(f"results_dir: cannot write to {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        lock.release()
+        raise
     return run_id, path, set(), lock
 
 

@@ -58,6 +58,7 @@ _COLUMN_SET = frozenset(COLUMNS)
 CONFIG_FILE = "_config.yaml"
 JOURNAL_GLOB = ".journal-*.jsonl"
 LOCK_FILE = "_lock"
+VERSION_FILE = "_bench_version"  # which bench wrote the run: a resume by another one is refused
 
 
 def to_table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -80,16 +81,23 @@ class RunInUseError(ValueError):
 class RunLock:
     """An exclusive lock on a run folder, held from before a resume compacts it until the run's
     last part is written. flock: the kernel drops it when the holder dies, even by SIGKILL, so a
-    crashed run can always be resumed; the `_lock` file (skipped by Parquet readers) says who
-    holds it. Advisory and per host: drivers on two machines sharing a network folder are not
-    kept apart."""
+    crashed run can always be resumed; the `_lock` file (skipped by Parquet readers, never
+    deleted, so that two drivers cannot lock two different files) names the holder while held.
+    Advisory and per host; where the file system has no locks (some network mounts) the run goes
+    on unlocked, with a warning."""
 
     def __init__(self, directory: Path) -> None:
         import fcntl
         import socket
+        import sys
 
         self.path = directory / LOCK_FILE
-        self._file = open(self.path, "a+")  # noqa: SIM115 - held for the run's lifetime
+        try:
+            self._file = open(self.path, "a+")  # noqa: SIM115 - held for the run's lifetime
+        except OSError as exc:
+            raise RunInUseError(
+                f"results_dir: cannot open {self.path}: {exc.strerror or exc}"
+            ) from None
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -100,17 +108,35 @@ class RunLock:
                 f"run_id: {directory} is being written by another bench driver ({holder}); "
                 "wait for it to finish, or choose another run_id"
             ) from None
+        except OSError as exc:  # ENOLCK, EOPNOTSUPP: no locking on this file system
+            print(
+                f"bench: warning: cannot lock {self.path} ({exc.strerror or exc}); "
+                "nothing stops a second driver on this run",
+                file=sys.stderr,
+            )
         self._file.seek(0)
         self._file.truncate()
         self._file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         self._file.flush()
 
     def release(self) -> None:
-        """Remove the file, then unlock: everything this driver writes is written by now."""
+        """Clear the holder's name, then unlock: everything this driver writes is written."""
         if self._file.closed:
             return
-        self.path.unlink(missing_ok=True)
+        self._file.truncate(0)
         self._file.close()
+
+
+def run_version(directory: Path) -> str:
+    """The bench version that wrote a run (runs without the file predate it: 0.1.0)."""
+    path = directory / VERSION_FILE
+    return path.read_text().strip() if path.is_file() else "0.1.0"
+
+
+def write_version(directory: Path) -> None:
+    from bench import __version__
+
+    (directory / VERSION_FILE).write_text(__version__ + "\n")
 
 
 def new_run_id() -> str:
@@ -163,9 +189,14 @@ def _write_part(table: pa.Table, path: Path) -> None:
 
 def _fsync_dir(directory: Path) -> None:
     """Make a rename durable: without it, a power cut can forget a part that had been renamed."""
+    import errno
+
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:  # some network and FUSE file systems cannot fsync a folder
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
     finally:
         os.close(fd)
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench import __version__ as bench_version
 from bench import store
 
 pytestmark = pytest.mark.slow
@@ -102,7 +103,8 @@ def test_replay_fails_when_a_trial_does_not_reproduce_on_the_same_environment(
 
     run = tmp_path / "copy"
     shutil.copytree(determinism_run, run, ignore=shutil.ignore_patterns("_replay"))
-    key = pd.read_parquet(run).query("library == 'torch'")["trial_key"].iloc[0]
+    torch_row = pd.read_parquet(run).query("library == 'torch'").iloc[0]
+    key, torch_version = torch_row["trial_key"], torch_row["torch_version"]
 
     def corrupt(df: pd.DataFrame) -> None:
         df.loc[df["trial_key"] == key, "weights_sha256"] = "0" * 64
@@ -119,6 +121,15 @@ def test_replay_fails_when_a_trial_does_not_reproduce_on_the_same_environment(
     result = bench("replay", str(run), "--trial", key[:16], "--no-progress")
     assert result.returncode == 0, result.stdout
     assert "environment changed" in result.stdout and "torch_version: 0.0.1 -> " in result.stdout
+
+    def same_version(df: pd.DataFrame) -> None:
+        df.loc[df["trial_key"] == key, "torch_version"] = torch_version
+
+    _rewrite(run, same_version)  # the same mismatch, now from a run an older bench wrote
+    (run / store.VERSION_FILE).write_text("0.1.0\n")
+    result = bench("replay", str(run), "--trial", key[:16], "--no-progress")
+    assert result.returncode == 0, result.stdout
+    assert f"bench_version: 0.1.0 -> {bench_version}" in result.stdout
 
 
 def test_one_and_two_torch_threads_give_different_bits_and_the_rows_say_why(tmp_path: Path) -> None:

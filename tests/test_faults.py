@@ -7,6 +7,7 @@ and only those, end as error rows saying what happened, and that no ok row is lo
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from bench import __version__ as bench_version
 from bench import faults, store
 from bench.config import compose
 from bench.sweep import expand
@@ -162,32 +164,49 @@ def test_driver_sigkill_loses_nothing_finished_and_resume_completes(tmp_path: Pa
     assert not list(run.glob(".journal-*"))
 
 
-def test_second_driver_on_a_running_run_is_refused_and_changes_nothing(tmp_path: Path) -> None:
-    """Resuming a run that another driver is still writing would compact its live journal: the
-    second driver is refused with one line naming the holder, and the first finishes intact."""
-    args = [*BASE, "seeds.n=12", "model.epochs=60", f"results_dir={tmp_path}", "run_id=busy"]
+def test_a_running_driver_holds_its_run_and_a_second_is_refused(tmp_path: Path) -> None:
+    """Resuming a run that another driver is still writing would compact its live journal. A
+    running driver holds the run's lock; a second driver meeting a held lock exits 2 with one
+    line naming the holder and touches nothing; once the lock is free the same command resumes."""
+    args = [*BASE, "seeds.n=6", "model.epochs=30", f"results_dir={tmp_path}", "run_id=busy"]
     args += ["rows_per_part=1000"]
     every, _ = keys_hit(args, 0.0, "none")
     run = tmp_path / "smoke" / "busy"
     first = start_bench(*args)
     try:
         _wait_for_journal_rows(run, 1)
-        second = bench(*args)
-        assert first.poll() is None, "the first driver finished too soon; make its sweep longer"
-        _, err = first.communicate(timeout=240)
+        with pytest.raises(store.RunInUseError, match=f"pid {first.pid} "):
+            store.RunLock(run)
     finally:
-        if first.poll() is None:
-            first.kill()
+        first.send_signal(signal.SIGKILL)  # a dead driver's lock is free again
+        first.wait(timeout=30)
+    held = store.RunLock(run)  # now this process plays the running driver
+    try:
+        before = sorted(p.name for p in run.iterdir())
+        second = bench(*args)
+        assert sorted(p.name for p in run.iterdir()) == before
+    finally:
+        held.release()
     assert second.returncode == 2
     (line,) = second.stderr.strip().splitlines()
-    assert line.startswith("bench: error: run_id: ") and f"pid {first.pid} " in line, line
-    assert first.returncode == 0, err
+    assert line.startswith("bench: error: run_id: ") and f"pid {os.getpid()} " in line, line
+    resumed = bench(*args)
+    assert resumed.returncode == 0, resumed.stderr
     df = final_rows(run)
     assert_one_row_per_key(df, every)
     assert (df["status"] == "ok").all()
-    # A resume would have compacted the journal into a `part-r*` file: none was written.
-    assert not list(run.glob("part-r*")) and not (run / "_superseded").exists()
-    assert not (run / store.LOCK_FILE).exists()
+
+
+def test_resume_by_another_bench_version_is_refused(tmp_path: Path) -> None:
+    args = [*BASE, "libraries=[sklearn]", f"results_dir={tmp_path}", "run_id=old"]
+    assert bench(*args).returncode == 0
+    run = tmp_path / "smoke" / "old"
+    assert store.run_version(run) == bench_version
+    (run / store.VERSION_FILE).unlink()  # as runs written before bench 0.2.0 are
+    result = bench(*args)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("bench: error: run_id: ") and "bench 0.1.0" in line, line
 
 
 def test_ctrl_c_writes_finished_rows_and_says_how_to_resume(tmp_path: Path) -> None:

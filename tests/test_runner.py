@@ -182,3 +182,20 @@ def test_embedded_workers_inherit_the_common_env_and_the_driver_keeps_its_own(mo
         assert task_env(base) == {"runtime_env": {"env_vars": base}}
     finally:
         ray.shutdown()
+
+
+def test_common_env_never_makes_workers_inherit_a_variable_other_trials_leave_unset() -> None:
+    """A runtime_env cannot remove an inherited variable: with deterministic CUDA trials in the
+    majority, the base environment is still the one without CUBLAS_WORKSPACE_CONFIG."""
+    from dataclasses import replace
+
+    from bench.determinism import worker_env
+    from bench.runner import common_env
+
+    spec = expand(compose(["+sweep=smoke"]))[0]
+    cuda_det = replace(spec, device="cuda", deterministic=True)
+    cuda = replace(spec, device="cuda", deterministic=False)
+    assert common_env([cuda_det, cuda_det, cuda]) == worker_env(1, False, "cuda")
+    assert common_env([cuda_det, cuda_det]) == worker_env(1, True, "cuda")
+    assert common_env([replace(spec, threads=2), spec, spec]) == worker_env(1, False, "cpu")
+    assert common_env([]) is None
