@@ -355,8 +355,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.seeds.base + cfg.seeds.n - 1 > UINT32_MAX:
         raise ConfigError(f"seeds.n: base + n exceeds the uint32 seed range ({UINT32_MAX})")
     validate_cluster(cfg)
-    validate_models(to_container(cfg))
-    validate_search(to_container(cfg))
+    plain = to_container(cfg)
+    validate_models(plain)
+    validate_search(plain)
 
 
 # #SBATCH values go to sbatch's own option parser: a plain token keeps them one option each.

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 DEFAULT_OVERRIDES = [
     "+sweep=seeds",
@@ -65,47 +66,58 @@ def loop_command(out: Path, overrides: list[str]) -> list[str]:
     return [sys.executable, "-m", "bench.perf", "_loop", str(out), *overrides]
 
 
-def overhead(overrides: list[str], workers: int, repeat: int = 1) -> list[dict[str, float]]:
-    """`repeat` pairs of (bench, loop), run alternately so that a slow spell of a shared machine
-    falls on both sides rather than on one; one dict of figures per pair."""
+def bench_and_loop(
+    overrides: list[str], workers: int, results_dir: Path, run_id: str
+) -> dict[str, Any]:
+    """One side-by-side pair over the same trials: `python -m bench` (embedded Ray on `workers`
+    CPUs, results kept in results_dir/<sweep>/<run_id>), then the plain loop in a fresh process
+    with the thread environment a bench worker gets. Raises SystemExit if a bench trial failed."""
     import pandas as pd
 
     from bench.determinism import worker_env
 
+    bench_cmd = [
+        sys.executable, "-m", "bench", *overrides,
+        f"results_dir={results_dir}", f"run_id={run_id}", f"cluster.num_cpus={workers}",
+    ]  # fmt: skip
+    bench_wall, bench_load = timed(bench_cmd, dict(os.environ))
+    run_dir = next(results_dir.glob(f"*/{run_id}"))
+    rows = pd.read_parquet(run_dir)
+    if (rows["status"] != "ok").any():
+        raise SystemExit(f"bench run had failed trials; see the rows in {run_dir}")
+    loop_out = run_dir / "_perf_loop.json"
+    loop_env = {**os.environ, **worker_env(1, False, "cpu")}
+    loop_wall, loop_load = timed(loop_command(loop_out, overrides), loop_env)
+    return {
+        "run_dir": run_dir,
+        "rows": rows,
+        "loop": json.loads(loop_out.read_text()),
+        "bench_wall_s": bench_wall,
+        "loop_wall_s": loop_wall,
+        "load_bench": bench_load,
+        "load_loop": loop_load,
+    }
+
+
+def overhead(overrides: list[str], workers: int, repeat: int = 1) -> list[dict[str, float]]:
+    """`repeat` pairs of (bench, loop), run alternately so that a slow spell of a shared machine
+    falls on both sides rather than on one; one dict of figures per pair."""
     pairs = []
     for i in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
-            results = Path(tmp) / "results"
-            bench_cmd = [
-                sys.executable,
-                "-m",
-                "bench",
-                *overrides,
-                f"results_dir={results}",
-                "run_id=perf",
-                f"cluster.num_cpus={workers}",
-            ]
-            bench_wall, bench_load = timed(bench_cmd, dict(os.environ))
-            rows = pd.read_parquet(next(results.glob("*/perf")))
-            if (rows["status"] != "ok").any():
-                raise SystemExit("bench run had failed trials; see its rows")
-            # The loop gets exactly the thread environment a bench worker gets.
-            loop_env = {**os.environ, **worker_env(1, False, "cpu")}
-            loop_out = Path(tmp) / "loop.json"
-            loop_wall, loop_load = timed(loop_command(loop_out, overrides), loop_env)
-            loop = json.loads(loop_out.read_text())
-        fit_bench = float(rows["fit_seconds"].sum())
+            m = bench_and_loop(overrides, workers, Path(tmp) / "results", "perf")
+        fit_bench = float(m["rows"]["fit_seconds"].sum())
         pair = {
             "pair": float(i + 1),
-            "trials": float(len(rows)),
+            "trials": float(len(m["rows"])),
             "workers": float(workers),
-            "bench_wall_s": bench_wall,
-            "loop_wall_s": loop_wall,
-            "ratio": bench_wall / loop_wall,
+            "bench_wall_s": m["bench_wall_s"],
+            "loop_wall_s": m["loop_wall_s"],
+            "ratio": m["bench_wall_s"] / m["loop_wall_s"],
             "fit_sum_bench_s": fit_bench,
-            "fit_sum_loop_s": float(sum(loop["fit_seconds"])),
-            "harness_overhead": 1.0 - fit_bench / (bench_wall * workers),
-            "load_avg": max(*bench_load, *loop_load),
+            "fit_sum_loop_s": float(sum(m["loop"]["fit_seconds"])),
+            "harness_overhead": 1.0 - fit_bench / (m["bench_wall_s"] * workers),
+            "load_avg": max(*m["load_bench"], *m["load_loop"]),
         }
         _print_pair(pair)
         pairs.append(pair)

@@ -24,50 +24,34 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.perf import loop_command, timed
+from bench.perf import bench_and_loop
 
 EXPERIMENT = ["+experiment=heart", "progress=false", "report=false"]
 
 
 def measure(overrides: list[str], workers: int, results_dir: Path) -> dict[str, Any]:
-    import pandas as pd
-
-    from bench.determinism import worker_env
     from bench.store import new_run_id
 
-    run_id = f"perf-{new_run_id()}"
-    bench_cmd = [
-        sys.executable, "-m", "bench", *EXPERIMENT, *overrides,
-        f"results_dir={results_dir}", f"run_id={run_id}", f"cluster.num_cpus={workers}",
-    ]  # fmt: skip
-    bench_wall, bench_load = timed(bench_cmd, dict(os.environ))
-    run_dir = results_dir / "heart" / run_id
-    rows = pd.read_parquet(run_dir)
-    if (rows["status"] != "ok").any():
-        raise SystemExit(f"bench run had failed trials; see the rows in {run_dir}")
-    loop_out = run_dir / "_perf_loop.json"
-    loop_cmd = loop_command(loop_out, [*EXPERIMENT, *overrides])
-    # The loop gets exactly the thread environment a bench worker gets.
-    loop_wall, loop_load = timed(loop_cmd, {**os.environ, **worker_env(1, False, "cpu")})
-    loop = json.loads(loop_out.read_text())
+    m = bench_and_loop([*EXPERIMENT, *overrides], workers, results_dir, f"perf-{new_run_id()}")
+    rows, loop = m["rows"], m["loop"]
     result = {
-        "run_dir": str(run_dir),
+        "run_dir": str(m["run_dir"]),
         "trials": len(rows),
         "workers": workers,
-        "bench_wall_s": bench_wall,
-        "loop_wall_s": loop_wall,
-        "speedup": loop_wall / bench_wall,
+        "bench_wall_s": m["bench_wall_s"],
+        "loop_wall_s": m["loop_wall_s"],
+        "speedup": m["loop_wall_s"] / m["bench_wall_s"],
         "fit_sum_bench_s": float(rows["fit_seconds"].sum()),
         "fit_sum_loop_s": float(sum(loop["fit_seconds"])),
         "same_mean_accuracy": bool(
             abs(float(rows["accuracy"].mean()) - sum(loop["accuracy"]) / loop["n"]) < 1e-12
         ),
-        "load_bench": bench_load,
-        "load_loop": loop_load,
+        "load_bench": m["load_bench"],
+        "load_loop": m["load_loop"],
         "cpus": os.cpu_count(),
         "overrides": overrides,
     }
-    (run_dir / "_perf_heart.json").write_text(json.dumps(result, indent=2))
+    (m["run_dir"] / "_perf_heart.json").write_text(json.dumps(result, indent=2))
     return result
 
 

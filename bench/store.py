@@ -64,10 +64,14 @@ VERSION_FILE = "_bench_version"  # which bench wrote the run: a resume by anothe
 def to_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Rows -> Arrow table in SCHEMA; a key outside the schema is a bug, not something to drop."""
     for row in rows:
-        extra = set(row) - set(COLUMNS)
-        if extra:
-            raise KeyError(f"result row has columns outside the schema: {sorted(extra)}")
+        check_columns(row)
     return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def check_columns(row: dict[str, Any]) -> None:
+    extra = row.keys() - _COLUMN_SET
+    if extra:
+        raise KeyError(f"result row has columns outside the schema: {sorted(extra)}")
 
 
 class CorruptPartError(ValueError):
@@ -292,9 +296,7 @@ class PartWriter:
         self._journal = open(self._journal_path, "a")  # noqa: SIM115 - lives as long as the writer
 
     def add(self, row: dict[str, Any]) -> None:
-        extra = row.keys() - _COLUMN_SET  # a row outside the schema fails here, not at the flush
-        if extra:
-            raise KeyError(f"result row has columns outside the schema: {sorted(extra)}")
+        check_columns(row)  # a row outside the schema fails here, not at the flush
         self._journal.write(json.dumps(row, default=_json_default) + "\n")
         self._journal.flush()
         os.fsync(self._journal.fileno())

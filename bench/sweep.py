@@ -96,17 +96,30 @@ def _expand_one(plain: dict, model: dict, mode: str) -> list[TrialSpec]:
         sweep.get("threads") or [plain["threads"]],
         sweep["varied"],
     )
+    init_mode, order_mode = seed_modes(mode, plain["init_mode"], plain["order_mode"])
+    search = _search_json(plain, model)
+    # What every trial of this model and mode shares, computed once.
+    common = {
+        "sweep": sweep["name"],
+        "model": model["name"],
+        "dataset": plain["dataset"]["name"],
+        "init_mode": init_mode,
+        "order_mode": order_mode,
+        "hparams": canonical_json(model_hparams(model)),
+        "dataset_params": canonical_json(dataset_key_params(plain["dataset"])),
+        "mode": mode,
+        "search": search,
+    }
     return [
-        _spec(plain, model, mode, library, device, deterministic, threads, varied, i)
+        _spec(common, plain["seeds"]["base"], library, device, deterministic, threads, varied, i)
         for library, device, deterministic, threads, varied in axes
         for i in range(n_seeds(plain, library, varied))
     ]
 
 
 def _spec(
-    plain: dict,
-    model: dict,
-    mode: str,
+    common: dict,
+    base: int,
     library: str,
     device: str,
     deterministic: bool,
@@ -114,17 +127,11 @@ def _spec(
     varied: str,
     i: int,
 ) -> TrialSpec:
-    """Seed index i of source `varied` for one model, mode, library and setting."""
-    init_mode, order_mode = seed_modes(mode, plain["init_mode"], plain["order_mode"])
-    dataset = plain["dataset"]
-    base = plain["seeds"]["base"]
+    """Seed index i of source `varied` for one library and setting of a model and mode."""
     idx = _seed_indices(varied, i)
-    search = _search_json(plain, model)
     return TrialSpec(
-        sweep=plain["sweep"]["name"],
+        **common,
         library=library,
-        model=model["name"],
-        dataset=dataset["name"],
         device=device,
         varied=varied,
         seed_split=seeds.derive(base, "split", idx["split"]),
@@ -135,11 +142,5 @@ def _spec(
         repeat=i if varied in ("none", "cv") else 0,
         deterministic=deterministic,
         threads=threads,
-        init_mode=init_mode,
-        order_mode=order_mode,
-        hparams=canonical_json(model_hparams(model)),
-        dataset_params=canonical_json(dataset_key_params(dataset)),
-        mode=mode,
-        seed_cv=seeds.derive(base, "cv", idx["cv"]) if search is not None else None,
-        search=search,
+        seed_cv=seeds.derive(base, "cv", idx["cv"]) if common["search"] is not None else None,
     )

@@ -45,6 +45,15 @@ def start_bench(*args: str) -> subprocess.Popen[str]:
     )
 
 
+def long_sweep(tmp_path: Path, run_id: str, *extra: str) -> tuple[list[str], set[str], Path]:
+    """A sweep long enough to act on while it runs (6 seeds, 30 epochs): its arguments, its trial
+    keys and its run folder."""
+    args = [*BASE, "seeds.n=6", "model.epochs=30", f"results_dir={tmp_path}", f"run_id={run_id}"]
+    args += extra
+    every, _ = keys_hit(args, 0.0, "none")
+    return args, every, tmp_path / "smoke" / run_id
+
+
 def keys_hit(args: list[str], fraction: float, salt: str) -> tuple[set[str], set[str]]:
     """(all trial keys, the keys a hook with `fraction` and `salt` picks) for this sweep."""
     specs = expand(compose(args))
@@ -139,10 +148,7 @@ def _wait_for_journal_rows(run: Path, n: int, deadline_s: float = 180) -> int:
 
 def test_driver_sigkill_loses_nothing_finished_and_resume_completes(tmp_path: Path) -> None:
     # rows_per_part larger than the sweep: before the kill, finished rows live in the journal only.
-    args = [*BASE, "seeds.n=6", "model.epochs=30", f"results_dir={tmp_path}", "run_id=killed"]
-    args += ["rows_per_part=1000"]
-    every, _ = keys_hit(args, 0.0, "none")
-    run = tmp_path / "smoke" / "killed"
+    args, every, run = long_sweep(tmp_path, "killed", "rows_per_part=1000")
     driver = start_bench(*args)
     try:
         _wait_for_journal_rows(run, 4)
@@ -168,10 +174,8 @@ def test_a_running_driver_holds_its_run_and_a_second_is_refused(tmp_path: Path) 
     """Resuming a run that another driver is still writing would compact its live journal. A
     running driver holds the run's lock; a second driver meeting a held lock exits 2 with one
     line naming the holder and touches nothing; once the lock is free the same command resumes."""
-    args = [*BASE, "seeds.n=6", "model.epochs=30", f"results_dir={tmp_path}", "run_id=busy"]
-    args += ["rows_per_part=1000"]
-    every, _ = keys_hit(args, 0.0, "none")
-    run = tmp_path / "smoke" / "busy"
+    # rows_per_part larger than the sweep: finished rows stay in the journal until the end.
+    args, every, run = long_sweep(tmp_path, "busy", "rows_per_part=1000")
     first = start_bench(*args)
     try:
         _wait_for_journal_rows(run, 1)
@@ -210,9 +214,7 @@ def test_resume_by_another_bench_version_is_refused(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_writes_finished_rows_and_says_how_to_resume(tmp_path: Path) -> None:
-    args = [*BASE, "seeds.n=6", "model.epochs=30", f"results_dir={tmp_path}", "run_id=intr"]
-    every, _ = keys_hit(args, 0.0, "none")
-    run = tmp_path / "smoke" / "intr"
+    args, every, run = long_sweep(tmp_path, "intr")
     driver = start_bench(*args)
     _wait_for_journal_rows(run, 3)
     driver.send_signal(signal.SIGINT)

@@ -129,6 +129,12 @@ class TorchNeuralClassifier(NeuralClassifier):
         l2 = sum(m.weight.pow(2).sum() for m in self._trainable(self.model_))
         return data + 0.5 * self.alpha * l2 / y.shape[0]
 
+    def library_orders(self, n: int) -> list[np.ndarray]:
+        """PyTorch's own batch order: `randperm` per epoch from a generator seeded by
+        `seed_order`, which is what `DataLoader(shuffle=True, generator=g)` draws."""
+        shuffler = torch.Generator().manual_seed(self.seed_order)
+        return [torch.randperm(n, generator=shuffler).numpy() for _ in range(self.epochs)]
+
     def _fit(self, X, y, init, orders):
         device = torch.device(self.device)
         self.model_ = self._build(init).to(device)
@@ -140,13 +146,10 @@ class TorchNeuralClassifier(NeuralClassifier):
             optimizer = torch.optim.Adam(
                 self.model_.parameters(), lr=self.lr, betas=(self.beta1, self.beta2), eps=self.eps
             )
-        shuffler = torch.Generator().manual_seed(self.seed_order)
+        if orders is None:
+            orders = self.library_orders(len(X))
         step = 0
-        for epoch in range(self.epochs):
-            if orders is not None:
-                order = orders[epoch]
-            else:
-                order = torch.randperm(len(X), generator=shuffler).numpy()
+        for order in orders:
             for idx in minibatches(order, self.batch_size):
                 step += 1
                 if not defaults:  # eps where Keras and scikit-learn put it (module docstring)

@@ -85,8 +85,7 @@ def _orders(est: TorchNeuralClassifier, n: int) -> list[np.ndarray]:
     """Every epoch's permutation, drawn by the same generator the one-by-one run uses."""
     if est.order_mode_ == "shared":
         return epoch_orders(n, est.seed_order, est.epochs)
-    shuffler = torch.Generator().manual_seed(est.seed_order)
-    return [torch.randperm(n, generator=shuffler).numpy() for _ in range(est.epochs)]
+    return est.library_orders(n)
 
 
 def fit_stack(
