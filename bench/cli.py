@@ -15,10 +15,11 @@ from bench.runner import Interrupted
 
 USAGE = """usage: python -m bench +sweep=NAME [key=value ...]
        python -m bench --cfg +sweep=NAME [key=value ...]   print the composed config and exit
-       python -m bench report RUN_DIR [--out DIR] [--threshold T]   write RUN_DIR/_report/report.md
+       python -m bench report RUN_DIR [--out DIR] [--metric M] [--threshold T]   write RUN_DIR/_report/report.md
        python -m bench replay RUN_DIR [--trial KEY]   re-run stored trials, compare bits
 
 sweeps: seeds, smoke, libraries, determinism, threads, hardware     groups: dataset=..., model=..., cluster=...
+models: logreg, mlp, linear_svm, cnn, svm_rbf, decision_tree      experiment: +experiment=heart
 examples:
   python -m bench +sweep=smoke
   python -m bench +sweep=seeds dataset=digits model=mlp libraries=[torch,tensorflow] seeds.n=20

@@ -191,6 +191,9 @@ class BatchingConfig:
     enabled: bool = False
     max_group: int = 256
     fused: bool = False  # torch's fused Adam kernel (one launch for all parameters)
+    compile: bool = (
+        False  # torch.compile the stacked loss (Inductor; on CPU it needs a C++ compiler)
+    )
 
 
 @dataclass
@@ -288,6 +291,14 @@ class ConfigError(ValueError):
 _RUN_ID = re.compile(r"^(?![._])[A-Za-z0-9_.-]+$")  # no leading dot: never "." or ".." as a folder
 
 
+def cxx_compiler() -> str | None:
+    """The C++ compiler Inductor would use for CPU code: $CXX, else g++ or clang++ on PATH."""
+    import shutil
+
+    cxx = os.environ.get("CXX")
+    return shutil.which(cxx) if cxx else shutil.which("g++") or shutil.which("clang++")
+
+
 def validate(cfg: DictConfig) -> None:
     """Reject values the schema's types allow but that make no sense, naming the key. Model
     settings are checked once, for every model the run trains, by `validate_models`."""
@@ -342,6 +353,16 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.batching.max_group < 1:
         raise ConfigError(f"batching.max_group: must be >= 1, got {cfg.batching.max_group}")
+    for key in ("fused", "compile"):
+        if cfg.batching[key] and not cfg.batching.enabled:
+            raise ConfigError(
+                f"batching.{key}: applies to stacked training only; add batching.enabled=true"
+            )
+    if cfg.batching.enabled and cfg.batching.compile and not cxx_compiler():
+        raise ConfigError(
+            "batching.compile: torch.compile needs a C++ compiler (g++, or the one $CXX names) "
+            "and none is on PATH; install one or set batching.compile=false"
+        )
     if not 0.0 < cfg.hardware.gpu_fraction <= 1.0:
         raise ConfigError(
             f"hardware.gpu_fraction: must be in (0, 1], got {cfg.hardware.gpu_fraction}"
@@ -644,6 +665,20 @@ def _keys_outside_schema(cfg: DictConfig, schema: DictConfig, prefix: str = "") 
     return out
 
 
+# Dicts whose keys the user names (a model, a seed source, a library, a parameter): Hydra's struct
+# mode would refuse `search.grid.mlp.alpha=[...]` when `mlp` is not there yet, so such overrides
+# are composed as `++` (add or replace); what they add is checked by `validate` like the rest.
+FREE_FORM_DICTS = ("search.grid", "seeds.n_by_source", "seeds.n_by_library", "model.params")
+
+
+def free_form(override: str) -> str:
+    """`search.grid.mlp.alpha=[...]` -> `++search.grid.mlp.alpha=[...]`; anything else unchanged."""
+    key, eq, _ = override.partition("=")
+    if eq and override[:1] not in "+~" and key.startswith(tuple(f"{d}." for d in FREE_FORM_DICTS)):
+        return "++" + override
+    return override
+
+
 def compose(overrides: list[str]) -> DictConfig:
     """Compose conf/ with command-line overrides, exactly as `python -m bench` does, and validate."""
     from hydra import compose as hydra_compose
@@ -655,7 +690,7 @@ def compose(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="bench"):
-            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+            cfg = hydra_compose(config_name="config", overrides=[free_form(o) for o in overrides])
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(one_line(exc)) from exc
     unknown = _keys_outside_schema(cfg, OmegaConf.structured(BenchConfig))

@@ -108,7 +108,7 @@ def replay(
             raise ConfigError(f"--trial: no ok trial whose key starts with {trial!r} in {run_dir}")
     if rows.empty:
         raise ConfigError(f"{run_dir}: no ok trial to replay")
-    cfg = OmegaConf.load(config_file)  # for the dataset's settings (a heart file's path)
+    cfg = OmegaConf.load(config_file)  # dataset settings (a heart file's path), batching kernels
     stored = {r["trial_key"]: r for r in rows.to_dict("records")}
     specs = []
     for key, row in stored.items():
@@ -131,10 +131,13 @@ def replay(
         writer = store.PartWriter(out, rows_per_part=1000)
         # A trial that was trained in a stack is replayed in a stack (of one: its bits do not
         # depend on its group), since stacked and one-by-one arithmetic differ in the last bits.
+        # Its kernels (fused Adam, torch.compile) come from the run's config, which every
+        # version of bench has written (the row columns saying so are newer).
         units = [([spec], stored[spec.trial_key].get("batched") == True) for spec in runnable]  # noqa: E712 - NaN in old runs
+        batching = {k: bool(cfg.get("batching", {}).get(k, False)) for k in ("fused", "compile")}
         rows = execute(
             runnable, raw, writer, f"replay-{stamp}", progress=progress, description="replay",
-            units=units,
+            units=units, batching=batching,
         )  # fmt: skip
         fresh = {r["trial_key"]: r for r in rows}
         writer.close()

@@ -31,6 +31,7 @@ from bench.analysis import plots
 from bench.analysis.common import SEED_COLUMNS, SOURCES, ok_rows, present, varying
 
 REPORT_DIR = "_report"
+METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss", "cv_score")  # per-trial
 DPI = 110
 # Columns two groups of trials can be compared along (pairs match on everything else).
 AXES = ("library", "device", "deterministic", "mode", "threads", "init_mode", "order_mode", "model")
@@ -120,13 +121,22 @@ def write_report(
     n_resamples: int = 2000,
 ) -> Path:
     """Write report.md, report.html and PNGs for the results in `run_dir`; return report.md."""
+    import pandas as pd
+
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise FileNotFoundError(f"no results at {run_dir}")
+    if run_dir.is_dir() and not any(run_dir.rglob("part-*.parquet")):
+        raise FileNotFoundError(f"{run_dir}: no bench results here (no part-*.parquet files)")
     df = ba.load(run_dir)
+    if metric not in df.columns or not pd.api.types.is_numeric_dtype(df[metric]):
+        raise ValueError(
+            f"--metric: {metric!r} is not a numeric column of these results; use one of "
+            f"{', '.join(METRICS)}"
+        )
     out = Path(out_dir) if out_dir is not None else run_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
-    ok = ok_rows(df, metric) if metric in df.columns else df.iloc[0:0]
+    ok = ok_rows(df, metric)
     ctx = Context(
         ok=ok,
         out=out,

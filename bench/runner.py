@@ -81,13 +81,16 @@ def _execute(
     timeout_s: float | None,
     fused: bool = False,
     stacked: bool = False,
+    compile: bool = False,
 ) -> list[dict[str, Any]]:
     """The Ray task body: a worker turns one spec, or one stacked group, into rows."""
     from bench import trial
 
     specs = [TrialSpec.from_dict(s) for s in spec_jsons]
     if stacked:
-        return trial.run_group(specs, raw=raw, faults=faults, timeout_s=timeout_s, fused=fused)
+        return trial.run_group(
+            specs, raw=raw, faults=faults, timeout_s=timeout_s, fused=fused, compile=compile
+        )
     return [trial.run(spec, raw=raw, faults=faults, timeout_s=timeout_s) for spec in specs]
 
 
@@ -127,6 +130,10 @@ def _probe_address(address: str) -> None:
     if address in ("auto", "local") or address.startswith("ray://"):
         return
     host, _, port = address.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"cluster.address: expected auto, local, ray://HOST:PORT or HOST:PORT, got {address!r}"
+        )
     try:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=ADDRESS_PROBE_S):
             pass
@@ -389,7 +396,7 @@ def execute(
         units = group_specs(specs, int(batching.get("max_group", 256)))
     elif units is None:
         units = [([s], False) for s in specs]
-    fused = bool(batching.get("fused", False))
+    fused, compile = bool(batching.get("fused", False)), bool(batching.get("compile", False))
     task = ray.remote(_execute)
     raw_ref = ray.put(raw)
     limit = max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
@@ -426,7 +433,15 @@ def execute(
                         num_gpus=gpu_fraction if first.device == "cuda" else 0,
                         max_retries=retries,
                         **task_env(worker_env(first.threads, first.deterministic, first.device)),
-                    ).remote([asdict(s) for s in unit], raw_ref, faults, timeout_s, fused, stacked)
+                    ).remote(
+                        [asdict(s) for s in unit],
+                        raw_ref,
+                        faults,
+                        timeout_s,
+                        fused,
+                        stacked,
+                        compile,
+                    )
                     pending[ref] = (unit, time.monotonic())
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 rest = [r for r in pending if r not in done]

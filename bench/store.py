@@ -45,7 +45,7 @@ SCHEMA = pa.schema(
         ("determinism_env", _str), ("cudnn_deterministic", _bool), ("cudnn_benchmark", _bool),
         ("tf32_matmul", _bool), ("tf32_cudnn", _bool), ("tf_onednn", _str),
         ("nondeterministic_ops", _str), ("batched", _bool), ("group_size", _int),
-        ("group_index", _int),
+        ("group_index", _int), ("batch_fused_adam", _bool), ("batch_compiled", _bool),
         ("host", _str), ("python_version", _str), ("platform", _str), ("cpu_model", _str),
         ("numpy_version", _str), ("sklearn_version", _str), ("torch_version", _str),
         ("tensorflow_version", _str), ("keras_version", _str), ("ray_version", _str),
@@ -205,6 +205,19 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _schema_problem(schema: pa.Schema) -> str | None:
+    """Why a part's columns cannot be read as this version's rows, or None. Columns that an older
+    bench did not write yet are fine (they read as null); a column this version does not know, or
+    one whose type changed, is not."""
+    unknown = [name for name in schema.names if name not in _COLUMN_SET]
+    if unknown:
+        return f"columns {unknown} are not in this version's schema (written by a newer bench?)"
+    changed = [f.name for f in schema if not f.type.equals(SCHEMA.field(f.name).type)]
+    if changed:
+        return f"columns {changed} have types other than this version's"
+    return None
+
+
 def check_parts(directory: Path) -> list[Path]:
     """Every part file, each opened; the first unreadable one stops everything, by name."""
     parts = part_files(directory)
@@ -217,12 +230,24 @@ def check_parts(directory: Path) -> list[Path]:
                 f"{path}: not a readable Parquet part ({' '.join(str(exc).split())[:200]}); "
                 f"move it aside with: mv '{path}' '{path.parent / ('_corrupt-' + path.name)}'"
             ) from None
-        if schema.names != list(COLUMNS):
+        problem = _schema_problem(schema)
+        if problem:
             raise CorruptPartError(
-                f"{path}: columns differ from this version's schema; move it aside with: "
+                f"{path}: {problem}; move it aside with: "
                 f"mv '{path}' '{path.parent / ('_corrupt-' + path.name)}'"
             )
     return parts
+
+
+def read_part(path: Path) -> pa.Table:
+    """One checked part in this version's schema: columns added since it was written are null."""
+    table = pq.read_table(path)
+    for name in COLUMNS:
+        if name not in table.column_names:
+            table = table.append_column(
+                SCHEMA.field(name), pa.nulls(len(table), SCHEMA.field(name).type)
+            )
+    return table.select(list(COLUMNS))
 
 
 def read_results(directory: str | Path):
@@ -235,7 +260,7 @@ def read_results(directory: str | Path):
     parts = check_parts(directory)
     if not parts:
         return pd.DataFrame({name: pd.Series(dtype=object) for name in COLUMNS})
-    return pa.concat_tables([pq.read_table(p) for p in parts]).to_pandas()
+    return pa.concat_tables([read_part(p) for p in parts]).to_pandas()
 
 
 def compact_for_resume(directory: Path) -> set[str]:
@@ -248,7 +273,7 @@ def compact_for_resume(directory: Path) -> set[str]:
     """
     parts = check_parts(directory)
     journals = journal_files(directory)
-    tables = [pq.read_table(p) for p in parts]
+    tables = [read_part(p) for p in parts]
     journal_rows = [row for j in journals for row in read_journal(j)]
     if journal_rows:
         tables.append(to_table(journal_rows))

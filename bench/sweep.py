@@ -92,10 +92,12 @@ def _expand_one(plain: dict, model: dict, mode: str) -> list[TrialSpec]:
     axes = itertools.product(
         model_libraries(plain, model),
         sweep.get("devices") or [plain["device"]],
-        sweep.get("deterministic") or [plain["deterministic"]],
         sweep.get("threads") or [plain["threads"]],
         sweep["varied"],
     )
+    # Innermost, so that on and off alternate in the queue: a worker warming up, or a machine
+    # getting busier during the sweep, then slows both modes alike and not one of them.
+    modes = sweep.get("deterministic") or [plain["deterministic"]]
     init_mode, order_mode = seed_modes(mode, plain["init_mode"], plain["order_mode"])
     search = _search_json(plain, model)
     # What every trial of this model and mode shares, computed once.
@@ -112,8 +114,9 @@ def _expand_one(plain: dict, model: dict, mode: str) -> list[TrialSpec]:
     }
     return [
         _spec(common, plain["seeds"]["base"], library, device, deterministic, threads, varied, i)
-        for library, device, deterministic, threads, varied in axes
+        for library, device, threads, varied in axes
         for i in range(n_seeds(plain, library, varied))
+        for deterministic in modes
     ]
 
 

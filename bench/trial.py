@@ -43,6 +43,11 @@ def _import_for(spec: TrialSpec) -> None:
     import sklearn.metrics  # noqa: F401
     import sklearn.model_selection  # noqa: F401
 
+    if spec.library == "torch":
+        # The first torch.optim optimizer a process builds imports torch._dynamo (1.2-2.8 s here):
+        # inside the first trial's fit_seconds it made deterministic mode look 30x cheaper.
+        import torch._dynamo  # noqa: F401
+
 
 def sklearn_only_estimator(spec: TrialSpec):
     """svm_rbf / decision_tree: the scikit-learn estimator itself, with the spec's params.
@@ -281,9 +286,11 @@ def run_group(
     faults: dict[str, Any] | None = None,
     timeout_s: float | None = None,
     fused: bool = False,
+    compile: bool = False,
 ) -> list[dict[str, Any]]:
     """Train trials that differ only in seeds as one stacked model (bench.backends.torch_batched);
-    one row per trial, as `run` would write it, plus `batched=True` and the group size. The group
+    one row per trial, as `run` would write it, plus `batched=True`, the group size and the
+    stack's kernels (fused Adam, torch.compile: both change the last bits). The group
     shares one fate: an exception, a fault or the timeout (`timeout_s` for the whole group) turns
     every trial of it into an error row. `fit_seconds` is the group's training time divided by its
     size (the amortised cost of one model)."""
@@ -291,7 +298,8 @@ def run_group(
     first = specs[0]
     rows = [
         {**spec_row(s), "started_at": dt.datetime.now(dt.UTC), "worker_pid": os.getpid(),
-         "batched": True, "group_size": len(specs), "group_index": i}
+         "batched": True, "group_size": len(specs), "group_index": i,
+         "batch_fused_adam": fused, "batch_compiled": compile}
         for i, s in enumerate(specs)
     ]  # fmt: skip
     try:
@@ -311,7 +319,7 @@ def run_group(
             members = [Member(s.seed_init, s.seed_order, splits[s.seed_split]) for s in specs]
             flagged: list[str] = []
             with determinism.nondeterministic_ops(flagged):
-                result = fit_stack(make_estimator(first), members, fused=fused)
+                result = fit_stack(make_estimator(first), members, fused=fused, compile=compile)
             outcomes = [  # all computed before any row changes: a failure leaves none half-done
                 outcome_columns(
                     member.data, proba, np.unique(member.data.y_train), weights,

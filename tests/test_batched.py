@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -73,6 +74,36 @@ def test_every_stacked_trial_equals_its_one_by_one_run(
         np.testing.assert_allclose(proba, stacked.proba[i], atol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("dataset", "hidden", "lr", "mode", "seed_mode"), [CASES[0], CASES[3]])
+def test_a_compiled_stack_equals_the_one_by_one_runs_and_ignores_its_group(
+    dataset: str, hidden: tuple[int, ...], lr: float, mode: str, seed_mode: str
+) -> None:
+    """torch.compile fuses the loss and its backward: different rounding than eager, the same
+    bound against the one-by-one run (measured at most 2.1e-7), and still independent of the
+    stack a trial sits in (a stack of 40 and a stack of 1 are two different compiled graphs)."""
+    members = _members(dataset, 40)
+    est = TorchNeuralClassifier(
+        hidden_sizes=hidden, lr=lr, epochs=20, mode=mode, init_mode=seed_mode, order_mode=seed_mode
+    )
+    stacked = fit_stack(est, members, fused=True, compile=True)
+    for i, m in enumerate(members[:4]):
+        one = TorchNeuralClassifier(
+            **{**est.get_params(), "seed_init": m.seed_init, "seed_order": m.seed_order}
+        ).fit(m.data.X_train, m.data.y_train)
+        worst = max(
+            float(np.abs(a - b).max())
+            for a, b in zip(one.get_weights(), stacked.weights[i], strict=True)
+        )
+        assert worst <= WEIGHT_TOL, (i, worst)
+        np.testing.assert_array_equal(
+            one.predict_proba(m.data.X_test).argmax(1), stacked.proba[i].argmax(1)
+        )
+    alone = fit_stack(est, members[5:6], fused=True, compile=True)
+    for a, b in zip(alone.weights[0], stacked.weights[5], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_initial_weights_and_orders_are_the_one_by_one_draws() -> None:
     """With one epoch of one step the only thing that can differ is arithmetic: tiny."""
     members = _members("breast_cancer", 3)
@@ -84,6 +115,35 @@ def test_initial_weights_and_orders_are_the_one_by_one_draws() -> None:
         ).fit(m.data.X_train, m.data.y_train)
         for a, b in zip(one.get_weights(), stacked.weights[i], strict=True):
             np.testing.assert_allclose(a, b, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "hidden", "activation"),
+    [("breast_cancer", (), "relu"), ("digits", (), "relu"), ("breast_cancer", (64,), "relu"),
+     ("digits", (32, 16), "tanh"), ("breast_cancer", (8,), "logistic")],
+)  # fmt: skip
+def test_initial_weights_drawn_directly_are_bitwise_the_built_ones(
+    dataset: str, hidden: tuple[int, ...], activation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.backends import torch_batched
+
+    est = TorchNeuralClassifier(hidden_sizes=hidden, activation=activation, mode="aligned")
+    seeds = (0, 7, 2**32 - 1)
+    members = [Member(s, 0, m.data) for s, m in zip(seeds, _members(dataset, 3), strict=True)]
+    templates = [torch_batched._template(est, m) for m in members]
+    built = [torch_batched._initial_weights(t) for t in templates]
+    for template, expected in zip(templates, built, strict=True):  # the fast path, on this torch
+        for a, b in zip(expected, torch_batched._drawn_like_build(template), strict=True):
+            np.testing.assert_array_equal(a, b)
+    for expected, got in zip(built, torch_batched._initial_stack(templates), strict=True):
+        for a, b in zip(expected, got, strict=True):
+            np.testing.assert_array_equal(a, b)
+    # A torch whose nn.Linear draws otherwise: the first member's check sends every member
+    # through the modules again.
+    monkeypatch.setattr(torch_batched, "_drawn_like_build", lambda t: [w + 1 for w in built[0]])
+    for expected, got in zip(built, torch_batched._initial_stack(templates), strict=True):
+        for a, b in zip(expected, got, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_a_trials_bits_do_not_depend_on_its_place_or_group() -> None:
@@ -107,12 +167,15 @@ def test_defaults_mode_and_other_models_are_refused() -> None:
         fit_stack(TorchNeuralClassifier(model="linear_svm"), members)
 
 
-def _sweep(results: Path, *extra: str) -> pd.DataFrame:
-    args = ["+sweep=seeds", "libraries=[torch,sklearn]", "model=mlp", "seeds.n=3"]
-    args += ["model.epochs=10", f"results_dir={results}", "progress=false", *extra]
-    done = subprocess.run(
+def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "bench", *args], capture_output=True, text=True, timeout=600
     )
+
+
+def _sweep(results: Path, *extra: str) -> pd.DataFrame:
+    args = ["+sweep=seeds", "libraries=[torch,sklearn]", "model=mlp", "seeds.n=3"]
+    done = _bench(*args, "model.epochs=10", f"results_dir={results}", "progress=false", *extra)
     assert done.returncode == 0, done.stderr
     (run,) = (results / "seeds").iterdir()
     return pd.read_parquet(run).set_index("trial_key")
@@ -138,3 +201,40 @@ def test_a_batched_sweep_writes_one_row_per_trial_equal_to_the_unbatched_sweep(
     # sklearn rows ran the same code either way: bitwise the same.
     same = batched["weights_sha256"] == plain["weights_sha256"]
     assert same[batched["library"] == "sklearn"].all()
+
+
+@pytest.mark.slow
+def test_a_fused_compiled_batched_run_records_its_kernels_and_replays_bitwise(
+    tmp_path: Path,
+) -> None:
+    """Fused Adam and torch.compile change the last bits, so a replay must use them again: it
+    takes them from the run's config, which runs written before the row columns existed have
+    too (simulated by removing the columns and stamping the run 0.2.0)."""
+    from bench import store
+
+    options = ["batching.enabled=true", "batching.fused=true", "batching.compile=true"]
+    rows = _sweep(tmp_path, *options)
+    torch_rows = rows[rows["library"] == "torch"]
+    assert torch_rows["batched"].all() and (torch_rows["group_size"] > 1).all()
+    assert torch_rows["batch_fused_adam"].eq(True).all()
+    assert torch_rows["batch_compiled"].eq(True).all()
+    assert (
+        rows.loc[rows["library"] == "sklearn", ["batch_fused_adam", "batch_compiled"]]
+        .isna()
+        .all()
+        .all()
+    )
+    (run,) = (tmp_path / "seeds").iterdir()
+    n = len(rows)
+    result = _bench("replay", str(run), "--no-progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{n} of {n} trials reproduced bitwise" in result.stdout
+
+    for part in store.part_files(run):  # as bench 0.2.0 wrote it
+        pq.write_table(
+            pq.read_table(part).drop_columns(["batch_fused_adam", "batch_compiled"]), part
+        )
+    (run / store.VERSION_FILE).write_text("0.2.0\n")
+    result = _bench("replay", str(run), "--no-progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{n} of {n} trials reproduced bitwise" in result.stdout

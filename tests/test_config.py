@@ -146,6 +146,8 @@ def test_typed_values_are_converted() -> None:
         (["dataset.test_size=1.0"], "dataset.test_size"),
         (["device=cuda"], "device"),
         (["run_id=a/b"], "run_id"),
+        (["batching.fused=true"], "batching.fused"),  # without batching.enabled: nothing to fuse
+        (["batching.compile=true"], "batching.compile"),
     ],
 )
 def test_bad_values_fail_at_compose_naming_the_key(overrides: list[str], key: str) -> None:
@@ -154,6 +156,49 @@ def test_bad_values_fail_at_compose_naming_the_key(overrides: list[str], key: st
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(key), message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "path", "value"),
+    [
+        (["model=mlp", "search.enabled=true", "search.grid.mlp.alpha=[1e-4,1e-2]"],
+         "search.grid.mlp.alpha", [1e-4, 1e-2]),
+        (["seeds.n_by_source.split=3"], "seeds.n_by_source.split", 3),
+        (["seeds.n_by_library.tensorflow=3"], "seeds.n_by_library.tensorflow", 3),
+        (["model=svm_rbf", "libraries=[sklearn]", "model.params.tol=0.01"], "model.params.tol", 0.01),
+    ],
+)  # fmt: skip
+def test_keys_of_free_form_dicts_are_added_without_plus_plus(
+    overrides: list[str], path: str, value: Any
+) -> None:
+    """README's examples name a model, source, library or parameter that the dict does not hold
+    yet; Hydra's struct mode alone would refuse them."""
+    from omegaconf import OmegaConf
+
+    cfg = compose(["+sweep=seeds", *overrides])
+    assert OmegaConf.select(cfg, path) == value
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("search.grid.mlpp.alpha=[1]", "search.grid"),
+        ("seeds.n_by_library.jax=3", "seeds.n_by_library"),
+        ("seeds.n_by_source.bogus=3", "seeds.n_by_source"),
+    ],
+)
+def test_what_free_form_dicts_receive_is_still_validated(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{key}: "):
+        compose(["+sweep=seeds", "model=mlp", "search.enabled=true", override])
+
+
+def test_compile_without_a_cxx_compiler_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    overrides = ["+sweep=smoke", "batching.enabled=true", "batching.compile=true"]
+    compose(overrides)  # this machine has one
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    with pytest.raises(ConfigError, match=r"^batching\.compile: .*C\+\+ compiler") as info:
+        compose(overrides)
+    assert "\n" not in str(info.value)
 
 
 def test_no_sweep_chosen_is_refused() -> None:

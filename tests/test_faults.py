@@ -283,6 +283,7 @@ def test_corrupt_part_is_named_with_a_command_that_moves_it_aside(tmp_path: Path
     [
         ("results_dir=/etc/hostname/results", "results_dir"),
         ("cluster.address=127.0.0.1:9", "cluster.address"),
+        ("cluster.address=notahost", "cluster.address"),  # no port: named as malformed
         ("seeds.base=4294967295", "seeds.n"),
         ("seeds.base=1.5", "seeds.base"),
         ("faults.raise_on=2", "faults.raise_on"),

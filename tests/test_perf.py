@@ -44,7 +44,15 @@ def test_batched_prints_one_by_one_and_stacked_rates() -> None:
         "batched", "--sizes", "4", "--epochs", "1", "--one-by-one", "2", "--threads", "1",
         timeout=300,
     )  # fmt: skip
-    rows = re.findall(r"^cpu\s+(.+?)\s+(\d+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+    number = r"\s+([\d.]+)"
+    rows = re.findall(
+        rf"^cpu\s+(.+?)\s+(\d+){number}{number}(?:{number})?(?:{number})?\s*$", out, re.M
+    )
     methods = [r[0] for r in rows]
-    assert methods == ["one by one", "stacked, foreach Adam", "stacked, fused Adam"], out
+    assert methods == [
+        "one by one", "stacked, foreach Adam", "stacked, fused Adam",
+        "stacked, fused Adam, compiled",
+    ], out  # fmt: skip
     assert all(float(r[2]) > 0 for r in rows)
+    assert [bool(r[4]) for r in rows] == [False, False, True, True]  # x row above
+    assert [bool(r[5]) for r in rows] == [False, False, False, True]  # compile seconds

@@ -154,3 +154,21 @@ def test_smoke_sweep_with_report_true_and_report_subcommand(tmp_path: Path, benc
 
     missing = bench_cli(["report", str(tmp_path / "nope")], cwd=tmp_path)
     assert missing.returncode == 2 and "no results" in missing.stderr
+
+
+def test_an_unknown_metric_or_a_folder_without_results_is_refused_writing_nothing(
+    tmp_path: Path,
+) -> None:
+    from bench.report import main
+
+    run = _write_run(tmp_path / "run", _fake_rows("torch", "cpu", False))
+    for metric in ("nope", "library"):  # not a column; a column but not a number
+        assert main([str(run), "--metric", metric]) == 2
+    assert not (run / REPORT_DIR).exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.sh").write_text("echo hi\n")
+    with pytest.raises(FileNotFoundError, match=r"other: no bench results here"):
+        write_report(other)
+    assert main([str(run), "--metric", "balanced_accuracy", "--out", str(tmp_path / "r")]) == 0
+    assert "Metric: `balanced_accuracy`" in (tmp_path / "r" / "report.md").read_text()

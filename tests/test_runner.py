@@ -199,3 +199,16 @@ def test_common_env_never_makes_workers_inherit_a_variable_other_trials_leave_un
     assert common_env([cuda_det, cuda_det]) == worker_env(1, True, "cuda")
     assert common_env([replace(spec, threads=2), spec, spec]) == worker_env(1, False, "cpu")
     assert common_env([]) is None
+
+
+@pytest.mark.parametrize("address", ["notahost", "host:abc", "127.0.0.1:99999", "10.0.0.1:"])
+def test_a_malformed_address_is_named_as_such_without_waiting(address: str) -> None:
+    import time
+
+    from bench.config import ConfigError
+    from bench.runner import _probe_address
+
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"^cluster\.address: expected auto, .*HOST:PORT, got"):
+        _probe_address(address)
+    assert time.monotonic() - started < 3  # refused on its form, not after the 5 s probe

@@ -139,3 +139,33 @@ def test_a_failing_trial_becomes_an_error_row(change: dict[str, str], needle: st
     assert row.get("accuracy") is None and row.get("weights_sha256") is None
     table = store.to_table([{**row, "run_id": "t"}])
     assert table.column("status").to_pylist() == ["error"]
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_a_fresh_workers_first_fit_imports_nothing(deterministic: bool) -> None:
+    """A trial's fit_seconds must be training only. PyTorch's first optimizer imports
+    torch._dynamo (1-3 s); had the first trial of each worker paid it, a worker's first trial
+    (always non-deterministic, before the sweep interleaved the modes) made deterministic mode look
+    30x cheaper. Checked in a fresh process, as a Ray worker starts, for both modes."""
+    import subprocess
+    import sys
+
+    overrides = ["+sweep=smoke", "libraries=[torch]", "model=mlp", f"deterministic={deterministic}"]
+    code = f"""
+import sys
+from bench import determinism, trial
+from bench.config import compose
+from bench.data import load, split
+from bench.sweep import expand
+spec = expand(compose({overrides!r}))[0]
+assert spec.deterministic is {deterministic}
+determinism.apply(spec)
+trial._import_for(spec)
+data = split(load({{"name": spec.dataset}}), spec.seed_split, 0.2)
+before = set(sys.modules)
+trial.make_estimator(spec).fit(data.X_train, data.y_train)
+heavy = ("torch._dynamo", "torch._inductor", "torch._functorch")
+print(sorted(m for m in set(sys.modules) - before if m.startswith(heavy)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -1,0 +1,70 @@
+"""Run folders written by older versions of bench stay readable by this one's tools.
+
+A new version may add result columns; the parts an older version wrote lack them. Report, replay
+and resume read those parts with the new columns null, and refuse (naming the part) only what they
+cannot interpret: a column they do not know, or one whose type changed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench import store
+
+NEW = ["batch_fused_adam", "batch_compiled"]  # added in bench 0.3.0
+
+
+def _part(directory: Path, name: str, rows: list[dict], drop: list[str] = ()) -> Path:
+    table = store.to_table(rows).drop_columns(list(drop))
+    path = directory / name
+    pq.write_table(table, path)
+    return path
+
+
+def test_parts_without_newer_columns_read_with_nulls(tmp_path: Path) -> None:
+    _part(
+        tmp_path,
+        "part-00000-old.parquet",
+        [{"trial_key": "a", "status": "ok", "accuracy": 0.5}],
+        NEW,
+    )
+    df = store.read_results(tmp_path)
+    assert list(df.columns) == list(store.COLUMNS)
+    assert df.loc[0, "trial_key"] == "a" and df.loc[0, "accuracy"] == 0.5
+    assert df[NEW].isna().all().all()
+
+
+def test_resume_compacts_old_and_new_parts_into_this_versions_schema(tmp_path: Path) -> None:
+    _part(tmp_path, "part-00000-old.parquet", [{"trial_key": "a", "status": "ok"}], NEW)
+    _part(tmp_path, "part-00001-old.parquet", [{"trial_key": "b", "status": "error"}], NEW)
+    new = {"trial_key": "c", "status": "ok", "batched": True, "batch_fused_adam": True}
+    _part(tmp_path, "part-00002-new.parquet", [new])
+    assert store.compact_for_resume(tmp_path) == {"a", "c"}
+    (part,) = store.part_files(tmp_path)
+    assert pq.read_schema(part).names == list(store.COLUMNS)
+    df = store.read_results(tmp_path).set_index("trial_key")
+    assert df.loc["c", "batch_fused_adam"] == True  # noqa: E712 - a nullable column
+    assert df.loc["a", NEW].isna().all()
+
+
+def test_an_unknown_column_is_refused_naming_the_part_and_the_column(tmp_path: Path) -> None:
+    table = store.to_table([{"trial_key": "a", "status": "ok"}])
+    table = table.append_column("from_the_future", pa.array([1]))
+    pq.write_table(table, tmp_path / "part-00000-new.parquet")
+    with pytest.raises(
+        store.CorruptPartError, match=r"part-00000-new\.parquet: columns \['from_the_future'\]"
+    ):
+        store.read_results(tmp_path)
+
+
+def test_a_column_whose_type_changed_is_refused(tmp_path: Path) -> None:
+    table = store.to_table([{"trial_key": "a", "status": "ok"}])
+    i = table.schema.get_field_index("accuracy")
+    table = table.set_column(i, "accuracy", pa.array(["high"]))
+    pq.write_table(table, tmp_path / "part-00000-odd.parquet")
+    with pytest.raises(store.CorruptPartError, match=r"\['accuracy'\] have types other"):
+        store.read_results(tmp_path)
