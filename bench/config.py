@@ -292,11 +292,11 @@ _RUN_ID = re.compile(r"^(?![._])[A-Za-z0-9_.-]+$")  # no leading dot: never "." 
 
 
 def cxx_compiler() -> str | None:
-    """The C++ compiler Inductor would use for CPU code: $CXX, else g++ or clang++ on PATH."""
+    """The C++ compiler Inductor will run for CPU code, if it exists: $CXX as one executable
+    (Inductor runs it as one), else g++ (Inductor tries no other on Linux)."""
     import shutil
 
-    cxx = os.environ.get("CXX")
-    return shutil.which(cxx) if cxx else shutil.which("g++") or shutil.which("clang++")
+    return shutil.which(os.environ.get("CXX") or "g++")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -360,8 +360,9 @@ def validate(cfg: DictConfig) -> None:
             )
     if cfg.batching.enabled and cfg.batching.compile and not cxx_compiler():
         raise ConfigError(
-            "batching.compile: torch.compile needs a C++ compiler (g++, or the one $CXX names) "
-            "and none is on PATH; install one or set batching.compile=false"
+            f"batching.compile: torch.compile needs the C++ compiler {os.environ.get('CXX') or 'g++'!r} "
+            "(g++, or the one $CXX names), which is not on PATH; install it or set "
+            "batching.compile=false"
         )
     if not 0.0 < cfg.hardware.gpu_fraction <= 1.0:
         raise ConfigError(
@@ -516,6 +517,19 @@ def validate_search(plain: dict[str, Any]) -> None:
                 raise ConfigError(f"{key}: unknown key {name!r}; expected one of {allowed}")
             if n < 1 or seeds_cfg["base"] + n - 1 > UINT32_MAX:
                 raise ConfigError(f"{key}.{name}: must be >= 1 and fit the uint32 range, got {n}")
+    # The grid is checked even while search is off: a typo in it must not wait for the day it is on.
+    for model, grid in search["grid"].items():
+        if model not in [n.value for n in ModelName]:
+            raise ConfigError(f"search.grid: unknown model {model!r}")
+        allowed = SKLEARN_ONLY_PARAMS.get(model, NEURAL_SEARCHABLE)
+        for param, values in grid.items():
+            if param not in allowed:
+                raise ConfigError(
+                    f"search.grid.{model}.{param}: not a parameter of {model}; "
+                    f"searchable: {', '.join(allowed)}"
+                )
+            if not values:
+                raise ConfigError(f"search.grid.{model}.{param}: needs at least one value")
     if "cv" in plain["sweep"]["varied"] and not search["enabled"]:
         raise ConfigError(
             "sweep.varied: cv varies the cross-validation folds, which only a grid search has; "
@@ -530,18 +544,6 @@ def validate_search(plain: dict[str, Any]) -> None:
         )
     if search["folds"] < 2:
         raise ConfigError(f"search.folds: must be >= 2, got {search['folds']}")
-    for model, grid in search["grid"].items():
-        if model not in [n.value for n in ModelName]:
-            raise ConfigError(f"search.grid: unknown model {model!r}")
-        allowed = SKLEARN_ONLY_PARAMS.get(model, NEURAL_SEARCHABLE)
-        for param, values in grid.items():
-            if param not in allowed:
-                raise ConfigError(
-                    f"search.grid.{model}.{param}: not a parameter of {model}; "
-                    f"searchable: {', '.join(allowed)}"
-                )
-            if not values:
-                raise ConfigError(f"search.grid.{model}.{param}: needs at least one value")
     from sklearn.metrics import get_scorer_names
 
     if search["scoring"] not in get_scorer_names():
@@ -674,9 +676,8 @@ FREE_FORM_DICTS = ("search.grid", "seeds.n_by_source", "seeds.n_by_library", "mo
 def free_form(override: str) -> str:
     """`search.grid.mlp.alpha=[...]` -> `++search.grid.mlp.alpha=[...]`; anything else unchanged."""
     key, eq, _ = override.partition("=")
-    if eq and override[:1] not in "+~" and key.startswith(tuple(f"{d}." for d in FREE_FORM_DICTS)):
-        return "++" + override
-    return override
+    inside = key in FREE_FORM_DICTS or key.startswith(tuple(f"{d}." for d in FREE_FORM_DICTS))
+    return "++" + override if eq and inside and override[:1] not in "+~" else override
 
 
 def compose(overrides: list[str]) -> DictConfig:
@@ -692,7 +693,16 @@ def compose(overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="bench"):
             cfg = hydra_compose(config_name="config", overrides=[free_form(o) for o in overrides])
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(one_line(exc)) from exc
+        message = one_line(exc)
+        for (
+            override
+        ) in overrides:  # a key `++` added is named by its last part alone: name it whole
+            key = override.partition("=")[0]
+            leaf = key.rsplit(".", 1)[-1]
+            if free_form(override) != override and message.startswith(f"{leaf}: "):
+                message = key + message[len(leaf) :]
+                break
+        raise ConfigError(message) from exc
     unknown = _keys_outside_schema(cfg, OmegaConf.structured(BenchConfig))
     if unknown:
         raise ConfigError(f"{unknown[0]}: not a key of the config schema (bench/config.py)")

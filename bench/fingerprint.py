@@ -93,6 +93,22 @@ def _driver_version() -> str | None:
     return done.stdout.split("\n")[0].strip() or None
 
 
+@functools.cache
+def cxx_version() -> str | None:
+    """The first line of `--version` of the C++ compiler torch.compile's CPU code goes through
+    ($CXX, else g++): another compiler may vectorise the same loops differently."""
+    import os
+
+    cxx = os.environ.get("CXX") or "g++"
+    if not shutil.which(cxx):
+        return None
+    try:
+        done = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.split("\n")[0].strip() or None
+
+
 def _gpu(device: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "cuda_version": None,

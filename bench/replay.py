@@ -34,7 +34,7 @@ ENV_COLUMNS = (
     "cuda_version", "cudnn_version", "driver_version", "torch_threads", "torch_interop_threads",
     "tf_intra_threads", "tf_inter_threads", "blas_threads", "determinism_env",
     "deterministic_in_force", "cudnn_deterministic", "cudnn_benchmark", "tf32_matmul",
-    "tf32_cudnn", "tf_onednn",
+    "tf32_cudnn", "tf_onednn", "cxx_version",
 )  # fmt: skip
 
 
@@ -86,6 +86,12 @@ def compare(stored: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def stored_batching(cfg: Any) -> dict[str, bool]:
+    """The stack kernels a run used, from its config; False where an older bench wrote none."""
+    batching = cfg.get("batching") or {}
+    return {key: bool(batching.get(key, False)) for key in ("fused", "compile")}
+
+
 def replay(
     run_dir: Path, trial: str | None = None, progress: bool = True, address: str | None = None
 ) -> pd.DataFrame:
@@ -118,6 +124,15 @@ def replay(
                 f"{run_dir}: stored spec of trial {key[:12]} does not hash to its key"
             )
         specs.append(spec)
+    batching = stored_batching(cfg)
+    if batching["compile"] and any(r.get("batched") == True for r in stored.values()):  # noqa: E712
+        from bench.config import cxx_compiler
+
+        if not cxx_compiler():
+            raise ConfigError(
+                f"{run_dir}: its stacks were compiled (batching.compile=true), and replaying them "
+                "needs a C++ compiler (g++, or the one $CXX names), which is not on PATH"
+            )
     raw = load(to_container(cfg.dataset))
     import ray
 
@@ -134,7 +149,6 @@ def replay(
         # Its kernels (fused Adam, torch.compile) come from the run's config, which every
         # version of bench has written (the row columns saying so are newer).
         units = [([spec], stored[spec.trial_key].get("batched") == True) for spec in runnable]  # noqa: E712 - NaN in old runs
-        batching = {k: bool(cfg.get("batching", {}).get(k, False)) for k in ("fused", "compile")}
         rows = execute(
             runnable, raw, writer, f"replay-{stamp}", progress=progress, description="replay",
             units=units, batching=batching,

@@ -129,7 +129,8 @@ def write_report(
     if run_dir.is_dir() and not any(run_dir.rglob("part-*.parquet")):
         raise FileNotFoundError(f"{run_dir}: no bench results here (no part-*.parquet files)")
     df = ba.load(run_dir)
-    if metric not in df.columns or not pd.api.types.is_numeric_dtype(df[metric]):
+    numeric = metric in df.columns and pd.api.types.is_numeric_dtype(df[metric])
+    if not numeric or pd.api.types.is_bool_dtype(df[metric]):
         raise ValueError(
             f"--metric: {metric!r} is not a numeric column of these results; use one of "
             f"{', '.join(METRICS)}"

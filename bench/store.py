@@ -46,6 +46,7 @@ SCHEMA = pa.schema(
         ("tf32_matmul", _bool), ("tf32_cudnn", _bool), ("tf_onednn", _str),
         ("nondeterministic_ops", _str), ("batched", _bool), ("group_size", _int),
         ("group_index", _int), ("batch_fused_adam", _bool), ("batch_compiled", _bool),
+        ("cxx_version", _str),  # compiled stacks only: the C++ compiler Inductor used
         ("host", _str), ("python_version", _str), ("platform", _str), ("cpu_model", _str),
         ("numpy_version", _str), ("sklearn_version", _str), ("torch_version", _str),
         ("tensorflow_version", _str), ("keras_version", _str), ("ray_version", _str),

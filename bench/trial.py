@@ -254,6 +254,8 @@ def run(
         "batched": False,
         "group_size": 1,
         "group_index": 0,
+        "batch_fused_adam": False,
+        "batch_compiled": False,
     }
     try:
         row.update(determinism.apply(spec))
@@ -299,7 +301,8 @@ def run_group(
     rows = [
         {**spec_row(s), "started_at": dt.datetime.now(dt.UTC), "worker_pid": os.getpid(),
          "batched": True, "group_size": len(specs), "group_index": i,
-         "batch_fused_adam": fused, "batch_compiled": compile}
+         "batch_fused_adam": fused, "batch_compiled": compile,
+         "cxx_version": fingerprint.cxx_version() if compile else None}
         for i, s in enumerate(specs)
     ]  # fmt: skip
     try:

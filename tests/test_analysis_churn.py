@@ -121,3 +121,21 @@ def test_per_class_accuracy_and_its_spread() -> None:
     assert spread.loc[0, "mean"] == pytest.approx(0.625)
     assert spread.loc[1, "range"] == pytest.approx(0.5)
     assert spread.loc[1, "std"] == pytest.approx(np.std([1.0, 0.5], ddof=1))
+
+
+def test_stacked_and_one_by_one_trials_pair_whatever_the_stack_kernels() -> None:
+    """A stack's kernels (fused Adam, torch.compile) describe the stacked side of a `batched`
+    comparison; they are no reason to leave a pair out."""
+    truth = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    flip = [1, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    kernels = {"batch_fused_adam": True, "batch_compiled": True}
+    off = {"batch_fused_adam": False, "batch_compiled": False}
+    df = pd.DataFrame(
+        [
+            _row("s", "torch", flip, batched=True, **kernels),
+            _row("o", "torch", truth, batched=False, **off),
+            _row("s2", "torch", truth, seed=1, batched=True, **kernels),  # no one-by-one twin
+        ]
+    )
+    pairs = ba.matched_pairs(df, "batched", True, False)
+    assert list(pairs["trial_key_a"]) == ["s"] and pairs["churn"].iloc[0] == pytest.approx(0.1)

@@ -203,38 +203,67 @@ def test_a_batched_sweep_writes_one_row_per_trial_equal_to_the_unbatched_sweep(
     assert same[batched["library"] == "sklearn"].all()
 
 
-@pytest.mark.slow
-def test_a_fused_compiled_batched_run_records_its_kernels_and_replays_bitwise(
-    tmp_path: Path,
-) -> None:
-    """Fused Adam and torch.compile change the last bits, so a replay must use them again: it
-    takes them from the run's config, which runs written before the row columns existed have
-    too (simulated by removing the columns and stamping the run 0.2.0)."""
-    from bench import store
+def _replayed(run: Path, n: int) -> None:
+    result = _bench("replay", str(run), "--no-progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{n} of {n} trials reproduced bitwise" in result.stdout
 
+
+@pytest.mark.slow
+def test_a_compiled_batched_run_records_its_kernels_and_replays_bitwise(tmp_path: Path) -> None:
+    """Fused Adam and torch.compile change the last bits, so a replay must use them again (it
+    takes them from the run's config)."""
     options = ["batching.enabled=true", "batching.fused=true", "batching.compile=true"]
     rows = _sweep(tmp_path, *options)
     torch_rows = rows[rows["library"] == "torch"]
     assert torch_rows["batched"].all() and (torch_rows["group_size"] > 1).all()
     assert torch_rows["batch_fused_adam"].eq(True).all()
     assert torch_rows["batch_compiled"].eq(True).all()
-    assert (
-        rows.loc[rows["library"] == "sklearn", ["batch_fused_adam", "batch_compiled"]]
-        .isna()
-        .all()
-        .all()
-    )
+    assert torch_rows["cxx_version"].notna().all()  # the compiler Inductor used
+    sklearn_rows = rows[rows["library"] == "sklearn"]  # one by one: neither
+    assert sklearn_rows[["batch_fused_adam", "batch_compiled"]].eq(False).all().all()
+    assert sklearn_rows["cxx_version"].isna().all()
     (run,) = (tmp_path / "seeds").iterdir()
-    n = len(rows)
-    result = _bench("replay", str(run), "--no-progress")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"{n} of {n} trials reproduced bitwise" in result.stdout
+    _replayed(run, len(rows))
+    import os
 
-    for part in store.part_files(run):  # as bench 0.2.0 wrote it
-        pq.write_table(
-            pq.read_table(part).drop_columns(["batch_fused_adam", "batch_compiled"]), part
-        )
+    without = subprocess.run(
+        [sys.executable, "-m", "bench", "replay", str(run), "--no-progress"],
+        capture_output=True, text=True, env={**os.environ, "CXX": "/nonexistent/c++"},
+    )  # fmt: skip
+    assert without.returncode == 2
+    (line,) = without.stderr.strip().splitlines()
+    assert "C++ compiler" in line and str(run) in line
+
+
+@pytest.mark.slow
+def test_a_fused_run_written_by_bench_0_2_0_replays_bitwise(tmp_path: Path) -> None:
+    """0.2.0 wrote neither the kernel columns nor `batching.compile` (it had no compile), and
+    replayed fused stacks unfused: NOT REPRODUCED for every one of them."""
+    import yaml
+
+    from bench import store
+
+    rows = _sweep(tmp_path, "batching.enabled=true", "batching.fused=true")
+    (run,) = (tmp_path / "seeds").iterdir()
+    new = ["batch_fused_adam", "batch_compiled", "cxx_version"]
+    for part in store.part_files(run):
+        pq.write_table(pq.read_table(part).drop_columns(new), part)
+    config = yaml.safe_load((run / store.CONFIG_FILE).read_text())
+    del config["batching"]["compile"]
+    (run / store.CONFIG_FILE).write_text(yaml.safe_dump(config))
     (run / store.VERSION_FILE).write_text("0.2.0\n")
-    result = _bench("replay", str(run), "--no-progress")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"{n} of {n} trials reproduced bitwise" in result.stdout
+    _replayed(run, len(rows))
+
+
+def test_kernels_of_runs_whose_config_predates_them_are_off() -> None:
+    from omegaconf import OmegaConf
+
+    from bench.replay import stored_batching
+
+    off = {"fused": False, "compile": False}
+    assert stored_batching(OmegaConf.create({})) == off  # 0.1.0: no batching at all
+    assert stored_batching(OmegaConf.create({"batching": {"fused": True}})) == {
+        **off,
+        "fused": True,
+    }

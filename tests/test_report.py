@@ -162,7 +162,7 @@ def test_an_unknown_metric_or_a_folder_without_results_is_refused_writing_nothin
     from bench.report import main
 
     run = _write_run(tmp_path / "run", _fake_rows("torch", "cpu", False))
-    for metric in ("nope", "library"):  # not a column; a column but not a number
+    for metric in ("nope", "library", "deterministic"):  # no column; not a number; a yes/no
         assert main([str(run), "--metric", metric]) == 2
     assert not (run / REPORT_DIR).exists()
     other = tmp_path / "other"

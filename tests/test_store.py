@@ -15,7 +15,7 @@ import pytest
 
 from bench import store
 
-NEW = ["batch_fused_adam", "batch_compiled"]  # added in bench 0.3.0
+NEW = ["batch_fused_adam", "batch_compiled", "cxx_version"]  # added in bench 0.3.0
 
 
 def _part(directory: Path, name: str, rows: list[dict], drop: list[str] = ()) -> Path:

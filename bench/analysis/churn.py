@@ -140,9 +140,16 @@ def churn_matrix(df: pd.DataFrame, label: str = "trial_key", column: str = PRED)
     return pd.DataFrame(matrix, index=labels, columns=labels)
 
 
+# Columns that describe a level of another column rather than the setup: comparing stacked with
+# one-by-one training (`batched`) compares a stack's kernels too.
+PART_OF = {"batched": ("batch_fused_adam", "batch_compiled")}
+
+
 def default_match(df: pd.DataFrame, column: str) -> list[str]:
-    """Setup columns (plus the sweep's `varied` and `repeat`) in `df`, other than `column`."""
-    return [c for c in present(df, (*SETUP_COLUMNS, "varied", "repeat")) if c != column]
+    """Setup columns (plus the sweep's `varied` and `repeat`) in `df`, other than `column` and
+    what describes its levels (PART_OF)."""
+    skip = {column, *PART_OF.get(column, ())}
+    return [c for c in present(df, (*SETUP_COLUMNS, "varied", "repeat")) if c not in skip]
 
 
 def matched_pairs(

@@ -46,8 +46,12 @@ SETUP_COLUMNS: tuple[str, ...] = (
 
 
 def load(path: str | Path) -> pd.DataFrame:
-    """Read a run folder (or one Parquet file) into the tidy table, one row per trial."""
-    return pd.read_parquet(path)
+    """Read a run folder, a sweep folder of runs, or one Parquet file into the tidy table, one row
+    per trial, in this version's schema: pyarrow alone takes the columns of the first file it
+    reads, so an older run first in a sweep folder would drop the columns added since."""
+    from bench.store import SCHEMA
+
+    return pd.read_parquet(path, schema=SCHEMA)
 
 
 def ok_rows(df: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
