@@ -191,9 +191,18 @@ class BatchingConfig:
     enabled: bool = False
     max_group: int = 256
     fused: bool = False  # torch's fused Adam kernel (one launch for all parameters)
-    compile: bool = (
-        False  # torch.compile the stacked loss (Inductor; on CPU it needs a C++ compiler)
-    )
+    compile: bool = False  # torch.compile the stacked loss (Inductor; needs a C++ compiler)
+
+
+# The BatchingConfig keys that choose a stack's kernels: they change its last bits, so a replay
+# must use them again.
+STACK_KERNELS = ("fused", "compile")
+
+
+def stack_kernels(batching: Any) -> dict[str, bool]:
+    """A `batching` config's kernel options, False where an older run's config has none."""
+    batching = batching or {}
+    return {key: bool(batching.get(key, False)) for key in STACK_KERNELS}
 
 
 @dataclass
@@ -291,12 +300,15 @@ class ConfigError(ValueError):
 _RUN_ID = re.compile(r"^(?![._])[A-Za-z0-9_.-]+$")  # no leading dot: never "." or ".." as a folder
 
 
-def cxx_compiler() -> str | None:
-    """The C++ compiler Inductor will run for CPU code, if it exists: $CXX as one executable
-    (Inductor runs it as one), else g++ (Inductor tries no other on Linux)."""
-    import shutil
+def check_cxx(prefix: str, hint: str = "") -> None:
+    """Refuse, before any work, what torch.compile cannot run: it needs a C++ compiler."""
+    from bench.fingerprint import cxx_compiler, cxx_name
 
-    return shutil.which(os.environ.get("CXX") or "g++")
+    if not cxx_compiler():
+        raise ConfigError(
+            f"{prefix}: torch.compile needs the C++ compiler {cxx_name()!r} (g++, or the one $CXX "
+            f"names), which is not on PATH{hint}"
+        )
 
 
 def validate(cfg: DictConfig) -> None:
@@ -353,17 +365,13 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.batching.max_group < 1:
         raise ConfigError(f"batching.max_group: must be >= 1, got {cfg.batching.max_group}")
-    for key in ("fused", "compile"):
+    for key in STACK_KERNELS:
         if cfg.batching[key] and not cfg.batching.enabled:
             raise ConfigError(
                 f"batching.{key}: applies to stacked training only; add batching.enabled=true"
             )
-    if cfg.batching.enabled and cfg.batching.compile and not cxx_compiler():
-        raise ConfigError(
-            f"batching.compile: torch.compile needs the C++ compiler {os.environ.get('CXX') or 'g++'!r} "
-            "(g++, or the one $CXX names), which is not on PATH; install it or set "
-            "batching.compile=false"
-        )
+    if cfg.batching.enabled and cfg.batching.compile:
+        check_cxx("batching.compile", "; install it or set batching.compile=false")
     if not 0.0 < cfg.hardware.gpu_fraction <= 1.0:
         raise ConfigError(
             f"hardware.gpu_fraction: must be in (0, 1], got {cfg.hardware.gpu_fraction}"
@@ -680,6 +688,17 @@ def free_form(override: str) -> str:
     return "++" + override if eq and inside and override[:1] not in "+~" else override
 
 
+def _whole_key(message: str, overrides: list[str]) -> str:
+    """A key that `++` added is named by its last part alone (`alpha: ...`): name it whole."""
+    for override in overrides:
+        if free_form(override) != override:
+            key = override.partition("=")[0]
+            leaf = key.rsplit(".", 1)[-1]
+            if message.startswith(f"{leaf}: "):
+                return key + message[len(leaf) :]
+    return message
+
+
 def compose(overrides: list[str]) -> DictConfig:
     """Compose conf/ with command-line overrides, exactly as `python -m bench` does, and validate."""
     from hydra import compose as hydra_compose
@@ -693,16 +712,7 @@ def compose(overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="bench"):
             cfg = hydra_compose(config_name="config", overrides=[free_form(o) for o in overrides])
     except (HydraException, OmegaConfBaseException) as exc:
-        message = one_line(exc)
-        for (
-            override
-        ) in overrides:  # a key `++` added is named by its last part alone: name it whole
-            key = override.partition("=")[0]
-            leaf = key.rsplit(".", 1)[-1]
-            if free_form(override) != override and message.startswith(f"{leaf}: "):
-                message = key + message[len(leaf) :]
-                break
-        raise ConfigError(message) from exc
+        raise ConfigError(_whole_key(one_line(exc), overrides)) from exc
     unknown = _keys_outside_schema(cfg, OmegaConf.structured(BenchConfig))
     if unknown:
         raise ConfigError(f"{unknown[0]}: not a key of the config schema (bench/config.py)")

@@ -93,14 +93,25 @@ def _driver_version() -> str | None:
     return done.stdout.split("\n")[0].strip() or None
 
 
-@functools.cache
-def cxx_version() -> str | None:
-    """The first line of `--version` of the C++ compiler torch.compile's CPU code goes through
-    ($CXX, else g++): another compiler may vectorise the same loops differently."""
+def cxx_name() -> str:
+    """The C++ compiler Inductor runs for CPU code: $CXX as one executable, else g++ (Inductor
+    tries no other on Linux)."""
     import os
 
-    cxx = os.environ.get("CXX") or "g++"
-    if not shutil.which(cxx):
+    return os.environ.get("CXX") or "g++"
+
+
+def cxx_compiler() -> str | None:
+    """The path of that compiler, or None when it is not on PATH."""
+    return shutil.which(cxx_name())
+
+
+@functools.cache
+def cxx_version() -> str | None:
+    """The first line of `--version` of the C++ compiler torch.compile's CPU code goes through:
+    another compiler may vectorise the same loops differently."""
+    cxx = cxx_compiler()
+    if cxx is None:
         return None
     try:
         done = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=10)

@@ -22,7 +22,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from bench import store
-from bench.config import ConfigError, to_container
+from bench.config import ConfigError, check_cxx, stack_kernels, to_container
 from bench.spec import TrialSpec
 
 # What a bitwise result may depend on besides the spec. The host name is left out on purpose:
@@ -86,12 +86,6 @@ def compare(stored: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def stored_batching(cfg: Any) -> dict[str, bool]:
-    """The stack kernels a run used, from its config; False where an older bench wrote none."""
-    batching = cfg.get("batching") or {}
-    return {key: bool(batching.get(key, False)) for key in ("fused", "compile")}
-
-
 def replay(
     run_dir: Path, trial: str | None = None, progress: bool = True, address: str | None = None
 ) -> pd.DataFrame:
@@ -124,15 +118,9 @@ def replay(
                 f"{run_dir}: stored spec of trial {key[:12]} does not hash to its key"
             )
         specs.append(spec)
-    batching = stored_batching(cfg)
-    if batching["compile"] and any(r.get("batched") == True for r in stored.values()):  # noqa: E712
-        from bench.config import cxx_compiler
-
-        if not cxx_compiler():
-            raise ConfigError(
-                f"{run_dir}: its stacks were compiled (batching.compile=true), and replaying them "
-                "needs a C++ compiler (g++, or the one $CXX names), which is not on PATH"
-            )
+    kernels = stack_kernels(cfg.get("batching"))
+    if kernels["compile"] and any(r.get("batched") == True for r in stored.values()):  # noqa: E712
+        check_cxx(str(run_dir), "; its stacks were compiled (batching.compile=true)")
     raw = load(to_container(cfg.dataset))
     import ray
 
@@ -151,7 +139,7 @@ def replay(
         units = [([spec], stored[spec.trial_key].get("batched") == True) for spec in runnable]  # noqa: E712 - NaN in old runs
         rows = execute(
             runnable, raw, writer, f"replay-{stamp}", progress=progress, description="replay",
-            units=units, batching=batching,
+            units=units, batching=kernels,
         )  # fmt: skip
         fresh = {r["trial_key"]: r for r in rows}
         writer.close()

@@ -28,7 +28,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from bench import __version__, store
-from bench.config import ConfigError, to_container
+from bench.config import ConfigError, stack_kernels, to_container
 from bench.data import RawDataset, load
 from bench.determinism import worker_env
 from bench.spec import TrialSpec
@@ -79,18 +79,15 @@ def _execute(
     raw: RawDataset,
     faults: dict[str, Any] | None,
     timeout_s: float | None,
-    fused: bool = False,
-    stacked: bool = False,
-    compile: bool = False,
+    kernels: dict[str, bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """The Ray task body: a worker turns one spec, or one stacked group, into rows."""
+    """The Ray task body: a worker turns one spec into a row, or, given a stack's `kernels`
+    (config.stack_kernels), one stacked group into rows."""
     from bench import trial
 
     specs = [TrialSpec.from_dict(s) for s in spec_jsons]
-    if stacked:
-        return trial.run_group(
-            specs, raw=raw, faults=faults, timeout_s=timeout_s, fused=fused, compile=compile
-        )
+    if kernels is not None:
+        return trial.run_group(specs, raw=raw, faults=faults, timeout_s=timeout_s, **kernels)
     return [trial.run(spec, raw=raw, faults=faults, timeout_s=timeout_s) for spec in specs]
 
 
@@ -396,7 +393,7 @@ def execute(
         units = group_specs(specs, int(batching.get("max_group", 256)))
     elif units is None:
         units = [([s], False) for s in specs]
-    fused, compile = bool(batching.get("fused", False)), bool(batching.get("compile", False))
+    kernels = stack_kernels(batching)
     task = ray.remote(_execute)
     raw_ref = ray.put(raw)
     limit = max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
@@ -434,14 +431,9 @@ def execute(
                         max_retries=retries,
                         **task_env(worker_env(first.threads, first.deterministic, first.device)),
                     ).remote(
-                        [asdict(s) for s in unit],
-                        raw_ref,
-                        faults,
-                        timeout_s,
-                        fused,
-                        stacked,
-                        compile,
-                    )
+                        [asdict(s) for s in unit], raw_ref, faults, timeout_s,
+                        kernels if stacked else None,
+                    )  # fmt: skip
                     pending[ref] = (unit, time.monotonic())
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 rest = [r for r in pending if r not in done]

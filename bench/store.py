@@ -242,13 +242,7 @@ def check_parts(directory: Path) -> list[Path]:
 
 def read_part(path: Path) -> pa.Table:
     """One checked part in this version's schema: columns added since it was written are null."""
-    table = pq.read_table(path)
-    for name in COLUMNS:
-        if name not in table.column_names:
-            table = table.append_column(
-                SCHEMA.field(name), pa.nulls(len(table), SCHEMA.field(name).type)
-            )
-    return table.select(list(COLUMNS))
+    return pq.read_table(path, schema=SCHEMA)
 
 
 def read_results(directory: str | Path):

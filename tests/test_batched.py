@@ -259,11 +259,8 @@ def test_a_fused_run_written_by_bench_0_2_0_replays_bitwise(tmp_path: Path) -> N
 def test_kernels_of_runs_whose_config_predates_them_are_off() -> None:
     from omegaconf import OmegaConf
 
-    from bench.replay import stored_batching
+    from bench.config import stack_kernels
 
     off = {"fused": False, "compile": False}
-    assert stored_batching(OmegaConf.create({})) == off  # 0.1.0: no batching at all
-    assert stored_batching(OmegaConf.create({"batching": {"fused": True}})) == {
-        **off,
-        "fused": True,
-    }
+    assert stack_kernels(OmegaConf.create({}).get("batching")) == off  # 0.1.0: no batching
+    assert stack_kernels(OmegaConf.create({"fused": True})) == {**off, "fused": True}  # 0.2.0

@@ -38,7 +38,7 @@ SETUP_COLUMNS: tuple[str, ...] = (
     "dataset_params",
     "search",  # grid search settings (None without one)
     "batched",  # stacked and one-by-one training differ in the last bits
-    "batch_fused_adam",  # and so do a stack's kernels (null for one-by-one trials)
+    "batch_fused_adam",  # and so do a stack's kernels (false for one-by-one trials)
     "batch_compiled",
     *SEED_COLUMNS,
     "seed_cv",  # the cross-validation folds' seed (grid search)

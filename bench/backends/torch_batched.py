@@ -24,6 +24,7 @@ one by one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -194,9 +195,6 @@ def fit_stack(
         raise ValueError("batching: only logreg and mlp in aligned or shared mode can be stacked")
     device = torch.device(estimator.device)
     real = len(members)
-    # Pad with copies so that every real member sits in the kernels' vectorised body (a group of
-    # one too: its bits must equal those it would get inside any larger group).
-    members = members + [members[0]] * (-real % STACK_MULTIPLE)
     templates = [_template(estimator, m) for m in members]
     net = templates[0].net_
     shapes = {
@@ -205,10 +203,18 @@ def fit_stack(
     }
     if len(shapes) != 1:
         raise ValueError("batching: members differ in data shape or network; cannot stack them")
-    N, n = len(members), members[0].data.X_train.shape[0]
+    n = members[0].data.X_train.shape[0]
 
     start = time.perf_counter()
     init = _initial_stack(templates)
+    orders_real = [np.stack(_orders(t, n)) for t in templates]  # (epochs, n) each
+    # Pad with copies of the first member so that every real member sits in the kernels'
+    # vectorised body (a group of one too: its bits must equal those it would get inside any
+    # larger group). The copies reuse its draws.
+    stack = [*range(real), *[0] * (-real % STACK_MULTIPLE)]
+    members, templates = [members[i] for i in stack], [templates[i] for i in stack]
+    init = [init[i] for i in stack]
+    N = len(stack)
     params = [
         torch.tensor(
             np.stack([w[k].T if w[k].ndim == 2 else w[k] for w in init]), device=device
@@ -225,7 +231,7 @@ def fit_stack(
         ),
         device=device,
     )
-    orders = np.stack([np.stack(_orders(t, n)) for t in templates], axis=1)  # (epochs, N, n)
+    orders = np.stack([orders_real[i] for i in stack], axis=1)  # (epochs, N, n)
     flat_rows = (torch.arange(N, device=device) * n).unsqueeze(1)
     X_rows, y_rows = X.reshape(N * n, -1), y.reshape(-1)
     binary = net.n_outputs == 1
@@ -241,7 +247,7 @@ def fit_stack(
 
     loss_fn = _compiled_loss() if compile else _stack_loss
     compile_seconds = 0.0
-    with _recompile_limit():
+    with _recompile_limit() if compile else contextlib.nullcontext():
         if compile:  # compile every graph this stack needs on throwaway copies, off the clock
             began = time.perf_counter()
             copies = [q.detach().clone().requires_grad_(True) for q in params]
@@ -278,7 +284,6 @@ def fit_stack(
         out = out.cpu().numpy()
     predict_seconds = time.perf_counter() - start
     out, params = out[:real], [p[:real] for p in params]
-    N = real
     proba = [
         np.column_stack([1.0 - o[:, 0], o[:, 0]]).astype(np.float32) if binary else o for o in out
     ]
@@ -287,6 +292,6 @@ def fit_stack(
             p[i].detach().cpu().numpy().T if p.ndim == 3 else p[i].detach().cpu().numpy()
             for p in params
         ]
-        for i in range(N)
+        for i in range(real)
     ]
     return StackResult(weights, proba, fit_seconds, predict_seconds, compile_seconds)
