@@ -18,7 +18,8 @@ USAGE = """usage: python -m bench +sweep=NAME [key=value ...]
        python -m bench report RUN_DIR [--out DIR] [--metric M] [--threshold T]   write RUN_DIR/_report/report.md
        python -m bench replay RUN_DIR [--trial KEY]   re-run stored trials, compare bits
 
-sweeps: seeds, smoke, libraries, determinism, threads, hardware     groups: dataset=..., model=..., cluster=...
+sweeps: seeds, smoke, libraries, determinism, threads, hardware, cpu_isa
+groups: dataset=..., model=..., cluster=...
 models: logreg, mlp, linear_svm, cnn, svm_rbf, decision_tree      experiment: +experiment=heart
 examples:
   python -m bench +sweep=smoke

@@ -75,6 +75,15 @@ class Device(Enum):
     cuda = "cuda"
 
 
+class CpuIsa(Enum):
+    """The CPU kernel level every library of a trial is capped at (bench.isa)."""
+
+    native = "native"  # nothing set: each library picks the widest kernels this CPU has
+    avx512 = "avx512"  # x86-64-v4
+    avx2 = "avx2"  # x86-64-v3
+    baseline = "baseline"  # x86-64-v2: PyTorch's `default` kernels, numpy's baseline
+
+
 class InitMode(Enum):
     library = "library"  # each library's own initialiser, seeded from seed_init
     shared = "shared"  # numpy draws the initial weights; every library loads them
@@ -181,6 +190,7 @@ class SweepConfig:
     deterministic: list[bool] | None = None
     threads: list[int] | None = None
     devices: list[Device] | None = None
+    cpu_isa: list[CpuIsa] | None = None
 
 
 @dataclass
@@ -267,6 +277,7 @@ class BenchConfig:
     device: Device = Device.cpu
     deterministic: bool = False
     threads: int = 1
+    cpu_isa: CpuIsa = CpuIsa.native
     init_mode: InitMode = InitMode.library
     order_mode: OrderMode = OrderMode.library
     # mode=shared sets init_mode and order_mode to shared; mode=defaults needs both at library.
@@ -280,6 +291,9 @@ class BenchConfig:
     run_id: str | None = None
     progress: bool = True
     rows_per_part: int = 50
+    # Store each trial's final weights (`weights`, flattened, float64) so that analysis can give the
+    # largest weight difference between two settings, not only whether the hashes match.
+    keep_weights: bool = False
     report: bool = False  # write RUN_DIR/_report/report.md (+ .html, PNGs) when the sweep ends
     retries: int = 2  # Ray re-runs a trial whose worker process died, up to this many times
     trial_timeout_s: float | None = None  # a trial running longer becomes an error row
@@ -362,6 +376,10 @@ def validate(cfg: DictConfig) -> None:
     if cfg.sweep.threads is not None and not all(t >= 1 for t in cfg.sweep.threads):
         raise ConfigError(
             f"sweep.threads: every thread count must be >= 1, got {list(cfg.sweep.threads)}"
+        )
+    if cfg.sweep.cpu_isa is not None and len(set(cfg.sweep.cpu_isa)) != len(cfg.sweep.cpu_isa):
+        raise ConfigError(
+            f"sweep.cpu_isa: names a level twice: {[lvl.value for lvl in cfg.sweep.cpu_isa]}"
         )
     if cfg.batching.max_group < 1:
         raise ConfigError(f"batching.max_group: must be >= 1, got {cfg.batching.max_group}")
@@ -450,6 +468,11 @@ def validate_cluster(cfg: DictConfig) -> None:
         raise ConfigError(
             "cluster.gpus_per_node: device=cuda needs GPUs in the job; set cluster.gpus_per_node=1 or more"
         )
+
+
+def cpu_isa_key(cfg: DictConfig | dict[str, Any]) -> str:
+    """The key that chose a run's kernel levels, for messages about them."""
+    return "sweep.cpu_isa" if (cfg.get("sweep") or {}).get("cpu_isa") else "cpu_isa"
 
 
 def selected_models(plain: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

@@ -1,8 +1,8 @@
 """Thread counts and determinism toggles: set for the spec's library, and read back as in force.
 
 Two kinds of settings exist. Environment variables (OMP/MKL/OpenBLAS threads, TF's thread pools,
-cuBLAS workspace) only work if present before the library is imported, so the runner starts each
-worker with `worker_env(...)` already in its environment. Runtime calls (torch.set_num_threads,
+cuBLAS workspace, the CPU kernel level of bench.isa) only work if present before the library is
+imported, so the runner starts each worker with `worker_env(...)` already in its environment. Runtime calls (torch.set_num_threads,
 threadpoolctl, op determinism) happen in `apply`, before every trial. What `apply` returns is read
 back from the libraries, not echoed from the spec, so a row never claims a setting that failed.
 """
@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from bench import isa
 from bench.spec import TrialSpec
 
 THREAD_ENV = (
@@ -32,16 +33,25 @@ RECORDED_ENV = (
     "CUBLAS_WORKSPACE_CONFIG",
     "CUDA_VISIBLE_DEVICES",
     "PYTHONHASHSEED",
+    *isa.ENV_KEYS,
 )
 
 
-def worker_env(threads: int, deterministic: bool, device: str) -> dict[str, str]:
+def worker_env(
+    threads: int, deterministic: bool, device: str, cpu_isa: str = "native"
+) -> dict[str, str]:
     """Environment a worker process needs before it imports any library."""
     env = dict.fromkeys(THREAD_ENV, str(threads))
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     if deterministic and device == "cuda":
         env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    env.update(isa.level_env(cpu_isa))
     return env
+
+
+def spec_env(spec: TrialSpec) -> dict[str, str]:
+    """`worker_env` for one trial."""
+    return worker_env(spec.threads, spec.deterministic, spec.device, spec.cpu_isa)
 
 
 def _torch(spec: TrialSpec) -> dict[str, Any]:
@@ -120,7 +130,9 @@ def _tensorflow(spec: TrialSpec) -> dict[str, Any]:
 
 
 def apply(spec: TrialSpec) -> dict[str, Any]:
-    """Put the spec's threads and determinism into force; return what is in force."""
+    """Put the spec's threads and determinism into force; return what is in force. A kernel level
+    this node's CPU cannot run is refused first: its libraries would die of SIGILL, not fail."""
+    isa.check(spec.cpu_isa)
     import scipy.linalg  # noqa: F401 - loads scipy's BLAS now, so every trial sees the same pools
     import sklearn.utils  # noqa: F401
     from threadpoolctl import threadpool_info, threadpool_limits
@@ -144,4 +156,5 @@ def apply(spec: TrialSpec) -> dict[str, Any]:
     settings["determinism_env"] = json.dumps(
         {k: os.environ.get(k) for k in RECORDED_ENV}, sort_keys=True
     )
+    settings.update(isa.in_force(spec.library))
     return settings

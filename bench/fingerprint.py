@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from bench import isa
+
 _DISTRIBUTIONS = {
     "numpy": ("numpy",),
     "sklearn": ("scikit-learn",),
@@ -58,24 +60,14 @@ def version(name: str) -> str | None:
     return None
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 @functools.cache
 def _static() -> dict[str, Any]:
     return {
         "host": socket.gethostname(),
         "python_version": platform.python_version(),
         "platform": platform.platform(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": isa.cpu().model,
+        **isa.cpu_columns(),
         **{f"{name}_version": version(name) for name in _DISTRIBUTIONS},
     }
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from bench import store
+from bench import isa, store
 from bench.config import ConfigError, check_cxx, stack_kernels, to_container
 from bench.spec import TrialSpec
 
@@ -35,7 +37,10 @@ ENV_COLUMNS = (
     "tf_intra_threads", "tf_inter_threads", "blas_threads", "determinism_env",
     "deterministic_in_force", "cudnn_deterministic", "cudnn_benchmark", "tf32_matmul",
     "tf32_cudnn", "tf_onednn", "cxx_version",
+    # The CPU's kernels: the same spec trains to other bits under another instruction set.
+    "cpu_vendor", "cpu_flags", "torch_cpu_capability", "numpy_simd", "onednn_max_cpu_isa",
 )  # fmt: skip
+JSON_COLUMNS = ("determinism_env",)  # compared key by key, over the keys the stored row has
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -44,11 +49,18 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def env_diff(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    return [
-        f"{c}: {stored.get(c)} -> {now.get(c)}"
-        for c in ENV_COLUMNS
-        if c in stored and not _same(stored.get(c), now.get(c))
-    ]
+    out = []
+    for c in ENV_COLUMNS:
+        if c not in stored or _same(stored.get(c), now.get(c)):
+            continue
+        if c in JSON_COLUMNS and isinstance(stored.get(c), str) and isinstance(now.get(c), str):
+            # A newer bench records more variables; a key the stored row lacks was not recorded,
+            # which is not a change.
+            old, new = json.loads(stored[c]), json.loads(now[c])
+            out += [f"{c}.{k}: {old[k]} -> {new.get(k)}" for k in old if old[k] != new.get(k)]
+            continue
+        out.append(f"{c}: {stored.get(c)} -> {now.get(c)}")
+    return out
 
 
 def expected_to_reproduce(row: dict[str, Any]) -> bool:
@@ -86,22 +98,73 @@ def compare(stored: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _spec(run_dir: Path, row: dict[str, Any]) -> TrialSpec:
+    spec = TrialSpec.from_dict(row)
+    if spec.trial_key != row["trial_key"]:
+        raise ConfigError(
+            f"{run_dir}: stored spec of trial {row['trial_key'][:12]} does not hash to its key"
+        )
+    return spec
+
+
+def _is_true(value: Any) -> bool:
+    return value is True or value is np.True_  # NaN in runs older than the column
+
+
+def replay_units(
+    run_dir: Path, ok: pd.DataFrame, selected: dict[str, dict[str, Any]]
+) -> list[tuple[list[TrialSpec], bool]]:
+    """The selected trials as they were trained: one by one, or in their stack, rebuilt whole and
+    in its order from `group_key` and `group_index` (on some CPUs a member's last bits depend on
+    the size of its stack: README, "Bits and the CPU"). A stack's kernels (fused Adam,
+    torch.compile) come from the run's config, which every version of bench has written. Runs
+    from before bench 0.4.0 have no `group_key`: their stacked trials replay in a stack of one
+    each, which reproduces them only where a member's bits do not depend on its stack."""
+    grouped = ok[ok["group_key"].notna()] if "group_key" in ok.columns else ok.iloc[:0]
+    stacks = {key: sub.sort_values("group_index") for key, sub in grouped.groupby("group_key")}
+    units: list[tuple[list[TrialSpec], bool]] = []
+    done: set[str] = set()
+    for row in selected.values():
+        stacked = _is_true(row.get("batched"))
+        members = stacks.get(row.get("group_key")) if stacked else None
+        if members is None or len(members) != row["group_size"]:
+            units.append(([_spec(run_dir, row)], stacked))
+        elif row["group_key"] not in done:
+            done.add(row["group_key"])
+            units.append(([_spec(run_dir, r) for r in members.to_dict("records")], True))
+    return units
+
+
+def _not_runnable(spec: TrialSpec, gpu: bool, here: bool) -> str | None:
+    """Why this replay cannot run a trial: no GPU for a CUDA trial, or (when the trials run on
+    this machine) a CPU kernel level this CPU lacks."""
+    if spec.device == "cuda" and not gpu:
+        return "no GPU in this Ray cluster"
+    if here:
+        try:
+            isa.check(spec.cpu_isa)
+        except isa.UnsupportedLevel as exc:
+            return str(exc)
+    return None
+
+
 def replay(
     run_dir: Path, trial: str | None = None, progress: bool = True, address: str | None = None
 ) -> pd.DataFrame:
     """Re-run the ok trials of a run (or the one whose key starts with `trial`) and compare."""
     from bench.data import load
-    from bench.runner import connect, execute
+    from bench.runner import connect, embedded, execute
 
     run_dir = Path(run_dir)
     config_file = run_dir / store.CONFIG_FILE
     if not config_file.is_file():
         raise ConfigError(f"{run_dir}: not a bench run folder (no {store.CONFIG_FILE})")
     try:
-        rows = store.read_results(run_dir)
+        ok = store.read_results(run_dir)
     except store.CorruptPartError as exc:
         raise ConfigError(str(exc)) from None
-    rows = rows[rows["status"] == "ok"]
+    ok = ok[ok["status"] == "ok"]
+    rows = ok
     if trial:
         rows = rows[rows["trial_key"].str.startswith(trial)]
         if rows.empty:
@@ -110,36 +173,32 @@ def replay(
         raise ConfigError(f"{run_dir}: no ok trial to replay")
     cfg = OmegaConf.load(config_file)  # dataset settings (a heart file's path), batching kernels
     stored = {r["trial_key"]: r for r in rows.to_dict("records")}
-    specs = []
-    for key, row in stored.items():
-        spec = TrialSpec.from_dict(row)
-        if spec.trial_key != key:
-            raise ConfigError(
-                f"{run_dir}: stored spec of trial {key[:12]} does not hash to its key"
-            )
-        specs.append(spec)
+    units = replay_units(run_dir, ok, stored)
     kernels = stack_kernels(cfg.get("batching"))
-    if kernels["compile"] and any(r.get("batched") == True for r in stored.values()):  # noqa: E712
+    if kernels["compile"] and any(stacked for _, stacked in units):
         check_cxx(str(run_dir), "; its stacks were compiled (batching.compile=true)")
     raw = load(to_container(cfg.dataset))
     import ray
 
+    here = embedded({"address": address})
     started = connect({"address": address})
     try:
         gpu = ray.cluster_resources().get("GPU", 0) > 0
-        runnable = [s for s in specs if s.device == "cpu" or gpu]
+        skipped = {
+            s.trial_key: why
+            for unit, _ in units
+            for s in unit
+            if (why := _not_runnable(s, gpu, here)) is not None
+        }
+        units = [u for u in units if not any(s.trial_key in skipped for s in u[0])]
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
         out = run_dir / "_replay" / stamp
         out.mkdir(parents=True)
         writer = store.PartWriter(out, rows_per_part=1000)
-        # A trial that was trained in a stack is replayed in a stack (of one: its bits do not
-        # depend on its group), since stacked and one-by-one arithmetic differ in the last bits.
-        # Its kernels (fused Adam, torch.compile) come from the run's config, which every
-        # version of bench has written (the row columns saying so are newer).
-        units = [([spec], stored[spec.trial_key].get("batched") == True) for spec in runnable]  # noqa: E712 - NaN in old runs
         rows = execute(
-            runnable, raw, writer, f"replay-{stamp}", progress=progress, description="replay",
-            units=units, batching=kernels,
+            [s for unit, _ in units for s in unit], raw, writer, f"replay-{stamp}",
+            progress=progress, description="replay", units=units, batching=kernels,
+            keep_weights=bool(cfg.get("keep_weights", False)),
         )  # fmt: skip
         fresh = {r["trial_key"]: r for r in rows}
         writer.close()
@@ -151,7 +210,8 @@ def replay(
     written_by = store.run_version(run_dir)
     lines = []
     for key, row in stored.items():
-        now = fresh.get(key, {"status": "not run", "error": "no GPU in this Ray cluster"})
+        why = skipped.get(key, "its stack did not run")
+        now = fresh.get(key, {"status": "not run", "error": why})
         lines.append(
             compare({**row, "bench_version": written_by}, {**now, "bench_version": __version__})
         )

@@ -34,7 +34,10 @@ REPORT_DIR = "_report"
 METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss", "cv_score")  # per-trial
 DPI = 110
 # Columns two groups of trials can be compared along (pairs match on everything else).
-AXES = ("library", "device", "deterministic", "mode", "threads", "init_mode", "order_mode", "model")
+AXES = (
+    "library", "device", "deterministic", "mode", "threads", "cpu_isa", "init_mode", "order_mode",
+    "model",
+)  # fmt: skip
 STRATA = ("dataset",)  # grouped by when they vary, never compared with each other
 MAX_FIGURES = 4  # per kind of figure, so a large sweep does not write hundreds of PNGs
 
@@ -198,6 +201,7 @@ def _overview(df: pd.DataFrame, run_dir: Path, ctx: Context) -> Section:
         ("modes", "mode"),
         ("deterministic", "deterministic"),
         ("threads per trial", "threads"),
+        ("CPU kernel level asked for", "cpu_isa"),
         ("init mode", "init_mode"),
         ("order mode", "order_mode"),
     ]:
@@ -214,6 +218,12 @@ def _overview(df: pd.DataFrame, run_dir: Path, ctx: Context) -> Section:
         ("model hyperparameters", "hparams"),
         ("hosts", "host"),
         ("CPU", "cpu_model"),
+        ("CPU vendor", "cpu_vendor"),
+        ("CPU vector flags", "cpu_flags"),
+        ("PyTorch CPU kernels", "torch_cpu_capability"),
+        ("numpy SIMD targets", "numpy_simd"),
+        ("oneDNN ISA limit", "onednn_max_cpu_isa"),
+        ("BLAS", "blas"),
         ("GPU", "gpu_name"),
         ("GPU driver", "driver_version"),
         ("CUDA", "cuda_version"),

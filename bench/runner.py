@@ -27,10 +27,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bench import __version__, store
-from bench.config import ConfigError, stack_kernels, to_container
+from bench import __version__, isa, store
+from bench.config import ConfigError, cpu_isa_key, stack_kernels, to_container
 from bench.data import RawDataset, load
-from bench.determinism import worker_env
+from bench.determinism import spec_env
 from bench.spec import TrialSpec
 from bench.summary import print_summary
 from bench.sweep import expand
@@ -80,15 +80,17 @@ def _execute(
     faults: dict[str, Any] | None,
     timeout_s: float | None,
     kernels: dict[str, bool] | None = None,
+    keep_weights: bool = False,
 ) -> list[dict[str, Any]]:
     """The Ray task body: a worker turns one spec into a row, or, given a stack's `kernels`
     (config.stack_kernels), one stacked group into rows."""
     from bench import trial
 
     specs = [TrialSpec.from_dict(s) for s in spec_jsons]
+    options = {"raw": raw, "faults": faults, "timeout_s": timeout_s, "keep_weights": keep_weights}
     if kernels is not None:
-        return trial.run_group(specs, raw=raw, faults=faults, timeout_s=timeout_s, **kernels)
-    return [trial.run(spec, raw=raw, faults=faults, timeout_s=timeout_s) for spec in specs]
+        return trial.run_group(specs, **options, **kernels)
+    return [trial.run(spec, **options) for spec in specs]
 
 
 def batchable(spec: TrialSpec) -> bool:
@@ -106,7 +108,7 @@ Unit = tuple[list[TrialSpec], bool]  # the trials of one Ray task, and whether t
 def group_specs(specs: list[TrialSpec], max_group: int) -> list[Unit]:
     """Trials that may share one stacked model: same everything but seeds (and the bookkeeping
     fields `varied` and `repeat`), in stacked groups of at most `max_group` (a group of one
-    included, so that its bits match its group-mates'); the rest one by one."""
+    included, so that every trial of a setup runs the stacked arithmetic); the rest one by one."""
     groups: dict[tuple, list[TrialSpec]] = {}
     singles: list[Unit] = []
     for spec in specs:
@@ -175,6 +177,22 @@ def check_fits(specs: list[TrialSpec], gpu_fraction: float = 1.0) -> None:
         )
 
 
+def embedded(cluster: dict[str, Any]) -> bool:
+    """Whether `connect` would start Ray on this machine rather than join a cluster."""
+    return not (cluster.get("address") or os.environ.get("RAY_ADDRESS"))
+
+
+def check_cpu_isa(specs: list[TrialSpec], key: str) -> None:
+    """Refuse, before anything runs, a CPU kernel level this machine cannot run. Only for trials
+    that run here (an embedded Ray): a joined cluster's nodes may have other CPUs, and each
+    worker checks its own before its libraries compute (bench.determinism.apply)."""
+    for level in sorted({s.cpu_isa for s in specs}):
+        try:
+            isa.check(level, key)
+        except isa.UnsupportedLevel as exc:
+            raise ConfigError(str(exc)) from None
+
+
 def connect(cluster: dict[str, Any], base_env: dict[str, str] | None = None) -> bool:
     """Join the configured cluster, or start an embedded Ray. True if this call started Ray.
 
@@ -235,7 +253,7 @@ def common_env(specs: list[TrialSpec]) -> dict[str, str] | None:
     trial leaves unset: a runtime_env can override an inherited variable but not remove it
     (deterministic CUDA trials set CUBLAS_WORKSPACE_CONFIG; the others must not inherit it).
     None for no specs."""
-    envs = [worker_env(s.threads, s.deterministic, s.device) for s in specs]
+    envs = [spec_env(s) for s in specs]
     if not envs:
         return None
     fewest = set.intersection(*(set(e) for e in envs))
@@ -374,6 +392,7 @@ def execute(
     gpu_fraction: float = 1.0,
     batching: dict[str, Any] | None = None,
     units: list[Unit] | None = None,
+    keep_weights: bool = False,
 ) -> Iterable[dict[str, Any]]:
     """Submit `specs` to the connected Ray cluster; write and yield rows as trials finish.
 
@@ -382,7 +401,7 @@ def execute(
     `timeout_s`, the trial interrupts itself (bench.trial); as a backstop for a hang that never
     returns to Python, a task without a result `2 * timeout_s + 30` s after submission is killed
     (with a timeout, no more tasks are submitted than can start at once, so queueing alone never
-    reaches that).
+    reaches that). `keep_weights` stores each trial's final weights in its row.
     """
     import ray
 
@@ -429,10 +448,10 @@ def execute(
                         num_cpus=first.threads,
                         num_gpus=gpu_fraction if first.device == "cuda" else 0,
                         max_retries=retries,
-                        **task_env(worker_env(first.threads, first.deterministic, first.device)),
+                        **task_env(spec_env(first)),
                     ).remote(
                         [asdict(s) for s in unit], raw_ref, faults, timeout_s,
-                        kernels if stacked else None,
+                        kernels if stacked else None, keep_weights,
                     )  # fmt: skip
                     pending[ref] = (unit, time.monotonic())
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -484,7 +503,10 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
             raise
         raise ConfigError(f"dataset: {' '.join(str(exc).split())}") from None
     _check_writable(store.run_dir(cfg.results_dir, cfg.sweep.name, cfg.run_id or "new"))
-    started = connect(to_container(cfg.cluster), common_env(specs))
+    cluster = to_container(cfg.cluster)
+    if embedded(cluster):
+        check_cpu_isa(specs, cpu_isa_key(cfg))
+    started = connect(cluster, common_env(specs))
     lock: store.RunLock | None = None
     try:
         no_gpu = ray.cluster_resources().get("GPU", 0) == 0
@@ -533,6 +555,7 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
                 faults=faults if injecting else None,
                 gpu_fraction=cfg.hardware.gpu_fraction,
                 batching=to_container(cfg.batching),
+                keep_weights=cfg.keep_weights,
             )
             for row in rows:
                 counts[row["status"]] = counts.get(row["status"], 0) + 1

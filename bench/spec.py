@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 
@@ -41,6 +41,9 @@ class TrialSpec:
     # JSON, so trials without a search keep the trial keys they had before these fields existed.
     seed_cv: int | None = None
     search: str | None = None
+    # The CPU kernel level the libraries are capped at (bench.isa); "native" sets nothing and is
+    # left out of the JSON, so trials that predate the field keep their keys.
+    cpu_isa: str = "native"
 
     @property
     def trial_key(self) -> str:
@@ -48,17 +51,21 @@ class TrialSpec:
 
     def to_json(self) -> str:
         data = asdict(self)
-        for name in _OMIT_WHEN_NONE:
-            if data[name] is None:
+        for name, default in _OMIT_WHEN_DEFAULT.items():
+            if data[name] == default:
                 del data[name]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialSpec:
         """From a result row or a dict: Parquet's nulls (NaN in pandas) become None again and numpy
-        scalars plain Python values, so the key recomputes to the stored one."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: _plain(v) for k, v in data.items() if k in names})
+        scalars plain Python values, so the key recomputes to the stored one. A null in a field
+        with a default other than None (a column older runs lack) takes that default."""
+        defaults = {f.name: f.default for f in fields(cls)}
+        plain = {k: _plain(v) for k, v in data.items() if k in defaults}
+        return cls(
+            **{k: v for k, v in plain.items() if v is not None or defaults[k] in (None, MISSING)}
+        )
 
     def hparams_dict(self) -> dict[str, Any]:
         return json.loads(self.hparams)
@@ -70,7 +77,9 @@ class TrialSpec:
         return json.loads(self.search) if self.search is not None else None
 
 
-_OMIT_WHEN_NONE = ("seed_cv", "search")
+# Fields left out of the canonical JSON while they hold these values (added after trial keys
+# existed: a trial that does not use them keeps its key).
+_OMIT_WHEN_DEFAULT: dict[str, object] = {"seed_cv": None, "search": None, "cpu_isa": "native"}
 
 
 def canonical_json(data: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ SPEC_COLUMNS = [
     ("deterministic", _bool), ("threads", _int), ("init_mode", _str), ("order_mode", _str),
     ("hparams", _str), ("dataset_params", _str), ("mode", _str),
     ("seed_cv", _int), ("search", _str),  # null unless the trial ran a grid search
+    ("cpu_isa", _str),  # the CPU kernel level asked for (null in runs before bench 0.4.0: native)
 ]  # fmt: skip
 SCHEMA = pa.schema(
     [
@@ -40,12 +41,16 @@ SCHEMA = pa.schema(
         ("weights_sha256", _str), ("predictions_sha256", _str),
         ("test_index", pa.list_(_int)), ("y_true", pa.list_(_int)), ("y_pred", pa.list_(_int)),
         ("y_score", pa.list_(_float)), ("y_proba", pa.list_(pa.list_(pa.float32()))),
+        ("weights", pa.list_(_float)),  # keep_weights=true: final weights, flattened
+        ("cpu_vendor", _str), ("cpu_flags", _str),  # the CPU, and its vector flags that matter
+        ("torch_cpu_capability", _str), ("numpy_simd", _str), ("onednn_max_cpu_isa", _str),
         ("deterministic_in_force", _bool), ("torch_threads", _int), ("torch_interop_threads", _int),
         ("tf_intra_threads", _int), ("tf_inter_threads", _int), ("blas_threads", _int), ("blas", _str),
         ("determinism_env", _str), ("cudnn_deterministic", _bool), ("cudnn_benchmark", _bool),
         ("tf32_matmul", _bool), ("tf32_cudnn", _bool), ("tf_onednn", _str),
         ("nondeterministic_ops", _str), ("batched", _bool), ("group_size", _int),
-        ("group_index", _int), ("batch_fused_adam", _bool), ("batch_compiled", _bool),
+        ("group_index", _int), ("group_key", _str),  # stacked: sha256 of the group's trial keys
+        ("batch_fused_adam", _bool), ("batch_compiled", _bool),
         ("cxx_version", _str),  # compiled stacks only: the C++ compiler Inductor used
         ("host", _str), ("python_version", _str), ("platform", _str), ("cpu_model", _str),
         ("numpy_version", _str), ("sklearn_version", _str), ("torch_version", _str),

@@ -1,8 +1,8 @@
 """What `python -m bench` prints when a sweep ends: tables computed from the run's rows.
 
 The accuracy table per library and varied source always; the cross-library gap and churn per mode
-when a run holds several modes or models; determinism, thread and device tables when the sweep
-varies those. The full tables come from `bench.analysis`; these are their terminal-sized views.
+when a run holds several modes or models; determinism, thread, device and CPU kernel level tables
+when the sweep varies those. The full tables come from `bench.analysis`; these are their terminal-sized views.
 """
 
 from __future__ import annotations
@@ -120,6 +120,10 @@ def _present_by(df, *columns: str) -> list[str]:
     return [c for c in columns if c == "library" or df[c].nunique() > 1]
 
 
+# The level every other one is compared with, where a column has a natural one.
+REFERENCE = {"cpu_isa": "native"}
+
+
 def axis_summaries(df) -> dict[str, Any]:
     """The tables a determinism, threads or hardware sweep is run for, where its data has them."""
     from bench import analysis
@@ -135,10 +139,13 @@ def axis_summaries(df) -> dict[str, Any]:
         ("deterministic", ("library", "device")),
         ("threads", ("library", "device")),
         ("device", ("library", "deterministic")),
+        ("cpu_isa", ("library", "device")),
     ):
-        levels = sorted(ok[column].unique())
-        if len(levels) > 1:
-            a, b = levels[0], levels[1]
+        if column not in ok:
+            continue
+        levels = sorted(ok[column].unique(), key=lambda v: (v != REFERENCE.get(column), v))
+        for b in levels[1:]:  # the first level (cpu_isa: native) against each other one
+            a = levels[0]
             out[f"{column}: {a} vs {b}, same seeds"] = analysis.matched_churn(
                 ok, column, a, b, by=_present_by(ok, *by)
             )
@@ -164,7 +171,8 @@ _SHORT = {
     "n_runs": "runs", "max_distinct_weights": "weight hashes",
     "max_distinct_predictions": "prediction hashes", "max_metric_range": "acc range",
     "n_pairs": "pairs", "churn_mean": "churn mean", "churn_max": "churn max",
-    "same_weights_share": "same weights", "diff_mean": "acc a-b",
+    "same_weights_share": "same weights", "max_weight_diff": "max |Δw|",
+    "diff_mean": "acc a-b",
     "median_deterministic": "det s", "median_nondeterministic": "non-det s",
     "ratio_median": "ratio", "ratio_mean_ci_low": "ci low", "ratio_mean_ci_high": "ci high",
 }  # fmt: skip

@@ -9,7 +9,9 @@ For every library and every source in `sweep.varied`, `seeds.n` trials:
 `seeds.n_by_source` and `seeds.n_by_library` change n for one source or cap it for one library;
 a model's own `libraries` replaces the run's for that model (scikit-learn-only models).
 All of that once per model (`models`, or just `model`) and per mode (`modes`, or just `mode`),
-models and modes outermost so that a single model and mode keep the order above.
+models and modes outermost so that a single model and mode keep the order above; within them,
+once per device, thread count and CPU kernel level (`sweep.devices`, `sweep.threads`,
+`sweep.cpu_isa`, or the single top-level value).
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ def _expand_one(plain: dict, model: dict, mode: str) -> list[TrialSpec]:
         model_libraries(plain, model),
         sweep.get("devices") or [plain["device"]],
         sweep.get("threads") or [plain["threads"]],
+        sweep.get("cpu_isa") or [plain.get("cpu_isa", "native")],
         sweep["varied"],
     )
     # Innermost, so that on and off alternate in the queue: a worker warming up, or a machine
@@ -113,11 +116,14 @@ def _expand_one(plain: dict, model: dict, mode: str) -> list[TrialSpec]:
         "search": search,
     }
     return [
-        _spec(common, plain["seeds"]["base"], library, device, deterministic, threads, varied, i)
-        for library, device, threads, varied in axes
+        _spec(
+            common, plain["seeds"]["base"], library, device, deterministic, threads, cpu_isa,
+            varied, i,
+        )
+        for library, device, threads, cpu_isa, varied in axes
         for i in range(n_seeds(plain, library, varied))
         for deterministic in modes
-    ]
+    ]  # fmt: skip
 
 
 def _spec(
@@ -127,6 +133,7 @@ def _spec(
     device: str,
     deterministic: bool,
     threads: int,
+    cpu_isa: str,
     varied: str,
     i: int,
 ) -> TrialSpec:
@@ -145,5 +152,6 @@ def _spec(
         repeat=i if varied in ("none", "cv") else 0,
         deterministic=deterministic,
         threads=threads,
+        cpu_isa=cpu_isa,
         seed_cv=seeds.derive(base, "cv", idx["cv"]) if common["search"] is not None else None,
     )

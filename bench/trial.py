@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import signal
@@ -139,7 +140,7 @@ def test_scores(estimator, X: np.ndarray) -> tuple[np.ndarray, bool]:
     return e / e.sum(axis=1, keepdims=True), False
 
 
-def _train(spec: TrialSpec, raw: RawDataset) -> dict[str, Any]:
+def _train(spec: TrialSpec, raw: RawDataset, keep_weights: bool = False) -> dict[str, Any]:
     data = split(raw, spec.seed_split, spec.dataset_dict()["test_size"])
     estimator = make_estimator(spec)
     search = spec.search_dict()
@@ -166,6 +167,7 @@ def _train(spec: TrialSpec, raw: RawDataset) -> dict[str, Any]:
             t2 - t1,
             flagged,
             calibrated,
+            keep_weights,
         ),
         **tuned,
     }
@@ -180,8 +182,11 @@ def outcome_columns(
     predict_seconds: float,
     flagged: list[str],
     calibrated: bool = True,
+    keep_weights: bool = False,
 ) -> dict[str, Any]:
-    """The row's metrics, timings, hashes and prediction lists for one trained model."""
+    """The row's metrics, timings, hashes and prediction lists for one trained model, and with
+    `keep_weights` the weights themselves (flattened in the hash's order, as float64, which holds
+    float32 and float64 weights exactly)."""
     from bench.metrics import classification_metrics
 
     y_pred = classes[np.argmax(proba, axis=1)]
@@ -206,7 +211,20 @@ def outcome_columns(
         "y_score": score.astype(np.float64).tolist(),
         "y_proba": proba.tolist(),
         "nondeterministic_ops": ",".join(sorted(set(flagged))) or None,
+        "weights": flat_weights(weights).tolist() if keep_weights else None,
     }
+
+
+def flat_weights(weights: list[np.ndarray]) -> np.ndarray:
+    """All weights in one float64 vector, in `fingerprint.weights_sha256`'s order."""
+    if not weights:
+        return np.zeros(0)
+    return np.concatenate([np.asarray(w, dtype=np.float64).ravel() for w in weights])
+
+
+def group_key(specs: list[TrialSpec]) -> str:
+    """sha256 of a stack's trial keys in stack order: the same trials in the same order."""
+    return hashlib.sha256("\n".join(s.trial_key for s in specs).encode()).hexdigest()
 
 
 class TrialTimeout(Exception):
@@ -242,10 +260,12 @@ def run(
     dataset_cfg: dict[str, Any] | None = None,
     faults: dict[str, Any] | None = None,
     timeout_s: float | None = None,
+    keep_weights: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate one trial. `raw` is the loaded dataset if the caller has it; otherwise it
     is loaded from `dataset_cfg` (needed for a heart file's path), or from the spec alone.
-    `faults` injects failures for tests (bench.faults); `timeout_s` turns a hang into an error row."""
+    `faults` injects failures for tests (bench.faults); `timeout_s` turns a hang into an error row;
+    `keep_weights` stores the final weights in the row."""
     start = time.perf_counter()
     row: dict[str, Any] = {
         **spec_row(spec),
@@ -264,7 +284,7 @@ def run(
             raw = load(dataset_cfg or {"name": spec.dataset, **spec.dataset_dict()})
         with _deadline(timeout_s):
             inject(spec, faults)
-            row.update(_train(spec, raw))
+            row.update(_train(spec, raw, keep_weights))
         row.update(status="ok", error=None)
     except Exception as exc:  # noqa: BLE001 - every failure must become a row
         row.update(status="error", error=error_text(exc))
@@ -289,18 +309,22 @@ def run_group(
     timeout_s: float | None = None,
     fused: bool = False,
     compile: bool = False,
+    keep_weights: bool = False,
 ) -> list[dict[str, Any]]:
     """Train trials that differ only in seeds as one stacked model (bench.backends.torch_batched);
     one row per trial, as `run` would write it, plus `batched=True`, the group size and the
     stack's kernels (fused Adam, torch.compile: both change the last bits). The group
     shares one fate: an exception, a fault or the timeout (`timeout_s` for the whole group) turns
     every trial of it into an error row. `fit_seconds` is the group's training time divided by its
-    size (the amortised cost of one model)."""
+    size (the amortised cost of one model). `group_key` names the group (its trial keys, in
+    order): a stack's last bits may depend on its size on some CPUs, so replay trains it again
+    whole."""
     start = time.perf_counter()
     first = specs[0]
+    group = group_key(specs)
     rows = [
         {**spec_row(s), "started_at": dt.datetime.now(dt.UTC), "worker_pid": os.getpid(),
-         "batched": True, "group_size": len(specs), "group_index": i,
+         "batched": True, "group_size": len(specs), "group_index": i, "group_key": group,
          "batch_fused_adam": fused, "batch_compiled": compile,
          "cxx_version": fingerprint.cxx_version() if compile else None}
         for i, s in enumerate(specs)
@@ -327,6 +351,7 @@ def run_group(
                 outcome_columns(
                     member.data, proba, np.unique(member.data.y_train), weights,
                     result.fit_seconds / len(specs), result.predict_seconds / len(specs), flagged,
+                    keep_weights=keep_weights,
                 )
                 for member, proba, weights in zip(members, result.proba, result.weights, strict=True)
             ]  # fmt: skip

@@ -139,3 +139,24 @@ def test_stacked_and_one_by_one_trials_pair_whatever_the_stack_kernels() -> None
     )
     pairs = ba.matched_pairs(df, "batched", True, False)
     assert list(pairs["trial_key_a"]) == ["s"] and pairs["churn"].iloc[0] == pytest.approx(0.1)
+
+
+def test_matched_pairs_give_the_largest_weight_difference_where_rows_kept_weights() -> None:
+    truth = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    rows = [
+        _row("n0", "torch", truth, 0, cpu_isa="native", weights=[0.5, -1.0, 2.0]),
+        _row("b0", "torch", truth, 0, cpu_isa="baseline", weights=[0.5, -1.0 + 3e-8, 2.0]),
+        _row("n1", "torch", truth, 1, cpu_isa="native", weights=[1.0, 1.0, 1.0]),
+        _row("b1", "torch", truth, 1, cpu_isa="baseline", weights=[1.0, 1.0, 1.0]),
+        _row("n2", "torch", truth, 2, cpu_isa="native", weights=None),  # not kept
+        _row("b2", "torch", truth, 2, cpu_isa="baseline", weights=[1.0, 1.0, 1.0]),
+    ]
+    pairs = ba.matched_pairs(pd.DataFrame(rows), "cpu_isa", "native", "baseline")
+    largest = pairs.set_index("seed_init")["max_weight_diff"]
+    assert largest[0] == pytest.approx(3e-8) and largest[1] == 0.0 and np.isnan(largest[2])
+    summary = ba.matched_churn(pd.DataFrame(rows), "cpu_isa", "native", "baseline").iloc[0]
+    assert summary["max_weight_diff"] == pytest.approx(3e-8) and summary["n_pairs"] == 3
+    from bench.analysis.churn import largest_difference
+
+    assert np.isnan(largest_difference([1.0, 2.0], [1.0]))  # two different models
+    assert largest_difference([1.0, -2.0], [1.0, 2.0]) == 4.0

@@ -52,6 +52,8 @@ def run_bad(bench_cli, tmp_path: Path, *args: str):
         (["threads=0"], "threads", "threads"),
         (["dataset.test_size=1.5"], "dataset.test_size", "1.5"),
         (["run_id=../escape"], "run_id", "../escape"),
+        (["cpu_isa=avx9"], "cpu_isa", "avx9"),
+        (["sweep.cpu_isa=[native,native]"], "sweep.cpu_isa", "twice"),
     ],
 )
 def test_bad_config_is_refused(

@@ -12,6 +12,7 @@ the same.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -21,8 +22,18 @@ pytestmark = pytest.mark.usefixtures("single_threaded")
 
 FAST = {"epochs": 10, "lr": 0.05, "batch_size": 32}
 
-# Checks a backend fails by design, with the reason. Empty where every check passes.
-EXPECTED_FAILED: dict[str, dict[str, str]] = {}
+# Checks a backend fails on some CPUs, with the reason (reported as xfail there, xpass elsewhere).
+EXPECTED_FAILED: dict[str, dict[str, str]] = {
+    "tensorflow:mlp": {
+        "check_methods_sample_order_invariance": (
+            "asks predict_proba to agree within 1e-9 when the other rows come in another order; "
+            "Keras's kernels move a row's last bits with its neighbours on some CPUs (1.5e-8 on "
+            "an AMD EPYC with AVX2, none on an Intel Xeon): measured by `python -m bench.facts`; "
+            "test_predictions_ignore_row_order_up_to_float32_rounding asserts the bound that "
+            "holds on every CPU"
+        ),
+    },
+}
 
 
 def _estimators():
@@ -52,3 +63,18 @@ def _expected_failed(estimator) -> dict[str, str]:
 @parametrize_with_checks(_estimators(), expected_failed_checks=_expected_failed)
 def test_sklearn_compatible(estimator, check) -> None:
     check(estimator)
+
+
+@pytest.mark.parametrize("library", ["sklearn", "torch", "tensorflow"])
+def test_predictions_ignore_row_order_up_to_float32_rounding(library: str) -> None:
+    """scikit-learn's sample-order check on its own toy data, with a bound that holds on every
+    x86 CPU: a row's probabilities move by float32 rounding at most when the other rows are
+    reordered (bitwise equality depends on the CPU's kernels), and its predicted class not at all."""
+    rng = np.random.RandomState(0)
+    X = (3 * rng.uniform(size=(20, 3))).astype(np.float32)
+    y = X[:, 0].astype(np.int64)
+    est = estimator_class(library)(model="mlp", hidden_sizes=(8,), epochs=5, lr=0.1).fit(X, y)
+    order = rng.permutation(len(X))
+    base, permuted = est.predict_proba(X)[order], est.predict_proba(X[order])
+    np.testing.assert_allclose(permuted, base, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(permuted.argmax(1), base.argmax(1))

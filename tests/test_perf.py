@@ -56,3 +56,30 @@ def test_batched_prints_one_by_one_and_stacked_rates() -> None:
     assert all(float(r[2]) > 0 for r in rows)
     assert [bool(r[4]) for r in rows] == [False, False, True, True]  # x row above
     assert [bool(r[5]) for r in rows] == [False, False, False, True]  # compile seconds
+
+
+def test_facts_reports_each_measurement_with_the_cpu_it_ran_on() -> None:
+    """`python -m bench.facts` (README, "Bits and the CPU"): one row per fact, the verdict
+    consistent with the figure beside it, the CPU named."""
+    from bench import isa
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.facts", "--no-compile", "--no-keras"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith(f"CPU: {isa.cpu().model} ")
+    rows = re.findall(r"^\| (.+?) \| (yes|\*\*no\*\*): (.+?) \|$", proc.stdout, re.M)
+    assert len(rows) == 7, proc.stdout  # threads, 3 positions, 2 stack sizes, torch row order
+    for name, verdict, detail in rows:
+        equal = "bitwise equal" in detail or " 1 weight hash(es), up to 0 apart" in detail
+        assert (verdict == "yes") == equal, (name, verdict, detail)
+    lacking = [level for level in isa.LEVELS if isa.missing_flags(level)]
+    if lacking:  # a level this CPU lacks is refused in one line, as by a sweep
+        refused = subprocess.run(
+            [sys.executable, "-m", "bench.facts", "--cpu-isa", f"native,{lacking[0]}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert refused.returncode == 2
+        (line,) = refused.stderr.strip().splitlines()
+        assert line.startswith(f"bench.facts: error: --cpu-isa: {lacking[0]} needs ")

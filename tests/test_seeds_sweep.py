@@ -7,6 +7,7 @@ exactly the values every other group uses, and a seed must not move when an unre
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import subprocess
 import sys
@@ -253,3 +254,21 @@ def test_spec_round_trips_through_json() -> None:
     for spec in specs_for(["+sweep=smoke"]):
         again = TrialSpec.from_dict(json.loads(spec.to_json()))
         assert again == spec and again.trial_key == spec.trial_key
+
+
+def test_native_trials_keep_the_keys_bench_0_3_0_gave_them() -> None:
+    """`cpu_isa=native` (the default) is left out of the key, so older runs resume and replay
+    with their keys; another level is a trial of its own; a row written before the column
+    existed (null) reads back as native."""
+    keys = [s.trial_key for s in specs_for(["+sweep=smoke"])]
+    digest = hashlib.sha256(" ".join(keys).encode()).hexdigest()
+    assert digest == "86049d0d43673f9f8445e2f5f7bfa8d9655cd561c7eebf4d9048acaed95e844d"  # 0.3.0
+    spec = specs_for(["+sweep=smoke"])[0]
+    assert spec.cpu_isa == "native" and "cpu_isa" not in json.loads(spec.to_json())
+    row = {**dataclasses.asdict(spec), "cpu_isa": float("nan")}  # pandas' null
+    assert TrialSpec.from_dict(row).trial_key == spec.trial_key
+    baseline = specs_for(["+sweep=smoke", "cpu_isa=baseline"])
+    assert {s.cpu_isa for s in baseline} == {"baseline"}
+    assert set(keys).isdisjoint(s.trial_key for s in baseline)
+    swept = specs_for(["+sweep=smoke", "sweep.cpu_isa=[native,baseline]"])
+    assert {s.trial_key for s in swept} == set(keys) | {s.trial_key for s in baseline}

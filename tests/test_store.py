@@ -68,3 +68,21 @@ def test_a_column_whose_type_changed_is_refused(tmp_path: Path) -> None:
     pq.write_table(table, tmp_path / "part-00000-odd.parquet")
     with pytest.raises(store.CorruptPartError, match=r"\['accuracy'\] have types other"):
         store.read_results(tmp_path)
+
+
+def test_a_run_before_kernel_levels_reads_as_native(tmp_path: Path) -> None:
+    """bench 0.4.0 added the kernel level and what the CPU ran; an older run's rows lack them
+    and read as native, so they pair with new native rows."""
+    from bench.analysis import load
+
+    added = [
+        "cpu_isa", "weights", "cpu_vendor", "cpu_flags", "torch_cpu_capability", "numpy_simd",
+        "onednn_max_cpu_isa", "group_key",
+    ]  # fmt: skip
+    _part(tmp_path, "part-00000-old.parquet", [{"trial_key": "a", "status": "ok"}], added)
+    _part(
+        tmp_path, "part-00001-new.parquet", [{"trial_key": "b", "status": "ok", "cpu_isa": "avx2"}]
+    )
+    assert store.read_results(tmp_path).set_index("trial_key").loc["a", added].isna().all()
+    df = load(tmp_path).set_index("trial_key")
+    assert df.loc["a", "cpu_isa"] == "native" and df.loc["b", "cpu_isa"] == "avx2"

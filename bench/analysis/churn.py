@@ -36,7 +36,7 @@ from bench.analysis.common import (
 )
 from bench.analysis.spread import spread
 
-PRED, INDEX = "y_pred", "test_index"
+PRED, INDEX, WEIGHTS = "y_pred", "test_index", "weights"
 
 
 def churn(
@@ -163,8 +163,9 @@ def matched_pairs(
     """Rows with `column == a` joined to rows with `column == b` that agree on every `match` column.
 
     One row per pair: the match columns, `trial_key_a/b`, `<metric>_a/b`, their difference `diff`
-    (a - b), `churn`, `n_common`, and `same_weights` / `same_predictions` (hash equality) where the
-    hash columns exist. `match` defaults to every setup column except `column`, so for libraries it
+    (a - b), `churn`, `n_common`, `same_weights` / `same_predictions` (hash equality) where the
+    hash columns exist, and `max_weight_diff` (largest absolute difference of one weight) where
+    both rows kept their weights (`keep_weights=true`), else NaN. `match` defaults to every setup column except `column`, so for libraries it
     pairs trials with the same seeds, model, data, device and settings.
     """
     match = list(match) if match is not None else default_match(df, column)
@@ -172,7 +173,16 @@ def matched_pairs(
     keep = [
         c
         for c in dict.fromkeys(
-            [*match, "trial_key", metric, PRED, INDEX, "weights_sha256", "predictions_sha256"]
+            [
+                *match,
+                "trial_key",
+                metric,
+                PRED,
+                INDEX,
+                WEIGHTS,
+                "weights_sha256",
+                "predictions_sha256",
+            ]  # fmt: skip
         )
         if c in data.columns
     ]
@@ -201,9 +211,24 @@ def matched_pairs(
     for h, name in (("weights_sha256", "same_weights"), ("predictions_sha256", "same_predictions")):
         if f"{h}_a" in pairs.columns:
             out[name] = (pairs[f"{h}_a"] == pairs[f"{h}_b"]).to_numpy(dtype=bool)
+    wa, wb = (pairs[c] if c in pairs.columns else none for c in (f"{WEIGHTS}_a", f"{WEIGHTS}_b"))
+    out["max_weight_diff"] = np.asarray(
+        [largest_difference(a, b) for a, b in zip(wa, wb, strict=True)], dtype=float
+    )
     out.insert(0, column + "_b", b)
     out.insert(0, column + "_a", a)
     return out.reset_index(drop=True)
+
+
+def largest_difference(a: Sequence[float] | None, b: Sequence[float] | None) -> float:
+    """max |a - b| over two weight vectors; NaN when either is missing or they differ in shape
+    (not the same model)."""
+    if a is None or b is None:
+        return np.nan
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        return np.nan
+    return float(np.max(np.abs(a - b))) if len(a) else 0.0
 
 
 def matched_churn(
@@ -216,7 +241,8 @@ def matched_churn(
     metric: str = "accuracy",
 ) -> pd.DataFrame:
     """Summary of `matched_pairs` per group of `by` (which must be among the match columns): pairs,
-    mean/max/min churn, share of pairs with identical predictions and weights, mean metric a - b."""
+    mean/max/min churn, share of pairs with identical predictions and weights, the largest weight
+    difference of any pair (NaN without kept weights), mean metric a - b."""
     by = as_list(by)
     pairs = matched_pairs(df, column, a, b, match=match, metric=metric)
     rows = []
@@ -225,6 +251,10 @@ def matched_churn(
         row.update(_summary(sub["churn"].to_numpy(float), sub["n_common"].to_numpy(int)))
         row["same_weights_share"] = (
             float(sub["same_weights"].mean()) if "same_weights" in sub and len(sub) else np.nan
+        )
+        differences = sub["max_weight_diff"].to_numpy(float)
+        row["max_weight_diff"] = (
+            float(np.nanmax(differences)) if np.isfinite(differences).any() else np.nan
         )
         row["diff_mean"] = float(sub["diff"].mean()) if len(sub) else np.nan
         rows.append(row)
@@ -238,6 +268,7 @@ def matched_churn(
         "churn_min",
         "identical_share",
         "same_weights_share",
+        "max_weight_diff",
         "n_common_mean",
         "diff_mean",
     ]

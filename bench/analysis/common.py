@@ -24,6 +24,7 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
     "mode",
     "deterministic",
     "threads",
+    "cpu_isa",
     "init_mode",
     "order_mode",
 )
@@ -51,7 +52,9 @@ def load(path: str | Path) -> pd.DataFrame:
     reads, so an older run first in a sweep folder would drop the columns added since."""
     from bench.store import SCHEMA
 
-    return pd.read_parquet(path, schema=SCHEMA)
+    df = pd.read_parquet(path, schema=SCHEMA)
+    df["cpu_isa"] = df["cpu_isa"].fillna("native")  # runs before bench 0.4.0 set no level
+    return df
 
 
 def ok_rows(df: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:

@@ -17,7 +17,8 @@ What equals the one-by-one run (`TorchNeuralClassifier`) and how exactly:
 - arithmetic: `bmm` and `mm` block their sums differently (and torch.compile's fused loops differ
   again), so weights agree within float32 rounding (measured and asserted in
   tests/test_batched.py), not bitwise. Predictions and accuracy agree exactly on the test sets
-  tried there.
+  tried there. The same stack in the same order repeats its bits; a member's bits in another
+  stack may differ in the last place on some CPUs (README, "Bits and the CPU").
 Only `logreg` and `mlp` in `aligned` or `shared` mode are stacked (`batchable`); anything else runs
 one by one.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -43,7 +45,9 @@ BATCHABLE_MODELS = ("logreg", "mlp")
 # PyTorch's CPU elementwise kernels (Adam's update among them) run vectorised over chunks and finish
 # the remainder with scalar code, which rounds differently (no FMA). A member's position in the
 # stack would then decide its bits; padding the stack to a multiple of this keeps every real member
-# inside the vectorised body, so a trial's bits do not depend on where it sits in its group.
+# inside the vectorised body. On the CPUs measured that made a binary MLP's bits independent of
+# its place and its stack's size, but not every model's on every CPU (`python -m bench.facts`):
+# rows name their stack (`group_key`) and replay trains it again whole.
 STACK_MULTIPLE = 32
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "logistic": torch.sigmoid}
 
@@ -171,8 +175,23 @@ def _compiled_loss():
     graph per stack size and batch size; the last, shorter batch of an epoch is a second one), so
     a trial's arithmetic never depends on a dynamic-shape guess."""
     if not _COMPILED:
+        _cache_per_capability()
         _COMPILED.append(torch.compile(_stack_loss, dynamic=False, fullgraph=True))
     return _COMPILED[0]
+
+
+def _cache_per_capability() -> None:
+    """Give Inductor one on-disk cache folder per PyTorch CPU capability (bench.isa). Its caches
+    are not keyed by ATEN_CPU_CAPABILITY: with torch 2.13, a graph cached by an AVX2 process
+    failed to build in a `default` one (C++ error: 'at::vec' has not been declared), and the
+    other way round a process may load kernels generated for another instruction set, whose bits
+    its rows would then misattribute."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    suffix = "-" + torch.backends.cpu.get_cpu_capability().lower()
+    folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default_cache_dir()
+    if not folder.endswith(suffix):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder + suffix
 
 
 def _recompile_limit():

@@ -1,0 +1,209 @@
+"""CPU kernel levels (bench.isa): set in the worker before import, read back into the row, swept as
+an axis, compared in the summary, refused where the CPU lacks them, and listed by replay.
+
+Which bits a level changes depends on the CPU (on an AVX2-only CPU `avx2` is `native`; on every
+CPU measured so far `baseline` moved every library's bits). The tests assert what holds on every
+x86 CPU: the row says what ran, each level repeats itself, and the summary agrees with the rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench import isa, store
+
+LACKING = [level for level in isa.LEVELS if isa.missing_flags(level)]
+
+
+def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+
+
+def fresh(code: str, level: str) -> str:
+    """What a fresh interpreter prints with `level`'s environment (the user's otherwise)."""
+    env = {**os.environ, **isa.level_env(level)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_each_level_caps_every_library_and_native_sets_nothing() -> None:
+    from numpy._core._multiarray_umath import __cpu_baseline__, __cpu_dispatch__
+
+    assert isa.level_env("native") == {}
+    expected = {"avx512": "avx512", "avx2": "avx2", "baseline": "default"}
+    for level, aten in expected.items():
+        env = isa.level_env(level)
+        assert env["ATEN_CPU_CAPABILITY"] == aten
+        assert {"MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE"} <= set(env)
+        disabled = env.get("NPY_DISABLE_CPU_FEATURES", "").split()
+        assert set(disabled) <= set(__cpu_dispatch__)  # numpy refuses to disable its baseline
+        assert not set(disabled) & set(__cpu_baseline__)
+    assert set(isa.level_env("baseline")["NPY_DISABLE_CPU_FEATURES"].split()) == set(
+        __cpu_dispatch__
+    )
+
+
+def test_a_level_is_refused_where_the_cpu_lacks_a_flag_it_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The message names the key, the missing flags, the CPU and the levels it can run."""
+    have = isa.REQUIRED_FLAGS["baseline"] + isa.REQUIRED_FLAGS["avx2"]
+    monkeypatch.setattr(isa, "cpu", lambda: isa.Cpu("AuthenticAMD", "AMD EPYC", frozenset(have)))
+    if isa.missing_flags("avx2") is None:
+        pytest.skip("not an x86 machine")
+    isa.check("avx2")
+    with pytest.raises(isa.UnsupportedLevel) as caught:
+        isa.check("avx512", "sweep.cpu_isa")
+    message = str(caught.value)
+    assert message.startswith("sweep.cpu_isa: avx512 needs avx512f")
+    assert "AMD EPYC" in message and "levels it runs: native, avx2, baseline" in message
+    monkeypatch.setattr(isa, "cpu", lambda: isa.Cpu(None, "unknown", None))
+    with pytest.raises(isa.UnsupportedLevel, match="no readable x86 flags"):
+        isa.check("baseline")
+    isa.check("native")  # always allowed: it sets nothing
+
+
+@pytest.mark.skipif(not LACKING, reason="this CPU runs every kernel level")
+def test_a_sweep_at_a_level_this_cpu_lacks_stops_before_any_work(tmp_path: Path) -> None:
+    level = LACKING[0]
+    result = bench("+sweep=cpu_isa", f"sweep.cpu_isa=[native,{level}]", f"results_dir={tmp_path}")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"bench: error: sweep.cpu_isa: {level} needs ")
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.skipif(not LACKING, reason="this CPU runs every kernel level")
+def test_a_worker_whose_cpu_lacks_the_level_writes_an_error_row_before_computing() -> None:
+    """On a joined cluster the driver cannot see the nodes' CPUs: each worker checks its own."""
+    from dataclasses import replace
+
+    from bench import trial
+    from bench.config import compose
+    from bench.sweep import expand
+
+    spec = expand(compose(["+sweep=smoke", "libraries=[torch]", "seeds.n=1"]))[0]
+    row = trial.run(replace(spec, cpu_isa=LACKING[0]))
+    assert row["status"] == "error" and "cpu_isa" in row["error"]
+    assert row["cpu_flags"] is not None and row["cpu_vendor"] is not None  # what the CPU has
+
+
+@pytest.fixture(scope="module")
+def isa_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    results = tmp_path_factory.mktemp("cpu_isa")
+    result = bench(
+        "+sweep=cpu_isa", "libraries=[sklearn,torch]", "sweep.cpu_isa=[native,baseline]",
+        "seeds.n=2", "model.epochs=3", f"results_dir={results}", "progress=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "cpu_isa: native vs baseline, same seeds" in result.stdout
+    (run,) = (results / "cpu_isa").iterdir()
+    return run
+
+
+@pytest.mark.slow
+def test_rows_record_the_kernels_each_level_put_in_force(isa_run: Path) -> None:
+    df = pd.read_parquet(isa_run)
+    assert len(df) == 2 * 2 * 2 and (df["status"] == "ok").all()
+    assert set(df["cpu_isa"]) == {"native", "baseline"}
+    assert (df["cpu_vendor"] == isa.cpu().vendor).all()
+    assert (df["cpu_flags"] == isa.cpu_columns()["cpu_flags"]).all()
+    for level, rows in df.groupby("cpu_isa"):
+        torch_rows = rows[rows["library"] == "torch"]
+        capability = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+        assert (torch_rows["torch_cpu_capability"] == fresh(capability, level)).all()
+        simd = "from bench.isa import numpy_simd; print(numpy_simd())"
+        assert (rows["numpy_simd"] == fresh(simd, level)).all()
+        env = rows["determinism_env"].map(json.loads)
+        for key, value in isa.level_env(level).items():
+            assert (env.map(lambda e, k=key: e[k]) == value).all(), key
+        assert rows.loc[rows["library"] == "sklearn", "torch_cpu_capability"].isna().all()
+    baseline = df[df["cpu_isa"] == "baseline"]
+    assert (baseline.loc[baseline["library"] == "torch", "torch_cpu_capability"] == "DEFAULT").all()
+    assert (baseline.loc[baseline["library"] == "torch", "onednn_max_cpu_isa"] == "SSE41").all()
+    assert baseline["blas"].str.contains("openblas").all()
+    assert baseline["blas"].str.contains("Nehalem").all()  # OpenBLAS's core type, read back
+
+
+@pytest.mark.slow
+def test_levels_pair_by_seed_and_the_summary_agrees_with_the_hashes_and_weights(
+    isa_run: Path,
+) -> None:
+    from bench.analysis import matched_churn, matched_pairs
+
+    df = pd.read_parquet(isa_run)
+    assert df["weights"].map(len).eq(df["n_params"]).all()  # keep_weights=true in this sweep
+    pairs = matched_pairs(df, "cpu_isa", "native", "baseline")
+    assert len(pairs) == 4  # 2 libraries x 2 seeds
+    assert ((pairs["max_weight_diff"] == 0) == pairs["same_weights"]).all()
+    assert (pairs["max_weight_diff"] < 1e-3).all()  # rounding, not another model
+    for pair in pairs.itertuples():
+        a = df.set_index("trial_key").loc[pair.trial_key_a]
+        b = df.set_index("trial_key").loc[pair.trial_key_b]
+        assert pair.same_weights == (a["weights_sha256"] == b["weights_sha256"])
+        assert pair.churn == np.mean(np.asarray(a["y_pred"]) != np.asarray(b["y_pred"]))
+    table = matched_churn(df, "cpu_isa", "native", "baseline", by="library")
+    for row in table.itertuples():
+        mine = pairs[pairs["library"] == row.library]
+        assert row.same_weights_share == mine["same_weights"].mean()
+        assert row.max_weight_diff == mine["max_weight_diff"].max()
+
+
+@pytest.mark.slow
+def test_replay_reproduces_each_level_and_names_a_changed_kernel(
+    isa_run: Path, tmp_path: Path
+) -> None:
+    result = bench("replay", str(isa_run), "--no-progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "8 of 8 trials reproduced bitwise" in result.stdout
+    run = tmp_path / "copy"
+    shutil.copytree(isa_run, run, ignore=shutil.ignore_patterns("_replay"))
+    key = pd.read_parquet(run).query("library == 'torch' and cpu_isa == 'baseline'")["trial_key"]
+    key = key.iloc[0]
+    for part in store.part_files(run):  # as if it had run on a CPU with AVX-512 kernels
+        df = pq.read_table(part).to_pandas()
+        hit = df["trial_key"] == key
+        df.loc[hit, "weights_sha256"] = "0" * 64
+        df.loc[hit, "torch_cpu_capability"] = "AVX512"
+        pq.write_table(pa.Table.from_pandas(df, schema=store.SCHEMA, preserve_index=False), part)
+    result = bench("replay", str(run), "--trial", key[:16], "--no-progress")
+    assert result.returncode == 0, result.stdout
+    assert "environment changed" in result.stdout
+    assert "torch_cpu_capability: AVX512 -> DEFAULT" in " ".join(result.stdout.split())
+
+
+@pytest.mark.slow
+def test_compiled_stacks_build_at_every_level_one_after_another(tmp_path: Path) -> None:
+    """Inductor's caches are not keyed by the CPU capability: with one shared cache, a stack
+    compiled at `native` (AVX2 or AVX-512 kernels) made the same stack fail to build at
+    `baseline` (C++ error). bench gives each capability its own cache folder."""
+    cache = tmp_path / "inductor"
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+    common = [
+        "+sweep=seeds", "libraries=[torch]", "model=mlp", "sweep.varied=[all]", "seeds.n=2",
+        "model.epochs=2", "batching.enabled=true", "batching.fused=true",
+        "batching.compile=true", f"results_dir={tmp_path}", "progress=false",
+    ]  # fmt: skip
+    for level in ("native", "baseline"):
+        result = bench(*common, f"cpu_isa={level}", env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    df = pd.concat(pd.read_parquet(run) for run in (tmp_path / "seeds").iterdir())
+    assert (df["status"] == "ok").all() and df["batch_compiled"].all()
+    assert set(df["cpu_isa"]) == {"native", "baseline"}
+    assert (cache.parent / "inductor-default").is_dir()  # the baseline level's own cache
