@@ -2,9 +2,10 @@
 
 Two kinds of settings exist. Environment variables (OMP/MKL/OpenBLAS threads, TF's thread pools,
 cuBLAS workspace, the CPU kernel level of bench.isa) only work if present before the library is
-imported, so the runner starts each worker with `worker_env(...)` already in its environment. Runtime calls (torch.set_num_threads,
-threadpoolctl, op determinism) happen in `apply`, before every trial. What `apply` returns is read
-back from the libraries, not echoed from the spec, so a row never claims a setting that failed.
+imported, so the runner starts each worker with `worker_env(...)` already in its environment.
+Runtime calls (torch.set_num_threads, threadpoolctl, op determinism) happen in `apply`, before
+every trial. What `apply` returns is read back from the libraries, not echoed from the spec, so a
+row never claims a setting that failed.
 """
 
 from __future__ import annotations

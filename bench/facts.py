@@ -28,19 +28,22 @@ from typing import Any
 
 import numpy as np
 
+from bench.fingerprint import weights_sha256
+
 Fact = dict[str, Any]  # name, holds, detail
 
 
 def _largest(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
+    """What a row's kept weights would show (bench.analysis.churn.largest_difference)."""
+    from bench.analysis.churn import largest_difference
+    from bench.trial import flat_weights
 
-
-def _digest(weights: list[np.ndarray]) -> bytes:
-    return b"".join(np.ascontiguousarray(w).tobytes() for w in weights)
+    return largest_difference(flat_weights(a), flat_weights(b))
 
 
 def _fact(name: str, a: list[np.ndarray], b: list[np.ndarray], what: str) -> Fact:
-    same = _digest(a) == _digest(b)
+    """Equal as a row's `weights_sha256` would say, and by how much they differ if not."""
+    same = weights_sha256(a) == weights_sha256(b)
     detail = f"{what}: {'bitwise equal' if same else f'differ by up to {_largest(a, b):.2g}'}"
     return {"name": name, "holds": same, "detail": detail}
 
@@ -79,7 +82,7 @@ def stack_position(dataset: str, mode: str = "aligned") -> Fact:
 
     est, a, _ = _stack_inputs(dataset, mode)
     weights = fit_stack(est, [a] * 50).weights
-    distinct = len({_digest(w) for w in weights})
+    distinct = len({weights_sha256(w) for w in weights})
     worst = max(_largest(weights[0], w) for w in weights)
     return {
         "name": f"eager stack: a trial's bits do not depend on its position ({dataset} MLP, "
@@ -101,9 +104,10 @@ def stack_size(dataset: str, compile: bool) -> Fact:
     return _fact(name, alone, inside, "alone vs 41st of 41")
 
 
-def row_order(library: str) -> Fact:
-    """scikit-learn's check_methods_sample_order_invariance, measured instead of asserted: its
-    toy data (20 rows, 3 features, 3 classes) and the estimator checks' MLP settings."""
+def toy_row_order(library: str) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's check_methods_sample_order_invariance on its toy data (20 rows, 3 features,
+    3 classes) with the estimator checks' MLP: predict_proba of the rows in a shuffled order, and
+    of the rows in their order, shuffled afterwards."""
     from bench.backends import estimator_class
 
     rng = np.random.RandomState(0)
@@ -111,10 +115,13 @@ def row_order(library: str) -> Fact:
     y = X[:, 0].astype(np.int64)
     est = estimator_class(library)(model="mlp", hidden_sizes=(8,), epochs=5, lr=0.1).fit(X, y)
     order = rng.permutation(len(X))
+    return est.predict_proba(X[order]), est.predict_proba(X)[order]
+
+
+def row_order(library: str) -> Fact:
+    permuted, base = toy_row_order(library)
     name = f"{library}: predict_proba of a row ignores the order of the other rows (toy MLP)"
-    return _fact(
-        name, [est.predict_proba(X)[order]], [est.predict_proba(X[order])], "rows permuted"
-    )
+    return _fact(name, [base], [permuted], "rows permuted")
 
 
 def _apply_one_thread(library: str) -> None:
@@ -161,8 +168,7 @@ def _in_level(level: str, args: list[str]) -> dict[str, Any]:
     """`measure` in a fresh process with `level`'s environment (bench.isa.level_env)."""
     from bench import isa
 
-    env = {k: v for k, v in os.environ.items() if k not in isa.ENV_KEYS}
-    env.update(isa.level_env(level))
+    env = {**os.environ, **isa.level_env(level)}
     done = subprocess.run(
         [sys.executable, "-m", "bench.facts", "--json-only", *args],
         capture_output=True, text=True, env=env, check=False,
@@ -224,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
 
         levels = [lvl.strip() for lvl in ns.cpu_isa.split(",") if lvl.strip()]
         try:
+            isa.check_environment(set(levels), "--cpu-isa")
             for level in levels:
                 isa.check(level, "--cpu-isa")
         except isa.UnsupportedLevel as exc:

@@ -7,14 +7,16 @@ vector sums in another order. A trial's `cpu_isa` caps them all at one level, li
 | level | PyTorch (ATen) | MKL | oneDNN | OpenBLAS | numpy |
 |---|---|---|---|---|---|
 | `native` | nothing set: each library picks for this CPU | | | | |
-| `avx512` | `avx512` | `AVX512` | `AVX512_CORE` | `SkylakeX` | no dispatch beyond AVX-512 |
-| `avx2` | `avx2` | `AVX2` | `AVX2` | `Haswell` | no AVX-512 targets |
-| `baseline` | `default` | `SSE4_2` | `SSE41` | `Nehalem` | its build's baseline only |
+| `avx512` | `avx512` | `AVX512` | `AVX512_CORE` | `SkylakeX` | no target beyond x86-64-v4 |
+| `avx2` | `avx2` | `AVX2` | `AVX2` | `Haswell` | no target beyond x86-64-v3 |
+| `baseline` | `default` | `SSE4_2` | `SSE41` | `Nehalem` | no target beyond x86-64-v2 |
 
 These are environment variables, read once when a library loads, so the runner starts each
 worker with them (`level_env`), as it does for thread counts. Some of them force a level rather
 than cap it (`ATEN_CPU_CAPABILITY=avx512` on a CPU without AVX-512 dies of SIGILL at its first
-vector kernel), so a level the CPU lacks is refused (`check`) before anything runs. What a row
+vector kernel), so a level the CPU lacks is refused (`check`) before anything runs, and so is a
+sweep comparing `native` with other levels while one of these variables is already set by hand
+(`check_environment`: `native` trials would inherit it). What a row
 records is read back in the worker (`in_force`): the CPU's vendor and the flags that matter,
 PyTorch's capability, numpy's SIMD targets in use, the oneDNN limit, and (bench.determinism) the
 OpenBLAS core type threadpoolctl reports. TensorFlow's own Eigen kernels are compiled for one
@@ -26,16 +28,18 @@ from __future__ import annotations
 import functools
 import os
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 LEVELS = ("native", "avx512", "avx2", "baseline")
-# Highest first; `native` is no cap at all.
+# Highest first; `native` is no cap at all. Rank 3: numpy targets beyond x86-64-v4 (AVX512_ICL,
+# AVX512_SPR, ...), which no level keeps but native.
 _RANK = {"baseline": 0, "avx2": 1, "avx512": 2}
+_BEYOND = 3
 
 # /proc/cpuinfo flags a level's kernels execute: x86-64-v4's AVX-512 subsets, v3, v2.
 REQUIRED_FLAGS: dict[str, tuple[str, ...]] = {
-    "native": (),
     "avx512": ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"),
     "avx2": ("avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "movbe"),
     "baseline": ("ssse3", "sse4_1", "sse4_2", "popcnt", "cx16"),
@@ -121,10 +125,26 @@ def missing_flags(level: str) -> list[str] | None:
     return [f for f in REQUIRED_FLAGS[level] if f not in flags]
 
 
-def check(level: str, key: str = "cpu_isa") -> None:
-    """Refuse a level this CPU cannot run, naming `key`; nothing when it can."""
+def forced(env: Mapping[str, str]) -> str | None:
+    """The level an environment's ATEN_CPU_CAPABILITY forces PyTorch to (avx512, avx2, baseline),
+    or None."""
+    value = env.get("ATEN_CPU_CAPABILITY")
+    return {"avx512": "avx512", "avx2": "avx2", "default": "baseline"}.get(value or "")
+
+
+def check(level: str, key: str = "cpu_isa", env: Mapping[str, str] | None = None) -> None:
+    """Refuse a level this CPU cannot run, naming `key`; nothing when it can. `native` sets
+    nothing, so what the environment already forces (`env`, default: this process's) is checked
+    in its place: ATEN_CPU_CAPABILITY=avx512 on a CPU without AVX-512 is as fatal."""
     if level not in LEVELS:
         raise UnsupportedLevel(f"{key}: unknown level {level!r}; expected one of {list(LEVELS)}")
+    inherited = forced(os.environ if env is None else env) if level == "native" else None
+    if inherited is not None and missing_flags(inherited):
+        value = (os.environ if env is None else env)["ATEN_CPU_CAPABILITY"]
+        raise UnsupportedLevel(
+            f"{key}: native would run with ATEN_CPU_CAPABILITY={value} from the environment, and "
+            f"this CPU ({cpu().model}) lacks {', '.join(missing_flags(inherited) or [])}; unset it"
+        )
     missing = missing_flags(level)
     model = cpu().model
     if missing is None:
@@ -140,11 +160,15 @@ def check(level: str, key: str = "cpu_isa") -> None:
         )
 
 
-def _numpy_target_rank(name: str) -> int:
+def numpy_target_rank(name: str) -> int:
     """The level a numpy dispatch target needs: its names changed in numpy 2.4 (X86_V3, X86_V4,
-    AVX512_ICL ...) from per-extension ones (AVX2, FMA3, AVX512F, AVX512_SKX ...)."""
-    if name.startswith("AVX512") or name == "X86_V4":
+    AVX512_ICL ...) from per-extension ones (AVX2, FMA3, AVX512F, AVX512_SKX ...). The AVX-512
+    level is x86-64-v4 (F, CD, BW, DQ, VL: numpy's X86_V4, or AVX512F/CD/_SKX before 2.4); the
+    later families (Ice Lake, Sapphire Rapids, Knights ...) rank above it."""
+    if name in ("X86_V4", "AVX512F", "AVX512CD", "AVX512_SKX"):
         return _RANK["avx512"]
+    if name.startswith("AVX512"):
+        return _BEYOND
     if name in ("AVX", "F16C", "FMA3", "FMA4", "XOP", "AVX2", "X86_V3"):
         return _RANK["avx2"]
     return _RANK["baseline"]
@@ -159,9 +183,8 @@ def level_env(level: str) -> dict[str, str]:
     from numpy._core._multiarray_umath import __cpu_dispatch__
 
     env = dict(_FIXED_ENV[level])
-    above = [t for t in __cpu_dispatch__ if _numpy_target_rank(t) > _RANK[level]]
-    if above:
-        env["NPY_DISABLE_CPU_FEATURES"] = " ".join(above)
+    above = [t for t in __cpu_dispatch__ if numpy_target_rank(t) > _RANK[level]]
+    env["NPY_DISABLE_CPU_FEATURES"] = " ".join(above)  # even empty: it replaces one set by hand
     return env
 
 
@@ -175,6 +198,21 @@ def numpy_simd() -> str:
     )
 
     return " ".join([*__cpu_baseline__, *(t for t in __cpu_dispatch__ if __cpu_features__.get(t))])
+
+
+def check_environment(levels: set[str], key: str = "cpu_isa") -> None:
+    """Refuse to compare `native` with other levels while a level variable is set by hand:
+    `native` trials would inherit it (a worker's environment can gain variables, not lose them)
+    and run another level's kernels under the name `native`."""
+    if "native" not in levels or len(levels) == 1:
+        return  # every other level sets each variable itself
+    preset = sorted(k for k in ENV_KEYS if os.environ.get(k) is not None)
+    if preset:
+        raise UnsupportedLevel(
+            f"{key}: {', '.join(f'{k}={os.environ[k]}' for k in preset)} is set in this "
+            "environment and would cap the native trials too; unset it to compare native with "
+            f"{', '.join(sorted(levels - {'native'}))}"
+        )
 
 
 def cpu_columns() -> dict[str, Any]:

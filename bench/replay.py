@@ -41,6 +41,8 @@ ENV_COLUMNS = (
     "cpu_vendor", "cpu_flags", "torch_cpu_capability", "numpy_simd", "onednn_max_cpu_isa",
 )  # fmt: skip
 JSON_COLUMNS = ("determinism_env",)  # compared key by key, over the keys the stored row has
+# Recorded since bench 0.4.0: a row written before has them null, which is not a change.
+SINCE_0_4 = ("cpu_vendor", "cpu_flags", "torch_cpu_capability", "numpy_simd", "onednn_max_cpu_isa")
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -52,6 +54,8 @@ def env_diff(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
     out = []
     for c in ENV_COLUMNS:
         if c not in stored or _same(stored.get(c), now.get(c)):
+            continue
+        if c in SINCE_0_4 and _same(stored.get(c), None):
             continue
         if c in JSON_COLUMNS and isinstance(stored.get(c), str) and isinstance(now.get(c), str):
             # A newer bench records more variables; a key the stored row lacks was not recorded,
@@ -74,6 +78,8 @@ def compare(stored: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
     diff = env_diff(stored, now) if now.get("status") == "ok" else []
     if now.get("status") == "not run":
         verdict = f"not replayed: {now['error']}"
+    elif str(now.get("error") or "").startswith("UnsupportedLevel: "):  # a node of a joined cluster
+        verdict = f"not replayed: {now['error'].splitlines()[0].split(': ', 1)[1]}"
     elif now.get("status") != "ok":
         verdict = f"replay failed: {str(now.get('error')).splitlines()[0]}"
     elif weights and predictions:
@@ -181,6 +187,11 @@ def replay(
     import ray
 
     here = embedded({"address": address})
+    if here:
+        try:
+            isa.check_environment({s.cpu_isa for unit, _ in units for s in unit}, "cpu_isa")
+        except isa.UnsupportedLevel as exc:
+            raise ConfigError(f"{run_dir}: {exc}") from None
     started = connect({"address": address})
     try:
         gpu = ray.cluster_resources().get("GPU", 0) > 0

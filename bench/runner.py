@@ -183,14 +183,17 @@ def embedded(cluster: dict[str, Any]) -> bool:
 
 
 def check_cpu_isa(specs: list[TrialSpec], key: str) -> None:
-    """Refuse, before anything runs, a CPU kernel level this machine cannot run. Only for trials
-    that run here (an embedded Ray): a joined cluster's nodes may have other CPUs, and each
-    worker checks its own before its libraries compute (bench.determinism.apply)."""
-    for level in sorted({s.cpu_isa for s in specs}):
-        try:
+    """Refuse, before anything runs, a CPU kernel level this machine cannot run, or several
+    levels while a level variable is set by hand (bench.isa.check_environment). Only for trials
+    that run here (an embedded Ray): a joined cluster's nodes may have other CPUs and their own
+    environment, and each worker checks its CPU before its libraries compute."""
+    levels = {s.cpu_isa for s in specs}
+    try:
+        isa.check_environment(levels, key)
+        for level in sorted(levels):
             isa.check(level, key)
-        except isa.UnsupportedLevel as exc:
-            raise ConfigError(str(exc)) from None
+    except isa.UnsupportedLevel as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def connect(cluster: dict[str, Any], base_env: dict[str, str] | None = None) -> bool:

@@ -2,7 +2,8 @@
 
 The accuracy table per library and varied source always; the cross-library gap and churn per mode
 when a run holds several modes or models; determinism, thread, device and CPU kernel level tables
-when the sweep varies those. The full tables come from `bench.analysis`; these are their terminal-sized views.
+when the sweep varies those. The full tables come from `bench.analysis`; these are their
+terminal-sized views.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def axis_summaries(df) -> dict[str, Any]:
     ok = df[df["status"] == "ok"]
     out: dict[str, Any] = {}
     if ok["deterministic"].nunique() > 1 or ok["varied"].eq("none").any():
-        by = _present_by(ok, "library", "device", "deterministic", "threads")
+        by = _present_by(ok, "library", "device", "deterministic", "threads", "cpu_isa")
         out["fixed-seed repeats: distinct hashes per setup"] = analysis.determinism_summary(
             ok, by=by
         )
@@ -143,14 +144,16 @@ def axis_summaries(df) -> dict[str, Any]:
     ):
         if column not in ok:
             continue
-        levels = sorted(ok[column].unique(), key=lambda v: (v != REFERENCE.get(column), v))
+        levels = sorted(ok[column].dropna().unique(), key=lambda v: (v != REFERENCE.get(column), v))
         for b in levels[1:]:  # the first level (cpu_isa: native) against each other one
             a = levels[0]
             out[f"{column}: {a} vs {b}, same seeds"] = analysis.matched_churn(
                 ok, column, a, b, by=_present_by(ok, *by)
             )
     if ok["deterministic"].nunique() > 1:
-        out["fit time, deterministic / non-deterministic"] = analysis.determinism_cost(ok)
+        out["fit time, deterministic / non-deterministic"] = analysis.determinism_cost(
+            ok, by=_present_by(ok, "library", "device", "threads", "cpu_isa")
+        )
     return out
 
 

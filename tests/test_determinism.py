@@ -160,7 +160,7 @@ def test_each_thread_count_repeats_itself_and_the_summary_says_what_the_bits_did
     same = df.groupby("threads")["weights_sha256"].first()
     assert (pairs["same_weights"] == (same[1] == same[2])).all()
     assert ((pairs["max_weight_diff"] == 0) == pairs["same_weights"]).all()  # kept weights agree
-    assert (pairs["max_weight_diff"] < 1e-5).all()  # rounding, not another model
+    assert (pairs["max_weight_diff"] < 1e-4).all()  # rounding (another model: ~0.1 apart)
     (table,) = [t for title, t in axis_summaries(df).items() if title.startswith("threads: 1 vs 2")]
     assert table["same_weights_share"].iloc[0] == float(same[1] == same[2])
 

@@ -69,12 +69,9 @@ def test_sklearn_compatible(estimator, check) -> None:
 def test_predictions_ignore_row_order_up_to_float32_rounding(library: str) -> None:
     """scikit-learn's sample-order check on its own toy data, with a bound that holds on every
     x86 CPU: a row's probabilities move by float32 rounding at most when the other rows are
-    reordered (bitwise equality depends on the CPU's kernels), and its predicted class not at all."""
-    rng = np.random.RandomState(0)
-    X = (3 * rng.uniform(size=(20, 3))).astype(np.float32)
-    y = X[:, 0].astype(np.int64)
-    est = estimator_class(library)(model="mlp", hidden_sizes=(8,), epochs=5, lr=0.1).fit(X, y)
-    order = rng.permutation(len(X))
-    base, permuted = est.predict_proba(X)[order], est.predict_proba(X[order])
+    reordered (bitwise equality depends on the CPU's kernels), its predicted class not at all."""
+    from bench.facts import toy_row_order
+
+    permuted, base = toy_row_order(library)
     np.testing.assert_allclose(permuted, base, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(permuted.argmax(1), base.argmax(1))

@@ -36,13 +36,22 @@ def bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
 
 
 def start_bench(*args: str) -> subprocess.Popen[str]:
-    """`python -m bench ARGS` in the background, for tests that act on a driver while it runs."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    """`python -m bench ARGS` in the background, for tests that act on a driver while it runs.
+
+    The driver gets SIGINT as a terminal gives it: a suite started in the background
+    (`nohup pytest &`) runs with SIGINT ignored, which a child inherits and Python keeps, so
+    the Ctrl-C test would send a signal nobody hears. A handler (unlike "ignore") is reset to
+    the default across exec."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bench", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def long_sweep(tmp_path: Path, run_id: str, *extra: str) -> tuple[list[str], set[str], Path]:

@@ -165,8 +165,9 @@ def matched_pairs(
     One row per pair: the match columns, `trial_key_a/b`, `<metric>_a/b`, their difference `diff`
     (a - b), `churn`, `n_common`, `same_weights` / `same_predictions` (hash equality) where the
     hash columns exist, and `max_weight_diff` (largest absolute difference of one weight) where
-    both rows kept their weights (`keep_weights=true`), else NaN. `match` defaults to every setup column except `column`, so for libraries it
-    pairs trials with the same seeds, model, data, device and settings.
+    both rows kept their weights (`keep_weights=true`), else NaN. `match` defaults to every setup
+    column except `column`, so for libraries it pairs trials with the same seeds, model, data,
+    device and settings.
     """
     match = list(match) if match is not None else default_match(df, column)
     data = ok_rows(df)
