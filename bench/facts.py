@@ -13,7 +13,8 @@ figure behind the answer:
   (torch and Keras; scikit-learn's estimator check asks for agreement within 1e-9).
 
 `--cpu-isa native,avx2,baseline` measures under each level, each in a fresh process with the
-level's environment (a level this CPU lacks is refused), and prints one column per level.
+level's environment (a level this CPU lacks is refused, and so is `native` beside other levels
+while a level variable is set by hand, as for a sweep), and prints one column per level.
 """
 
 from __future__ import annotations
