@@ -171,6 +171,7 @@ def _frame_table(title: str, frame):
 # Short headings for the columns worth a terminal line; the full tables come from bench.analysis.
 _SHORT = {
     "library": "library", "device": "device", "deterministic": "det", "threads": "threads",
+    "cpu_isa": "level",
     "n_runs": "runs", "max_distinct_weights": "weight hashes",
     "max_distinct_predictions": "prediction hashes", "max_metric_range": "acc range",
     "n_pairs": "pairs", "churn_mean": "churn mean", "churn_max": "churn max",
@@ -184,5 +185,7 @@ _SHORT = {
 def print_axis_summaries(df: pd.DataFrame, console) -> None:
     for title, frame in axis_summaries(df).items():
         if len(frame):
-            short = frame[[c for c in frame.columns if c in _SHORT]].rename(columns=_SHORT)
-            console.print(_frame_table(title, short))
+            kept = [c for c in frame.columns if c in _SHORT]
+            if "max_weight_diff" in frame and frame["max_weight_diff"].isna().all():
+                kept.remove("max_weight_diff")  # the run kept no weights (keep_weights=false)
+            console.print(_frame_table(title, frame[kept].rename(columns=_SHORT)))
