@@ -94,6 +94,21 @@ class OrderMode(Enum):
     shared = "shared"  # numpy draws every epoch's permutation; every library follows it
 
 
+class Predictions(Enum):
+    """Which per-row prediction arrays a row keeps (bench.outcomes)."""
+
+    full = "full"  # test rows, labels, predictions, scores, probabilities
+    compact = "compact"  # test rows, labels, predictions: churn and per-class accuracy
+    none = "none"  # no arrays: metrics and hashes only
+
+
+class RowsTo(Enum):
+    """Who writes the Parquet parts (bench.runner)."""
+
+    driver = "driver"  # rows travel to the driver, which journals and writes them
+    workers = "workers"  # each task writes its own part; keys and statuses travel to the driver
+
+
 class Mode(Enum):
     """How equal the libraries are made (bench.backends.base explains each)."""
 
@@ -290,10 +305,22 @@ class BenchConfig:
     results_dir: str = "results"
     run_id: str | None = None
     progress: bool = True
-    rows_per_part: int = 50
+    # Rows per Parquet part (a stacked group's rows all go into one); a part is also written once
+    # its oldest row has waited 30 s. Larger parts write faster and read faster.
+    rows_per_part: int = 1000
     # Store each trial's final weights (`weights`, flattened, float64) so that analysis can give the
     # largest weight difference between two settings, not only whether the hashes match.
     keep_weights: bool = False
+    # Which per-row prediction arrays rows keep: full, compact (no scores or probabilities, the
+    # largest part of a row), none (no churn). A sweep of millions of trials may not need them.
+    predictions: Predictions = Predictions.full
+    # Who writes the rows: the driver (default), or each Ray task into the run folder itself,
+    # which must then be on storage every node sees. One driver takes about 30,000 rows/s; a
+    # cluster of GPUs training stacks makes far more (README, "Rows in bulk").
+    rows_to: RowsTo = RowsTo.driver
+    # Make every row without training (real splits, metrics of made-up probabilities, `dry_run`
+    # true in the row): for measuring bench itself at millions of trials, never for results.
+    dry_run: bool = False
     report: bool = False  # write RUN_DIR/_report/report.md (+ .html, PNGs) when the sweep ends
     retries: int = 2  # Ray re-runs a trial whose worker process died, up to this many times
     trial_timeout_s: float | None = None  # a trial running longer becomes an error row

@@ -37,7 +37,7 @@ Fact = dict[str, Any]  # name, holds, detail
 def _largest(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     """What a row's kept weights would show (bench.analysis.churn.largest_difference)."""
     from bench.analysis.churn import largest_difference
-    from bench.trial import flat_weights
+    from bench.outcomes import flat_weights
 
     return largest_difference(flat_weights(a), flat_weights(b))
 

@@ -178,6 +178,8 @@ def replay(
     if rows.empty:
         raise ConfigError(f"{run_dir}: no ok trial to replay")
     cfg = OmegaConf.load(config_file)  # dataset settings (a heart file's path), batching kernels
+    if cfg.get("dry_run", False):
+        raise ConfigError(f"{run_dir}: a dry run (dry_run=true) trained nothing to replay")
     stored = {r["trial_key"]: r for r in rows.to_dict("records")}
     units = replay_units(run_dir, ok, stored)
     kernels = stack_kernels(cfg.get("batching"))
@@ -206,12 +208,12 @@ def replay(
         out = run_dir / "_replay" / stamp
         out.mkdir(parents=True)
         writer = store.PartWriter(out, rows_per_part=1000)
-        rows = execute(
+        batches = execute(
             [s for unit, _ in units for s in unit], raw, writer, f"replay-{stamp}",
             progress=progress, description="replay", units=units, batching=kernels,
             keep_weights=bool(cfg.get("keep_weights", False)),
         )  # fmt: skip
-        fresh = {r["trial_key"]: r for r in rows}
+        fresh = {r["trial_key"]: r for batch in batches for r in batch.to_pylist()}
         writer.close()
     finally:
         if started:

@@ -1,14 +1,15 @@
-"""Run a list of TrialSpecs on Ray and stream their rows into the run's Parquet folder.
+"""Run a stream of TrialSpecs on Ray and stream their rows into the run's Parquet folder.
 
-One Ray task per trial, with the trial's own resources (CPUs = its thread count, a GPU fraction for
+One Ray task per trial (or per stacked group), with the trial's own resources (CPUs = its thread count, a GPU fraction for
 CUDA trials) and a worker environment keyed by its thread settings, so Ray keeps separate worker
 pools for different thread counts and reuses workers within one (torch and TensorFlow are imported
 once per worker, not once per trial). An embedded Ray is started with the sweep's most common
 worker environment already in force, so its prestarted workers serve those trials at once; only
 trials with other settings carry a `runtime_env` (Ray starts new workers for each distinct one,
-about a second later). At most `max_in_flight` trials are submitted at a time; results are
-consumed in completion order, written in part files as they arrive, and a progress bar shows
-counts and ETA.
+about a second later). At most `max_in_flight` tasks are submitted at a time, made from the
+stream as earlier ones finish; each returns its rows as one Arrow record batch (or, with
+`rows_to=workers`, writes them itself and returns their keys), consumed in completion order,
+journaled and written in part files as they arrive, and a progress bar shows counts and ETA.
 """
 
 from __future__ import annotations
@@ -21,19 +22,21 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 
-from bench import __version__, isa, store
+from bench import __version__, isa, rows, store
 from bench.config import ConfigError, cpu_isa_key, stack_kernels, to_container
 from bench.data import RawDataset, load
 from bench.determinism import spec_env
 from bench.spec import TrialSpec
 from bench.summary import print_summary
-from bench.sweep import expand
+from bench.sweep import iter_specs, setups
+from bench.units import Unit, stack_totals, stream_units
 
 
 @dataclass
@@ -81,47 +84,36 @@ def _execute(
     timeout_s: float | None,
     kernels: dict[str, bool] | None = None,
     keep_weights: bool = False,
-) -> list[dict[str, Any]]:
-    """The Ray task body: a worker turns one spec into a row, or, given a stack's `kernels`
-    (config.stack_kernels), one stacked group into rows."""
+    run_id: str | None = None,
+    predictions: str = "full",
+    dry_run: bool = False,
+    part_dir: str | None = None,
+) -> pa.RecordBatch:
+    """The Ray task body: a worker turns one spec, or, given a stack's `kernels`
+    (config.stack_kernels), one stacked group, into one record batch of rows. With `part_dir`
+    (rows_to=workers) it writes them there as a part of its own and returns only their trial keys
+    and statuses."""
     from bench import trial
 
     specs = [TrialSpec.from_dict(s) for s in spec_jsons]
-    options = {"raw": raw, "faults": faults, "timeout_s": timeout_s, "keep_weights": keep_weights}
+    options = {
+        "raw": raw, "faults": faults, "timeout_s": timeout_s, "keep_weights": keep_weights,
+        "predictions": predictions, "dry_run": dry_run,
+    }  # fmt: skip
     if kernels is not None:
-        return trial.run_group(specs, **options, **kernels)
-    return [trial.run(spec, **options) for spec in specs]
+        batch = trial.run_group_batch(specs, **options, **kernels)
+    else:
+        batch = pa.concat_batches([trial.run_batch(spec, **options) for spec in specs])
+    batch = with_run_id(batch, run_id)
+    if part_dir is None:
+        return batch
+    store.write_worker_part(batch, Path(part_dir))
+    return batch.select(["trial_key", "status"])
 
 
-def batchable(spec: TrialSpec) -> bool:
-    return (
-        spec.library == "torch"
-        and spec.model in ("logreg", "mlp")
-        and spec.mode != "defaults"
-        and spec.search is None  # a grid search fits many models per trial: one by one
-    )
-
-
-Unit = tuple[list[TrialSpec], bool]  # the trials of one Ray task, and whether they are stacked
-
-
-def group_specs(specs: list[TrialSpec], max_group: int) -> list[Unit]:
-    """Trials that may share one stacked model: same everything but seeds (and the bookkeeping
-    fields `varied` and `repeat`), in stacked groups of at most `max_group` (a group of one
-    included, so that every trial of a setup runs the stacked arithmetic); the rest one by one."""
-    groups: dict[tuple, list[TrialSpec]] = {}
-    singles: list[Unit] = []
-    for spec in specs:
-        if not batchable(spec):
-            singles.append(([spec], False))
-            continue
-        key = tuple(
-            v for k, v in asdict(spec).items()
-            if k not in ("varied", "repeat", "seed_split", "seed_order", "seed_init")
-        )  # fmt: skip
-        groups.setdefault(key, []).append(spec)
-    chunks = [g[i : i + max_group] for g in groups.values() for i in range(0, len(g), max_group)]
-    return [(chunk, True) for chunk in chunks] + singles
+def with_run_id(batch: pa.RecordBatch, run_id: str | None) -> pa.RecordBatch:
+    i = batch.schema.get_field_index("run_id")
+    return batch.set_column(i, "run_id", pa.array([run_id] * batch.num_rows, pa.string()))
 
 
 def _probe_address(address: str) -> None:
@@ -251,16 +243,20 @@ def task_env(env: dict[str, str]) -> dict[str, Any]:
     return {"runtime_env": {"env_vars": env}}
 
 
-def common_env(specs: list[TrialSpec]) -> dict[str, str] | None:
-    """The worker environment most of `specs` need, among those that set no variable another
-    trial leaves unset: a runtime_env can override an inherited variable but not remove it
-    (deterministic CUDA trials set CUBLAS_WORKSPACE_CONFIG; the others must not inherit it).
-    None for no specs."""
+def common_env(specs: list[TrialSpec], weights: list[int] | None = None) -> dict[str, str] | None:
+    """The worker environment most of `specs` need (each counted `weights[i]` times: a setting
+    stands for its trials), among those that set no variable another trial leaves unset: a
+    runtime_env can override an inherited variable but not remove it (deterministic CUDA trials
+    set CUBLAS_WORKSPACE_CONFIG; the others must not inherit it). None for no specs."""
     envs = [spec_env(s) for s in specs]
     if not envs:
         return None
+    weights = weights or [1] * len(envs)
     fewest = set.intersection(*(set(e) for e in envs))
-    counts = Counter(json.dumps(e, sort_keys=True) for e in envs if set(e) == fewest)
+    counts: Counter[str] = Counter()
+    for env, weight in zip(envs, weights, strict=True):
+        if set(env) == fewest:
+            counts[json.dumps(env, sort_keys=True)] += weight
     return json.loads(counts.most_common(1)[0][0]) if counts else None
 
 
@@ -355,7 +351,7 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[str, Path, set[str], store.RunLock
 
 def error_row(spec: TrialSpec, message: str) -> dict[str, Any]:
     """A row for a trial whose worker never returned one (the process died, Ray gave up)."""
-    return {"trial_key": spec.trial_key, **asdict(spec), "status": "error", "error": message}
+    return {"trial_key": spec.trial_key, **spec.fields_dict(), "status": "error", "error": message}
 
 
 def _progress(enabled: bool):
@@ -394,27 +390,47 @@ def execute(
     faults: dict[str, Any] | None = None,
     gpu_fraction: float = 1.0,
     batching: dict[str, Any] | None = None,
-    units: list[Unit] | None = None,
+    units: Iterable[Unit] | None = None,
     keep_weights: bool = False,
-) -> Iterable[dict[str, Any]]:
-    """Submit `specs` to the connected Ray cluster; write and yield rows as trials finish.
+    predictions: str = "full",
+    total: int | None = None,
+    setups: list[TrialSpec] | None = None,
+    dry_run: bool = False,
+    rows_to: str = "driver",
+    totals: dict[tuple, int] | None = None,
+) -> Iterable[pa.RecordBatch]:
+    """Submit `specs` to the connected Ray cluster; write and yield each task's record batch as it
+    finishes (a task's rows travel as one Arrow batch, and are journaled with one fsync).
+
+    `specs` may be a stream (bench.sweep.iter_specs): then `total` counts them for the progress
+    bar and `setups` holds one trial per setting for the checks, and tasks are made from the
+    stream as earlier ones finish, so the driver holds no more than `max_in_flight` of them.
 
     One task per trial, or per stackable group with `batching={"enabled": True, ...}`. A worker
     that dies is retried by Ray `retries` times, then its trials become error rows. With
     `timeout_s`, the trial interrupts itself (bench.trial); as a backstop for a hang that never
     returns to Python, a task without a result `2 * timeout_s + 30` s after submission is killed
     (with a timeout, no more tasks are submitted than can start at once, so queueing alone never
-    reaches that). `keep_weights` stores each trial's final weights in its row.
+    reaches that). `keep_weights` stores each trial's final weights in its row; `predictions`
+    says which per-row arrays rows keep (bench.outcomes). `rows_to="workers"`: each task writes
+    its rows into `writer`'s folder itself and the driver gets their keys and statuses (the
+    batches yielded then hold just those two columns); rows the driver makes (a task whose
+    worker died) it still writes.
     """
     import ray
 
-    if any(s.device == "cuda" for s in specs) and ray.cluster_resources().get("GPU", 0) == 0:
+    if isinstance(specs, list):
+        total = len(specs) if total is None else total
+        setups = specs if setups is None else setups
+        totals = stack_totals((s, 1) for s in specs) if totals is None else totals
+    setups = setups or []
+    if any(s.device == "cuda" for s in setups) and ray.cluster_resources().get("GPU", 0) == 0:
         raise ConfigError("device: cuda requested, but the Ray cluster has no GPU; use device=cpu")
     batching = batching or {}
-    if units is None and batching.get("enabled"):
-        units = group_specs(specs, int(batching.get("max_group", 256)))
-    elif units is None:
-        units = [([s], False) for s in specs]
+    if units is None:
+        units = stream_units(
+            specs, int(batching.get("max_group", 256)) if batching.get("enabled") else None, totals
+        )
     kernels = stack_kernels(batching)
     task = ray.remote(_execute)
     raw_ref = ray.put(raw)
@@ -422,30 +438,38 @@ def execute(
     backstop = 2 * timeout_s + 30 if timeout_s else None
     if backstop:  # the backstop counts from submission: submit no more than can start at once
         resources = ray.cluster_resources()
-        fits = int(resources.get("CPU", 1) // max(s.threads for s in specs)) if specs else 1
-        if any(s.device == "cuda" for s in specs):
+        fits = int(resources.get("CPU", 1) // max(s.threads for s in setups)) if setups else 1
+        if any(s.device == "cuda" for s in setups):
             fits = min(fits, int(resources.get("GPU", 0) / gpu_fraction + 1e-9))
         limit = min(limit, max(1, fits))
-    queue = list(reversed(units))
+    queue = iter(units)
+    exhausted = False
     pending: dict[Any, tuple[list[TrialSpec], float]] = {}  # ref -> (its trials, submitted at)
     counts = {"ok": 0, "error": 0}
 
-    def finish(row: dict[str, Any]) -> dict[str, Any]:
-        row["run_id"] = run_id
-        writer.add(row)
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-        bar.update(job, advance=1, **counts)
-        return row
+    part_dir = str(writer.directory) if rows_to == "workers" else None
 
-    def failed(unit: list[TrialSpec], message: str) -> list[dict[str, Any]]:
-        return [error_row(spec, message) for spec in unit]
+    def finish(batch: pa.RecordBatch) -> pa.RecordBatch:
+        if batch.schema.equals(rows.SCHEMA):  # rows, not a worker's receipt for its own part
+            writer.add_batch(batch)
+        for status, n in Counter(batch.column("status").to_pylist()).items():
+            counts[status] = counts.get(status, 0) + n
+        bar.update(job, advance=batch.num_rows, **counts)
+        return batch
+
+    def failed(unit: list[TrialSpec], message: str) -> pa.RecordBatch:
+        return rows.to_batch([{**error_row(spec, message), "run_id": run_id} for spec in unit])
 
     with _progress(progress) as bar:
-        job = bar.add_task(description, total=len(specs), **counts)
+        job = bar.add_task(description, total=total, **counts)
         try:
-            while queue or pending:
-                while queue and len(pending) < limit:
-                    unit, stacked = queue.pop()
+            while not exhausted or pending:
+                while not exhausted and len(pending) < limit:
+                    try:
+                        unit, stacked = next(queue)
+                    except StopIteration:
+                        exhausted = True
+                        break
                     first = unit[0]
                     ref = task.options(
                         num_cpus=first.threads,
@@ -453,8 +477,9 @@ def execute(
                         max_retries=retries,
                         **task_env(spec_env(first)),
                     ).remote(
-                        [asdict(s) for s in unit], raw_ref, faults, timeout_s,
-                        kernels if stacked else None, keep_weights,
+                        [s.fields_dict() for s in unit], raw_ref, faults, timeout_s,
+                        kernels if stacked else None, keep_weights, run_id, predictions,
+                        dry_run, part_dir,
                     )  # fmt: skip
                     pending[ref] = (unit, time.monotonic())
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -465,13 +490,12 @@ def execute(
                 for ref in done:
                     unit, _ = pending.pop(ref)
                     try:
-                        rows = ray.get(ref)
+                        batch = ray.get(ref)
                     except ray.exceptions.RayError as exc:
-                        rows = failed(
+                        batch = failed(
                             unit, f"{type(exc).__name__}: {' '.join(str(exc).split())[:2000]}"
                         )
-                    for row in rows:
-                        yield finish(row)
+                    yield finish(batch)
                 if backstop:
                     now = time.monotonic()
                     for ref, (unit, submitted) in list(pending.items()):
@@ -482,8 +506,7 @@ def execute(
                                 f"timeout: no result {backstop:g} s after submission "
                                 f"(trial_timeout_s={timeout_s:g}); worker killed"
                             )
-                            for row in failed(unit, message):
-                                yield finish(row)
+                            yield finish(failed(unit, message))
         finally:
             writer.flush()
             for ref in pending:
@@ -498,7 +521,9 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
     """
     import ray
 
-    specs = expand(cfg)
+    settings = setups(cfg)  # one trial per setting: the checks need no more
+    examples = [spec for spec, _ in settings]
+    total = sum(n for _, n in settings)
     try:  # a missing or wrong file, or an impossible dataset, fails here, before Ray starts
         raw = load(to_container(cfg.dataset))
     except ValueError as exc:
@@ -506,46 +531,61 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
             raise
         raise ConfigError(f"dataset: {' '.join(str(exc).split())}") from None
     _check_writable(store.run_dir(cfg.results_dir, cfg.sweep.name, cfg.run_id or "new"))
-    cluster = to_container(cfg.cluster)
+    plain = to_container(cfg)
+    cluster = plain["cluster"]
     if embedded(cluster):
-        check_cpu_isa(specs, cpu_isa_key(cfg))
-    started = connect(cluster, common_env(specs))
+        check_cpu_isa(examples, cpu_isa_key(cfg))
+    started = connect(cluster, common_env(examples, [n for _, n in settings]))
     lock: store.RunLock | None = None
     try:
         no_gpu = ray.cluster_resources().get("GPU", 0) == 0
-        unavailable = [s for s in specs if s.device == "cuda"] if no_gpu else []
-        if unavailable and not cfg.hardware.skip_unavailable:
+        cuda = any(s.device == "cuda" for s in examples)
+        if no_gpu and cuda and not cfg.hardware.skip_unavailable:
             raise ConfigError(
                 "device: cuda requested, but the Ray cluster has no GPU; use device=cpu, "
                 "or hardware.skip_unavailable=true to record those trials as skipped"
             )
         check_fits(
-            [s for s in specs if not (no_gpu and s.device == "cuda")], cfg.hardware.gpu_fraction
+            [s for s in examples if not (no_gpu and s.device == "cuda")],
+            cfg.hardware.gpu_fraction,
         )
         run_id, path, done, lock = prepare_run_dir(cfg)
-        skipped = [s for s in unavailable if s.trial_key not in done]
-        todo = [s for s in specs if s.trial_key not in done and not (no_gpu and s.device == "cuda")]
+
+        def runnable(spec: TrialSpec) -> bool:
+            return not (no_gpu and spec.device == "cuda")
+
+        # Trial keys are worked out in the driver only to resume: a fresh run leaves them to
+        # the workers.
+        n_done = sum(1 for s in iter_specs(cfg) if s.trial_key in done) if done else 0
+        n_unavailable = sum(n for s, n in settings if not runnable(s))
         if done:
+            n_skip = sum(1 for s in iter_specs(cfg) if not runnable(s) and s.trial_key not in done)
+            n_todo = total - n_done - n_skip
             print(
-                f"resuming run {run_id}: {len(done)} of {len(specs)} trials already ok, "
-                f"running {len(todo)}",
+                f"resuming run {run_id}: {n_done} of {total} trials already ok, running {n_todo}",
                 file=sys.stderr,
             )
         else:
-            print(f"run {run_id}: {len(specs)} trials -> {path}", file=sys.stderr)
+            n_skip, n_todo = n_unavailable, total - n_unavailable
+            print(f"run {run_id}: {total} trials -> {path}", file=sys.stderr)
         faults = to_container(cfg.faults)
         if faults["kill_worker_on"] > 0:
             faults["marker_dir"] = str(path / "_faults")
         injecting = any(faults[k] > 0 for k in ("raise_on", "kill_worker_on", "hang_on"))
         writer = store.PartWriter(path, cfg.rows_per_part)
-        counts = {"ok": 0, "error": 0, "skipped": len(skipped)}
-        for spec in skipped:
-            row = error_row(
-                spec, "skipped: no GPU in the Ray cluster (hardware.skip_unavailable=true)"
-            )
-            writer.add({**row, "status": "skipped", "run_id": run_id})
+        counts = {"ok": 0, "error": 0, "skipped": 0}
+        if n_skip:
+            skipped = [
+                {**error_row(s, "skipped: no GPU in the Ray cluster "
+                             "(hardware.skip_unavailable=true)"), "status": "skipped",
+                 "run_id": run_id}
+                for s in iter_specs(cfg) if not runnable(s) and s.trial_key not in done
+            ]  # fmt: skip
+            writer.add_batch(rows.to_batch(skipped))
+            counts["skipped"] = len(skipped)
+        todo = (s for s in iter_specs(cfg) if runnable(s) and (not done or s.trial_key not in done))
         try:
-            rows = execute(
+            batches = execute(
                 todo,
                 raw,
                 writer,
@@ -559,9 +599,16 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
                 gpu_fraction=cfg.hardware.gpu_fraction,
                 batching=to_container(cfg.batching),
                 keep_weights=cfg.keep_weights,
+                predictions=plain["predictions"],
+                total=n_todo,
+                setups=[s for s in examples if runnable(s)],
+                dry_run=cfg.dry_run,
+                rows_to=plain["rows_to"],
+                totals=None if done else stack_totals((s, n) for s, n in settings if runnable(s)),
             )
-            for row in rows:
-                counts[row["status"]] = counts.get(row["status"], 0) + 1
+            for batch in batches:
+                for status, n in Counter(batch.column("status").to_pylist()).items():
+                    counts[status] = counts.get(status, 0) + n
         except KeyboardInterrupt:
             writer.close()
             raise Interrupted(run_id, path, writer.rows_written) from None
@@ -571,10 +618,10 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
             lock.release()
         if started:
             ray.shutdown()
-    n_ok = len(done & {s.trial_key for s in specs}) + counts["ok"]
+    n_ok = n_done + counts["ok"]
     n_skipped = counts["skipped"]
     outcome = SweepOutcome(
-        run_id, path, len(specs), n_ok, len(specs) - n_ok - n_skipped, len(done), n_skipped
+        run_id, path, total, n_ok, total - n_ok - n_skipped, len(done), n_skipped
     )
     print_summary(path, outcome)
     if cfg.get("report", False):

@@ -3,81 +3,31 @@
 `results/<sweep>/<run_id>/` holds `part-*.parquet` and `_config.yaml` (the resolved config; the
 leading underscore makes pyarrow skip it), so `pd.read_parquet("results/<sweep>/<run_id>")` returns
 the tidy table directly. Each part is written under a dot-name (ignored by readers) and renamed
-when complete: a reader or a crash never sees half a file. The schema is fixed so that error rows
-(metrics all null) and ok rows always concatenate into the same column types.
+when complete: a reader or a crash never sees half a file. The schema lives in bench.rows; rows
+arrive here as Arrow record batches and are journaled before they reach a part.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-_str, _int, _float, _bool = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+from bench import rows
 
-SPEC_COLUMNS = [
-    ("library", _str), ("model", _str), ("dataset", _str), ("device", _str), ("varied", _str),
-    ("seed_split", _int), ("seed_order", _int), ("seed_init", _int), ("repeat", _int),
-    ("deterministic", _bool), ("threads", _int), ("init_mode", _str), ("order_mode", _str),
-    ("hparams", _str), ("dataset_params", _str), ("mode", _str),
-    ("seed_cv", _int), ("search", _str),  # null unless the trial ran a grid search
-    ("cpu_isa", _str),  # the CPU kernel level asked for (null in runs before bench 0.4.0: native)
-]  # fmt: skip
-SCHEMA = pa.schema(
-    [
-        ("trial_key", _str), ("run_id", _str), ("sweep", _str), ("status", _str), ("error", _str),
-        *SPEC_COLUMNS,
-        ("accuracy", _float), ("balanced_accuracy", _float), ("f1", _float), ("roc_auc", _float),
-        ("log_loss", _float), ("n_train", _int), ("n_test", _int), ("n_params", _int),
-        ("cv_score", _float), ("best_params", _str),  # grid search: best mean CV score, its params
-        ("fit_seconds", _float), ("predict_seconds", _float), ("total_seconds", _float),
-        ("started_at", pa.timestamp("us", tz="UTC")),
-        ("weights_sha256", _str), ("predictions_sha256", _str),
-        ("test_index", pa.list_(_int)), ("y_true", pa.list_(_int)), ("y_pred", pa.list_(_int)),
-        ("y_score", pa.list_(_float)), ("y_proba", pa.list_(pa.list_(pa.float32()))),
-        ("weights", pa.list_(_float)),  # keep_weights=true: final weights, flattened
-        ("cpu_vendor", _str), ("cpu_flags", _str),  # the CPU, and its vector flags that matter
-        ("torch_cpu_capability", _str), ("numpy_simd", _str), ("onednn_max_cpu_isa", _str),
-        ("deterministic_in_force", _bool), ("torch_threads", _int), ("torch_interop_threads", _int),
-        ("tf_intra_threads", _int), ("tf_inter_threads", _int), ("blas_threads", _int), ("blas", _str),
-        ("determinism_env", _str), ("cudnn_deterministic", _bool), ("cudnn_benchmark", _bool),
-        ("tf32_matmul", _bool), ("tf32_cudnn", _bool), ("tf_onednn", _str),
-        ("nondeterministic_ops", _str), ("batched", _bool), ("group_size", _int),
-        ("group_index", _int), ("group_key", _str),  # stacked: sha256 of the group's trial keys
-        ("batch_fused_adam", _bool), ("batch_compiled", _bool),
-        ("cxx_version", _str),  # compiled stacks only: the C++ compiler Inductor used
-        ("host", _str), ("python_version", _str), ("platform", _str), ("cpu_model", _str),
-        ("numpy_version", _str), ("sklearn_version", _str), ("torch_version", _str),
-        ("tensorflow_version", _str), ("keras_version", _str), ("ray_version", _str),
-        ("library_version", _str), ("cuda_version", _str), ("cudnn_version", _str),
-        ("gpu_name", _str), ("driver_version", _str), ("ray_node_id", _str), ("worker_pid", _int),
-    ]
-)  # fmt: skip
-COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
+COLUMNS, SCHEMA, SPEC_COLUMNS = rows.COLUMNS, rows.SCHEMA, rows.SPEC_COLUMNS
+check_columns, to_table = rows.check_columns, rows.to_table
 _COLUMN_SET = frozenset(COLUMNS)
 CONFIG_FILE = "_config.yaml"
-JOURNAL_GLOB = ".journal-*.jsonl"
+JOURNAL_GLOB = ".journal-*.arrows"
 LOCK_FILE = "_lock"
 VERSION_FILE = "_bench_version"  # which bench wrote the run: a resume by another one is refused
-
-
-def to_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows -> Arrow table in SCHEMA; a key outside the schema is a bug, not something to drop."""
-    for row in rows:
-        check_columns(row)
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
-
-
-def check_columns(row: dict[str, Any]) -> None:
-    extra = row.keys() - _COLUMN_SET
-    if extra:
-        raise KeyError(f"result row has columns outside the schema: {sorted(extra)}")
 
 
 class CorruptPartError(ValueError):
@@ -166,31 +116,30 @@ def journal_files(directory: Path) -> list[Path]:
     return sorted(directory.glob(JOURNAL_GLOB))
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return value.tolist()
-    raise TypeError(f"cannot journal a {type(value).__name__}")
+def read_journal(path: Path) -> pa.Table:
+    """The batches appended to a journal (an Arrow IPC stream); a last batch cut short by a crash
+    is ignored, as is a journal cut short before its first batch."""
+    batches: list[pa.RecordBatch] = []
+    try:
+        reader = pa.ipc.open_stream(pa.BufferReader(path.read_bytes()))
+        while True:
+            batches.append(reader.read_next_batch())
+    except (StopIteration, pa.ArrowInvalid, OSError):
+        pass
+    return pa.Table.from_batches(batches, schema=SCHEMA)
 
 
-def read_journal(path: Path) -> list[dict[str, Any]]:
-    """Rows appended to a journal; a last line cut short by a crash is ignored."""
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if row.get("started_at"):
-            row["started_at"] = dt.datetime.fromisoformat(row["started_at"])
-        rows.append(row)
-    return rows
+# Dictionary encoding pays for strings (keys, versions, JSON settings repeat within a part), not
+# for the per-row arrays of numbers: limited to strings, a part was written 3x faster and 10%
+# smaller (`python -m bench.perf_rows ingest`). Statistics (min/max, for readers' filters) are kept
+# for the scalar columns only.
+_DICTIONARY = [f.name for f in SCHEMA if pa.types.is_string(f.type)]
+_STATISTICS = list(rows.SCALAR_COLUMNS)
 
 
 def _write_part(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, use_dictionary=_DICTIONARY, write_statistics=_STATISTICS)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -274,9 +223,7 @@ def compact_for_resume(directory: Path) -> set[str]:
     parts = check_parts(directory)
     journals = journal_files(directory)
     tables = [read_part(p) for p in parts]
-    journal_rows = [row for j in journals for row in read_journal(j)]
-    if journal_rows:
-        tables.append(to_table(journal_rows))
+    tables += [t for t in (read_journal(j) for j in journals) if t.num_rows]
     if not tables:
         return set()
     table = pa.concat_tables(tables)
@@ -302,46 +249,121 @@ def compact_for_resume(directory: Path) -> set[str]:
     return done
 
 
-class PartWriter:
-    """Buffers rows into numbered part files, each written atomically, behind a journal.
+def write_worker_part(batch: pa.RecordBatch, directory: Path) -> Path:
+    """A Ray task's rows as a part file of its own (`rows_to=workers`), durable before this
+    returns: written under a dot-name, fsynced, renamed, the folder fsynced. A task retried after
+    its part was written leaves a duplicate, which resume keeps once per trial key."""
+    path = directory / f"part-w{secrets.token_hex(8)}.parquet"
+    _write_part(pa.Table.from_batches([batch], schema=SCHEMA), path)
+    return path
 
-    Every row is also appended (and fsynced) to a dot-named journal the moment it arrives, and
-    the journal is emptied once its rows are in a part file: a driver killed with SIGKILL loses
-    no finished trial, and resuming the run moves journal rows into a part.
+
+class Journal:
+    """Batches appended to a dot-named Arrow IPC stream, each made durable by one fsync before
+    `append` returns: what a driver killed with SIGKILL has received is on disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open(path, "wb")  # noqa: SIM115 - lives until its rows are in a part
+        self._stream = pa.ipc.new_stream(self._file, SCHEMA)
+
+    def append(self, batch: pa.RecordBatch) -> None:
+        self._stream.write_batch(batch)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# A part is written once its oldest row has waited this long, whatever rows_per_part says.
+PART_MAX_AGE_S = 30.0
+
+
+class PartWriter:
+    """Record batches into numbered part files, each written atomically, behind journals.
+
+    Every batch (a Ray task's rows: one trial, or a stack of hundreds) is appended to the current
+    journal with one fsync the moment it arrives: a driver killed with SIGKILL loses no finished
+    trial, and resuming the run moves journal rows into a part (one row per trial key, should a
+    part and its journal both hold it). Once `rows_per_part` rows are waiting, they go to a part
+    file (or once the oldest has waited `max_age_s`, so that a slow sweep's rows reach readers),
+    written on a helper thread while the driver goes on with a fresh journal; the old
+    journal is deleted when its part is on disk. Encoding Parquet was most of the driver's time
+    per row; pyarrow does it without the GIL, so the driver keeps taking batches meanwhile.
     """
 
-    def __init__(self, directory: Path, rows_per_part: int = 50) -> None:
+    def __init__(
+        self, directory: Path, rows_per_part: int = 1000, max_age_s: float = PART_MAX_AGE_S
+    ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.directory = directory
         self.rows_per_part = rows_per_part
+        self.max_age_s = max_age_s
+        self._oldest = 0.0
         self._token = secrets.token_hex(4)
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[pa.RecordBatch] = []
+        self._buffered = 0
         self._parts = 0
         self.rows_written = 0
-        self._journal_path = directory / f".journal-{self._token}.jsonl"
-        self._journal = open(self._journal_path, "a")  # noqa: SIM115 - lives as long as the writer
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="bench-parts")
+        self._pending: list = []
+        self._journal = self._new_journal()
+
+    def _new_journal(self) -> Journal:
+        return Journal(self.directory / f".journal-{self._token}-{self._parts:05d}.arrows")
 
     def add(self, row: dict[str, Any]) -> None:
-        check_columns(row)  # a row outside the schema fails here, not at the flush
-        self._journal.write(json.dumps(row, default=_json_default) + "\n")
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
-        self._buffer.append(row)
-        if len(self._buffer) >= self.rows_per_part:
-            self.flush()
+        """One row made in the driver (a skipped trial, a trial whose worker died)."""
+        self.add_batch(rows.to_batch([row]))
 
-    def flush(self) -> Path | None:
+    def add_batch(self, batch: pa.RecordBatch) -> None:
+        if not batch.schema.equals(SCHEMA):
+            raise ValueError("result batch: its schema is not bench.rows.SCHEMA")
+        self._check()
+        self._journal.append(batch)
         if not self._buffer:
-            return None
+            self._oldest = time.monotonic()
+        self._buffer.append(batch)
+        self._buffered += batch.num_rows
+        if (
+            self._buffered >= self.rows_per_part
+            or time.monotonic() - self._oldest >= self.max_age_s
+        ):
+            self._rotate()
+
+    def _rotate(self) -> None:
+        """Hand the waiting rows to the part writer; start a new journal for what comes next."""
+        table = pa.Table.from_batches(self._buffer, schema=SCHEMA)
         path = self.directory / f"part-{self._parts:05d}-{self._token}.parquet"
-        _write_part(to_table(self._buffer), path)
-        self._journal.truncate(0)
-        self._journal.seek(0)
+        journal, n = self._journal, self._buffered
+        journal.close()
         self._parts += 1
-        self.rows_written += len(self._buffer)
-        self._buffer = []
-        return path
+        self._journal = self._new_journal()
+        self._buffer, self._buffered = [], 0
+
+        def write() -> None:
+            _write_part(table, path)
+            journal.path.unlink(missing_ok=True)
+            self.rows_written += n
+
+        self._pending.append(self._pool.submit(write))
+
+    def _check(self) -> None:
+        """Raise a part write's error (a full disk) here, in the driver, once it is known."""
+        while self._pending and self._pending[0].done():
+            self._pending.pop(0).result()
+
+    def flush(self) -> None:
+        """Every row received so far is in a part file when this returns."""
+        if self._buffer:
+            self._rotate()
+        while self._pending:
+            self._pending.pop(0).result()
 
     def close(self) -> None:
         self.flush()
+        self._pool.shutdown()
         self._journal.close()
-        self._journal_path.unlink(missing_ok=True)
+        self._journal.path.unlink(missing_ok=True)

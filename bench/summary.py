@@ -90,8 +90,15 @@ def print_summary(path: Path, outcome) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from bench.analysis import load
+    from bench.rows import SCALAR_COLUMNS
+
     console = Console(stderr=False)
-    df = pd.read_parquet(path)
+    df = load(path, columns=BASIC_COLUMNS)
+    if needs_arrays(df):  # churn and weight differences: only for the sweeps that print them
+        df = load(path)
+    elif needs_setups(df):
+        df = load(path, columns=SCALAR_COLUMNS)
     table, errors = summary_table(df)
     keys = summary_keys(df)
     view = Table(
@@ -112,8 +119,31 @@ def print_summary(path: Path, outcome) -> None:
     print_axis_summaries(df, console)
     for library, n in errors.items():
         console.print(f"[red]{library}: {n} trial(s) failed[/red]; see the 'error' column")
+    if "dry_run" in df and df["dry_run"].eq(True).any():
+        console.print("[yellow]dry run: these rows were made without training[/yellow]")
     console.print(f"results: {path}")
     console.print(f'read with: pandas.read_parquet("{path}")')
+
+
+# What the accuracy table needs, and what says whether more is needed: a seed sweep of a million
+# trials is summarised from these alone (its strings, hashes and arrays would be gigabytes).
+BASIC_COLUMNS = ("status", "library", "varied", "model", "mode", "accuracy", "deterministic",
+                 "threads", "device", "cpu_isa", "dry_run")  # fmt: skip
+
+
+def needs_setups(df: pd.DataFrame) -> bool:
+    """Whether the fixed-seed repeats table is printed (it groups rows by their whole setup)."""
+    ok = df[df["status"] == "ok"]
+    return ok["deterministic"].nunique() > 1 or ok["varied"].eq("none").any()
+
+
+def needs_arrays(df: pd.DataFrame) -> bool:
+    """Whether the summary's tables read the per-row arrays (churn, weights): only when a run
+    compares models, modes, or levels of an axis. A plain seed sweep of a million trials is then
+    summarised from its scalar columns alone."""
+    ok = df[df["status"] == "ok"]
+    axes = ("model", "mode", "deterministic", "threads", "device", "cpu_isa")
+    return any(c in ok and ok[c].nunique() > 1 for c in axes)
 
 
 def _present_by(df, *columns: str) -> list[str]:

@@ -1,5 +1,9 @@
 """expand(config) -> list[TrialSpec]: pure, no I/O, no imports of any training library.
 
+`iter_specs` yields the same trials one at a time, so that a sweep of millions never holds them
+all; `setups` gives one representative trial per setting (everything but the seeds) with its trial
+count, which is all the driver's checks need.
+
 For every library and every source in `sweep.varied`, `seeds.n` trials:
 - `split` / `order` / `init`: that source takes seeds 0..n-1, the other two stay at index 0;
 - `all`: all three sources take index i together;
@@ -17,6 +21,8 @@ once per device, thread count and CPU kernel level (`sweep.devices`, `sweep.thre
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -53,12 +59,27 @@ def _seed_indices(varied: str, i: int) -> dict[str, int]:
 
 
 def expand(cfg: DictConfig) -> list[TrialSpec]:
+    return list(iter_specs(cfg))
+
+
+def iter_specs(cfg: DictConfig) -> Iterator[TrialSpec]:
+    """The sweep's trials in `expand`'s order, made one at a time."""
+    plain = to_container(cfg)
+    for _, model in selected_models(plain):
+        for mode in selected_modes(plain):
+            yield from _expand_one(plain, model, mode)
+
+
+def setups(cfg: DictConfig) -> list[tuple[TrialSpec, int]]:
+    """One trial per setting of the sweep (its first seed index), and how many trials share that
+    setting: a setting is everything but the seeds, so whatever the driver checks before a run
+    (CPU levels, worker environments, resources, GPUs) it can check on these."""
     plain = to_container(cfg)
     return [
-        spec
+        (spec, n)
         for _, model in selected_models(plain)
         for mode in selected_modes(plain)
-        for spec in _expand_one(plain, model, mode)
+        for spec, n in _expand_one(plain, model, mode, first_only=True)
     ]
 
 
@@ -89,7 +110,7 @@ def _search_json(plain: dict, model: dict) -> str | None:
     return canonical_json({"folds": search["folds"], "scoring": search["scoring"], "grid": grid})
 
 
-def _expand_one(plain: dict, model: dict, mode: str) -> list[TrialSpec]:
+def _expand_one(plain: dict, model: dict, mode: str, first_only: bool = False) -> Iterator[Any]:
     sweep = plain["sweep"]
     axes = itertools.product(
         model_libraries(plain, model),
@@ -115,15 +136,21 @@ def _expand_one(plain: dict, model: dict, mode: str) -> list[TrialSpec]:
         "mode": mode,
         "search": search,
     }
-    return [
-        _spec(
-            common, plain["seeds"]["base"], library, device, deterministic, threads, cpu_isa,
-            varied, i,
-        )
-        for library, device, threads, cpu_isa, varied in axes
-        for i in range(n_seeds(plain, library, varied))
-        for deterministic in modes
-    ]  # fmt: skip
+    base = plain["seeds"]["base"]
+    for library, device, threads, cpu_isa, varied in axes:
+        n = n_seeds(plain, library, varied)
+        if first_only:
+            for deterministic in modes:
+                if n:
+                    spec = _spec(common, base, library, device, deterministic, threads, cpu_isa,
+                                 varied, 0)  # fmt: skip
+                    yield spec, n
+            continue
+        for i in range(n):
+            for deterministic in modes:
+                yield _spec(
+                    common, base, library, device, deterministic, threads, cpu_isa, varied, i
+                )
 
 
 def _spec(

@@ -20,11 +20,14 @@ import traceback
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from bench import determinism, fingerprint
 from bench.config import SKLEARN_ONLY_PARAMS
-from bench.data import RawDataset, Split, load, split
+from bench.data import RawDataset, load, split, split_many
 from bench.faults import inject
+from bench.outcomes import outcomes
+from bench.rows import to_batch
 from bench.spec import TrialSpec
 
 TRACEBACK_LINES = 12
@@ -32,9 +35,7 @@ TRACEBACK_LINES = 12
 
 def spec_row(spec: TrialSpec) -> dict[str, Any]:
     """The identity and spec columns of a row: all an error row needs."""
-    from dataclasses import asdict
-
-    return {"trial_key": spec.trial_key, **asdict(spec)}
+    return {"trial_key": spec.trial_key, **spec.fields_dict()}
 
 
 def _import_for(spec: TrialSpec) -> None:
@@ -140,7 +141,10 @@ def test_scores(estimator, X: np.ndarray) -> tuple[np.ndarray, bool]:
     return e / e.sum(axis=1, keepdims=True), False
 
 
-def _train(spec: TrialSpec, raw: RawDataset, keep_weights: bool = False) -> dict[str, Any]:
+def _train(
+    spec: TrialSpec, raw: RawDataset, keep_weights: bool = False, predictions: str = "full"
+) -> tuple[dict[str, Any], dict[str, list]]:
+    """Train and evaluate one trial: its row's outcome columns, and its list columns."""
     data = split(raw, spec.seed_split, spec.dataset_dict()["test_size"])
     estimator = make_estimator(spec)
     search = spec.search_dict()
@@ -157,74 +161,56 @@ def _train(spec: TrialSpec, raw: RawDataset, keep_weights: bool = False) -> dict
         t1 = time.perf_counter()
         proba, calibrated = test_scores(estimator, data.X_test)
         t2 = time.perf_counter()
-    return {
-        **outcome_columns(
-            data,
-            proba,
-            estimator.classes_,
-            fitted_weights(estimator),
-            t1 - t0,
-            t2 - t1,
-            flagged,
-            calibrated,
-            keep_weights,
-        ),
-        **tuned,
-    }
-
-
-def outcome_columns(
-    data: Split,
-    proba: np.ndarray,
-    classes: np.ndarray,
-    weights: list[np.ndarray],
-    fit_seconds: float,
-    predict_seconds: float,
-    flagged: list[str],
-    calibrated: bool = True,
-    keep_weights: bool = False,
-) -> dict[str, Any]:
-    """The row's metrics, timings, hashes and prediction lists for one trained model, and with
-    `keep_weights` the weights themselves (flattened in the hash's order, as float64, which holds
-    float32 and float64 weights exactly)."""
-    from bench.metrics import classification_metrics
-
-    y_pred = classes[np.argmax(proba, axis=1)]
-    score = (
-        proba[:, 1]
-        if proba.shape[1] == 2
-        else proba[np.arange(len(proba)), np.argmax(proba, axis=1)]
-    )
-    return {
-        **classification_metrics(data.y_test, proba),
-        **({} if calibrated else {"log_loss": float("nan")}),
-        "n_train": len(data.y_train),
-        "n_test": len(data.y_test),
-        "n_params": int(sum(w.size for w in weights)),
-        "fit_seconds": fit_seconds,
-        "predict_seconds": predict_seconds,
-        "weights_sha256": fingerprint.weights_sha256(weights),
-        "predictions_sha256": fingerprint.predictions_sha256(y_pred, proba),
-        "test_index": data.test_index.tolist(),
-        "y_true": data.y_test.tolist(),
-        "y_pred": y_pred.astype(np.int64).tolist(),
-        "y_score": score.astype(np.float64).tolist(),
-        "y_proba": proba.tolist(),
-        "nondeterministic_ops": ",".join(sorted(set(flagged))) or None,
-        "weights": flat_weights(weights).tolist() if keep_weights else None,
-    }
-
-
-def flat_weights(weights: list[np.ndarray]) -> np.ndarray:
-    """All weights in one float64 vector, in `fingerprint.weights_sha256`'s order."""
-    if not weights:
-        return np.zeros(0)
-    return np.concatenate([np.asarray(w, dtype=np.float64).ravel() for w in weights])
+    rows, lists = outcomes(
+        [data], [np.asarray(proba)], [estimator.classes_], [fitted_weights(estimator)],
+        t1 - t0, t2 - t1, flagged, calibrated, keep_weights, predictions,
+    )  # fmt: skip
+    return {**rows[0], **tuned}, lists
 
 
 def group_key(specs: list[TrialSpec]) -> str:
     """sha256 of a stack's trial keys in stack order: the same trials in the same order."""
     return hashlib.sha256("\n".join(s.trial_key for s in specs).encode()).hexdigest()
+
+
+def _train_stack(
+    specs: list[TrialSpec],
+    raw: RawDataset,
+    fused: bool,
+    compile: bool,
+    keep_weights: bool,
+    predictions: str,
+) -> tuple[list[dict[str, Any]], dict[str, list]]:
+    """Train a stack (bench.backends.torch_batched) and evaluate every member at once."""
+    from bench.backends.torch_batched import Member, fit_stack
+
+    first = specs[0]
+    splits = split_many(raw, [s.seed_split for s in specs], first.dataset_dict()["test_size"])
+    members = [Member(s.seed_init, s.seed_order, splits[s.seed_split]) for s in specs]
+    flagged: list[str] = []
+    with determinism.nondeterministic_ops(flagged):
+        result = fit_stack(make_estimator(first), members, fused=fused, compile=compile)
+    n = len(specs)
+    return outcomes(
+        [m.data for m in members], result.proba, result.classes, result.weights,
+        result.fit_seconds / n, result.predict_seconds / n, flagged,
+        keep_weights=keep_weights, predictions=predictions,
+    )  # fmt: skip
+
+
+def _dry(
+    specs: list[TrialSpec], raw: RawDataset, predictions: str
+) -> tuple[list[dict[str, Any]], dict[str, list]]:
+    """Rows for `specs` without training: real splits, made-up probabilities (bench.outcomes)."""
+    from bench.outcomes import made_up_proba
+
+    test_size = specs[0].dataset_dict()["test_size"]
+    splits = split_many(raw, [s.seed_split for s in specs], test_size)
+    data = [splits[s.seed_split] for s in specs]
+    proba = made_up_proba(data, [s.seed_init for s in specs])
+    classes = [np.arange(d.n_classes) for d in data]
+    return outcomes(data, proba, classes, [[] for _ in specs], 0.0, 0.0, [],
+                    predictions=predictions)  # fmt: skip
 
 
 class TrialTimeout(Exception):
@@ -254,18 +240,27 @@ def _deadline(timeout_s: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
-def run(
+def run(spec: TrialSpec, **options: Any) -> dict[str, Any]:
+    """One trial's row as a dict (`run_batch`'s one row): for callers that want to look at it."""
+    return run_batch(spec, **options).to_pylist()[0]
+
+
+def run_batch(
     spec: TrialSpec,
     raw: RawDataset | None = None,
     dataset_cfg: dict[str, Any] | None = None,
     faults: dict[str, Any] | None = None,
     timeout_s: float | None = None,
     keep_weights: bool = False,
-) -> dict[str, Any]:
-    """Train and evaluate one trial. `raw` is the loaded dataset if the caller has it; otherwise it
-    is loaded from `dataset_cfg` (needed for a heart file's path), or from the spec alone.
-    `faults` injects failures for tests (bench.faults); `timeout_s` turns a hang into an error row;
-    `keep_weights` stores the final weights in the row."""
+    predictions: str = "full",
+    dry_run: bool = False,
+) -> pa.RecordBatch:
+    """Train and evaluate one trial; its row as a one-row record batch. `raw` is the loaded
+    dataset if the caller has it; otherwise it is loaded from `dataset_cfg` (needed for a heart
+    file's path), or from the spec alone. `faults` injects failures for tests (bench.faults);
+    `timeout_s` turns a hang into an error row; `keep_weights` stores the final weights in the
+    row; `predictions` says which per-row arrays it keeps (bench.outcomes); `dry_run` makes the
+    row without training (`dry_run=true` in its row, metrics of made-up probabilities)."""
     start = time.perf_counter()
     row: dict[str, Any] = {
         **spec_row(spec),
@@ -277,6 +272,7 @@ def run(
         "batch_fused_adam": False,
         "batch_compiled": False,
     }
+    lists: dict[str, list] = {}
     try:
         row.update(determinism.apply(spec))
         _import_for(spec)  # first-trial imports are not part of the trial's time budget
@@ -284,13 +280,19 @@ def run(
             raw = load(dataset_cfg or {"name": spec.dataset, **spec.dataset_dict()})
         with _deadline(timeout_s):
             inject(spec, faults)
-            row.update(_train(spec, raw, keep_weights))
+            if dry_run:
+                outcome, lists = _dry([spec], raw, predictions)
+                row.update(outcome[0], dry_run=True)
+            else:
+                outcome, lists = _train(spec, raw, keep_weights, predictions)
+                row.update(outcome)
         row.update(status="ok", error=None)
     except Exception as exc:  # noqa: BLE001 - every failure must become a row
         row.update(status="error", error=error_text(exc))
+        lists = {}
     row.update(fingerprint.environment(spec.library, spec.device))
     row["total_seconds"] = time.perf_counter() - start
-    return row
+    return to_batch([row], lists)
 
 
 def error_text(exc: BaseException) -> str:
@@ -301,7 +303,12 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n{tail}"
 
 
-def run_group(
+def run_group(specs: list[TrialSpec], **options: Any) -> list[dict[str, Any]]:
+    """A stack's rows as dicts (`run_group_batch`'s rows)."""
+    return run_group_batch(specs, **options).to_pylist()
+
+
+def run_group_batch(
     specs: list[TrialSpec],
     raw: RawDataset | None = None,
     dataset_cfg: dict[str, Any] | None = None,
@@ -310,59 +317,52 @@ def run_group(
     fused: bool = False,
     compile: bool = False,
     keep_weights: bool = False,
-) -> list[dict[str, Any]]:
+    predictions: str = "full",
+    dry_run: bool = False,
+) -> pa.RecordBatch:
     """Train trials that differ only in seeds as one stacked model (bench.backends.torch_batched);
-    one row per trial, as `run` would write it, plus `batched=True`, the group size and the
-    stack's kernels (fused Adam, torch.compile: both change the last bits). The group
+    one row per trial, as `run_batch` would write it, plus `batched=True`, the group size and
+    the stack's kernels (fused Adam, torch.compile: both change the last bits). The group
     shares one fate: an exception, a fault or the timeout (`timeout_s` for the whole group) turns
     every trial of it into an error row. `fit_seconds` is the group's training time divided by its
     size (the amortised cost of one model). `group_key` names the group (its trial keys, in
     order): a stack's last bits may depend on its size on some CPUs, so replay trains it again
-    whole."""
+    whole. Splits, metrics and hashes are computed for all members at once (bench.data.split_many,
+    bench.outcomes)."""
     start = time.perf_counter()
     first = specs[0]
     group = group_key(specs)
-    rows = [
-        {**spec_row(s), "started_at": dt.datetime.now(dt.UTC), "worker_pid": os.getpid(),
-         "batched": True, "group_size": len(specs), "group_index": i, "group_key": group,
-         "batch_fused_adam": fused, "batch_compiled": compile,
-         "cxx_version": fingerprint.cxx_version() if compile else None}
-        for i, s in enumerate(specs)
-    ]  # fmt: skip
+    now = dt.datetime.now(dt.UTC)
+    common = {"started_at": now, "worker_pid": os.getpid(), "batched": True,
+              "group_size": len(specs), "group_key": group, "batch_fused_adam": fused,
+              "batch_compiled": compile,
+              "cxx_version": fingerprint.cxx_version() if compile else None}  # fmt: skip
+    rows = [{**spec_row(s), **common, "group_index": i} for i, s in enumerate(specs)]
+    lists: dict[str, list] = {}
     try:
         settings = determinism.apply(first)
         for row in rows:
             row.update(settings)
         _import_for(first)
-        from bench.backends.torch_batched import Member, fit_stack
-
         if raw is None:
             raw = load(dataset_cfg or {"name": first.dataset, **first.dataset_dict()})
         with _deadline(timeout_s):
             for spec in specs:
                 inject(spec, faults)
-            test_size = first.dataset_dict()["test_size"]
-            splits = {s.seed_split: split(raw, s.seed_split, test_size) for s in specs}
-            members = [Member(s.seed_init, s.seed_order, splits[s.seed_split]) for s in specs]
-            flagged: list[str] = []
-            with determinism.nondeterministic_ops(flagged):
-                result = fit_stack(make_estimator(first), members, fused=fused, compile=compile)
-            outcomes = [  # all computed before any row changes: a failure leaves none half-done
-                outcome_columns(
-                    member.data, proba, np.unique(member.data.y_train), weights,
-                    result.fit_seconds / len(specs), result.predict_seconds / len(specs), flagged,
-                    keep_weights=keep_weights,
-                )
-                for member, proba, weights in zip(members, result.proba, result.weights, strict=True)
-            ]  # fmt: skip
-        for row, outcome in zip(rows, outcomes, strict=True):
-            row.update(outcome, status="ok", error=None)
+            if dry_run:
+                outcome, lists = _dry(specs, raw, predictions)
+            else:
+                outcome, lists = _train_stack(specs, raw, fused, compile, keep_weights, predictions)
+        dry = {"dry_run": True} if dry_run else {}
+        for row, columns in zip(rows, outcome, strict=True):  # all computed before any changes
+            row.update(columns, status="ok", error=None, **dry)
     except Exception as exc:  # noqa: BLE001 - every failure must become a row
+        lists = {}
         for row in rows:
             row.update(status="error", error=error_text(exc))
     environment = fingerprint.environment(first.library, first.device)
-    total = time.perf_counter() - start
+    total = (time.perf_counter() - start) / len(specs)
     for row in rows:
         row.update(environment)
-        row["total_seconds"] = total / len(specs)
-    return rows
+        row["total_seconds"] = total
+    return to_batch(rows, lists)

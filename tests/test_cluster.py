@@ -77,14 +77,27 @@ def test_sweep_spreads_over_both_nodes_with_local_bits(
     )
     assert local.returncode == 0, local.stderr[-3000:]
 
+    # rows_to=workers: each task writes its own part into the (here shared) run folder.
+    by_workers = _bench(
+        [*SWEEP, "cluster=ray", f"cluster.address={two_nodes.address}", "run_id=workers",
+         "rows_to=workers"],
+        tmp_path, two_nodes.env,
+    )  # fmt: skip
+    assert by_workers.returncode == 0, by_workers.stderr[-3000:]
+
     a = pd.read_parquet(tmp_path / "results/smoke/cluster").set_index("trial_key").sort_index()
     b = pd.read_parquet(tmp_path / "results/smoke/local").set_index("trial_key").sort_index()
+    w = pd.read_parquet(tmp_path / "results/smoke/workers").set_index("trial_key").sort_index()
     assert len(a) == 8 and (a["status"] == "ok").all()
     assert a["ray_node_id"].nunique() == 2, a["ray_node_id"].value_counts()
-    assert list(a.index) == list(b.index)
+    assert list(a.index) == list(b.index) == list(w.index)
+    assert w["ray_node_id"].nunique() == 2 and (w["status"] == "ok").all()
+    parts = sorted(p.name for p in (tmp_path / "results/smoke/workers").glob("part-*"))
+    assert len(parts) == 8 and all(p.startswith("part-w") for p in parts), parts  # one a task
     for column in ("weights_sha256", "predictions_sha256"):
         differ = a.index[a[column] != b[column]].tolist()
         assert not differ, f"{column} differs between cluster and local for {differ}"
+        assert (w[column] == a[column]).all(), column
 
 
 def test_trial_larger_than_any_node_is_refused(two_nodes: LocalRayCluster, tmp_path: Path) -> None:

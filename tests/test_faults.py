@@ -8,6 +8,7 @@ and only those, end as error rows saying what happened, and that no ok row is lo
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -145,7 +146,7 @@ def _wait_for_journal_rows(run: Path, n: int, deadline_s: float = 180) -> int:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         rows = (
-            sum(len(store.read_journal(j)) for j in run.glob(".journal-*.jsonl"))
+            sum(store.read_journal(j).num_rows for j in run.glob(store.JOURNAL_GLOB))
             if run.exists()
             else 0
         )
@@ -165,7 +166,9 @@ def test_driver_sigkill_loses_nothing_finished_and_resume_completes(tmp_path: Pa
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     journaled = {
-        r["trial_key"] for j in run.glob(".journal-*.jsonl") for r in store.read_journal(j)
+        key
+        for j in run.glob(store.JOURNAL_GLOB)
+        for key in store.read_journal(j).column("trial_key").to_pylist()
     }
     assert len(journaled) >= 4
     assert len(journaled) < len(every), "the sweep finished before it was killed; make it longer"
@@ -177,6 +180,31 @@ def test_driver_sigkill_loses_nothing_finished_and_resume_completes(tmp_path: Pa
     assert_one_row_per_key(df, every)
     assert (df["status"] == "ok").all()
     assert not list(run.glob(".journal-*"))
+
+
+def test_driver_sigkill_with_workers_writing_parts_loses_nothing(tmp_path: Path) -> None:
+    """rows_to=workers: each task's part is on disk before the task returns, so the parts are the
+    journal; a killed driver loses nothing and resume gives one row per trial."""
+    args, every, run = long_sweep(tmp_path, "wkilled", "rows_to=workers")
+    driver = start_bench(*args)
+    try:
+        end = time.monotonic() + 180
+        while len(list(run.glob("part-w*.parquet"))) < 4:
+            assert time.monotonic() < end, "fewer than 4 worker parts in 180 s"
+            time.sleep(0.2)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    written = len(store.read_results(run))
+    assert 4 <= written < len(every), "the sweep finished before it was killed; make it longer"
+    result = bench(*args)
+    assert result.returncode == 0, result.stderr
+    # A worker busy when its driver died may still have finished its task and written its part.
+    resumed = re.search(rf"(\d+) of {len(every)} trials already ok", result.stderr)
+    assert resumed and written <= int(resumed.group(1)) < len(every), result.stderr
+    df = final_rows(run)
+    assert_one_row_per_key(df, every)
+    assert (df["status"] == "ok").all()
 
 
 def test_a_running_driver_holds_its_run_and_a_second_is_refused(tmp_path: Path) -> None:

@@ -11,18 +11,20 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
 
-def perf(*args: str, timeout: float) -> str:
+def perf(*args: str, timeout: float, module: str = "bench.perf", cwd: str | None = None) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.perf", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -83,3 +85,35 @@ def test_facts_reports_each_measurement_with_the_cpu_it_ran_on() -> None:
         assert refused.returncode == 2
         (line,) = refused.stderr.strip().splitlines()
         assert line.startswith(f"bench.facts: error: --cpu-isa: {lacking[0]} needs ")
+
+
+def perf_rows(*args: str, timeout: float) -> str:
+    # perf_rows keeps its temporary runs in the current folder (the results disk in real use)
+    return perf(*args, timeout=timeout, module="bench.perf_rows", cwd=tempfile.gettempdir())
+
+
+def test_hostwork_and_ingest_print_both_paths_their_ratio_and_the_equality_check() -> None:
+    out = perf_rows("hostwork", "--members", "8", "--repeat", "1", timeout=600)
+    assert re.search(r"outside fit_stack [\d.]+ ms/trial", out), out
+    assert re.search(r"ratio per-trial / bulk = [\d.]+", out), out
+    assert "splits identical to scikit-learn's True" in out, out
+    worst = float(re.search(r"metrics max \|diff\| ([\d.e+-]+)", out).group(1))
+    assert worst <= 1e-12, out
+    assert "first imports in a fresh worker process" in out, out
+    out = perf_rows("ingest", "--rows", "1024", "--batch", "64", "--old-rows", "40", timeout=600)
+    for predictions in ("full", "compact", "none"):
+        assert f"predictions={predictions}, batches of 64 rows" in out, out
+    assert re.search(r"JSON journal with one fsync per row \(bench 0\.4\): [\d,]+ rows/s", out), out
+    assert re.search(r"rows_to=workers, the driver's side .*: [\d,]+ rows/s", out), out
+
+
+def test_sweep_and_scale_print_the_trainer_the_sweep_and_the_drivers_memory() -> None:
+    out = perf_rows("sweep", "--seeds", "40", "--max-group", "16", "--repeat", "1", timeout=900)
+    assert re.search(r"pair 1: trainer [\d,]+ models/s .* sweep [\d,]+ models/s", out), out
+    assert re.search(r"median sweep / trainer: [\d.]+", out), out
+    out = perf_rows("scale", "--trials", "300,600", "--predictions", "compact", timeout=900)
+    sizes = re.findall(
+        r"^\s+([\d,]+) trials: .* driver peak RSS\s+(\d+) MB; ([\d,]+) bytes/row", out, re.M
+    )
+    assert [s[0] for s in sizes] == ["300", "600"], out
+    assert all(int(s[1]) > 0 and int(s[2].replace(",", "")) > 0 for s in sizes), out

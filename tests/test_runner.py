@@ -212,3 +212,45 @@ def test_a_malformed_address_is_named_as_such_without_waiting(address: str) -> N
     with pytest.raises(ConfigError, match=r"^cluster\.address: expected auto, .*HOST:PORT, got"):
         _probe_address(address)
     assert time.monotonic() - started < 3  # refused on its form, not after the 5 s probe
+
+
+# --- streaming: a sweep of millions is never held whole ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["+sweep=seeds", "sweep.varied=[split,all]", "seeds.n=7"],
+        ["+sweep=determinism", "seeds.n=3"],
+        ["+sweep=cpu_isa"],
+    ],
+)
+def test_streamed_trials_and_settings_are_the_expanded_ones(overrides: list[str]) -> None:
+    from bench.config import compose
+    from bench.sweep import expand, iter_specs, setups
+
+    cfg = compose(overrides)
+    specs = expand(cfg)
+    assert list(iter_specs(cfg)) == specs
+    settings = setups(cfg)
+    assert sum(n for _, n in settings) == len(specs)
+    setting = lambda s: (s.library, s.device, s.threads, s.cpu_isa, s.varied, s.deterministic)  # noqa: E731
+    assert {setting(s) for s, _ in settings} == {setting(s) for s in specs}
+
+
+def test_stacks_are_cut_as_they_fill_evenly_and_match_the_whole_lists_groups() -> None:
+    from bench.config import compose
+    from bench.sweep import expand, iter_specs, setups
+    from bench.units import group_specs, stack_totals, stream_units
+
+    cfg = compose(["+sweep=seeds", "libraries=[sklearn,torch]", "model=mlp", "seeds.n=11",
+                   "sweep.varied=[init,all]", "batching.enabled=true"])  # fmt: skip
+    whole = group_specs(expand(cfg), 4)
+    streamed = list(stream_units(iter_specs(cfg), 4, stack_totals(setups(cfg))))
+    key = lambda units: sorted(tuple(s.trial_key for s in u) for u, _ in units)  # noqa: E731
+    assert key(streamed) == key(whole)
+    stacks = [u for u, stacked in whole if stacked]
+    # 22 torch trials share one stack key: ceil(22 / 4) = 6 stacks of ceil(22 / 6) = 4, the rest
+    # in the last
+    assert sorted(len(u) for u in stacks) == [2, 4, 4, 4, 4, 4]
+    assert all(len(u) == 1 and not stacked for u, stacked in whole if u[0].library == "sklearn")

@@ -46,14 +46,20 @@ SETUP_COLUMNS: tuple[str, ...] = (
 )
 
 
-def load(path: str | Path) -> pd.DataFrame:
+def load(path: str | Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
     """Read a run folder, a sweep folder of runs, or one Parquet file into the tidy table, one row
     per trial, in this version's schema: pyarrow alone takes the columns of the first file it
-    reads, so an older run first in a sweep folder would drop the columns added since."""
-    from bench.store import SCHEMA
+    reads, so an older run first in a sweep folder would drop the columns added since.
 
-    df = pd.read_parquet(path, schema=SCHEMA)
-    df["cpu_isa"] = df["cpu_isa"].fillna("native")  # runs before bench 0.4.0 set no level
+    `columns` reads only those: a run of a million trials is a few hundred MB without its
+    per-row arrays (`bench.rows.LIST_COLUMNS`) and several GB with them; `SCALAR_COLUMNS` names
+    everything else."""
+    from bench.rows import SCHEMA
+
+    wanted = None if columns is None else list(dict.fromkeys(columns))
+    df = pd.read_parquet(path, schema=SCHEMA, columns=wanted)
+    if "cpu_isa" in df:
+        df["cpu_isa"] = df["cpu_isa"].fillna("native")  # runs before bench 0.4.0 set no level
     return df
 
 

@@ -26,10 +26,13 @@ one by one.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,7 +41,6 @@ import torch.nn.functional as F
 from bench.backends.base import minibatches
 from bench.backends.torch import TorchNeuralClassifier
 from bench.data import Split
-from bench.data.order import epoch_orders
 from bench.models import shared_init
 
 BATCHABLE_MODELS = ("logreg", "mlp")
@@ -68,6 +70,8 @@ class StackResult:
     fit_seconds: float  # training alone: setup and steps, not compiling
     predict_seconds: float
     compile_seconds: float = 0.0  # torch.compile's first calls, before training (compile=True)
+    steps_seconds: float = 0.0  # the optimisation steps alone (part of fit_seconds)
+    classes: list[np.ndarray] = field(default_factory=list)  # per member: its proba's columns
 
 
 def _template(estimator: TorchNeuralClassifier, member: Member) -> TorchNeuralClassifier:
@@ -79,6 +83,32 @@ def _template(estimator: TorchNeuralClassifier, member: Member) -> TorchNeuralCl
     est.init_mode_, est.order_mode_ = est._resolved_modes()
     est.net_ = est._netspec(member.data.X_train.shape[1], len(est.classes_))
     return est
+
+
+def _templates(
+    estimator: TorchNeuralClassifier, members: list[Member]
+) -> list[TorchNeuralClassifier]:
+    """Every member's `_template`: the first built as `fit` would, the others copies of it with
+    their own seeds and classes (building each through `get_params` was 0.4 ms a member)."""
+    first = _template(estimator, members[0])
+    y = np.stack([m.data.y_train for m in members]) if len(members) > 1 else None
+    seen = np.zeros((len(members), int(first.classes_.max()) + 1), dtype=bool)
+    if y is not None and y.min() >= 0 and y.max() < seen.shape[1]:
+        seen[np.arange(len(members))[:, None], y] = True
+    everywhere = (
+        y is not None
+        and bool(seen[:, first.classes_].all())
+        and seen.sum() == seen[:, first.classes_].sum()
+    )
+    out = [first]
+    for member in members[1:]:
+        est = copy.copy(first)
+        est.seed_init, est.seed_order = member.seed_init, member.seed_order
+        if not everywhere:  # some member's training rows lack a class, or have another one
+            est.classes_ = np.unique(member.data.y_train)
+            est.net_ = est._netspec(member.data.X_train.shape[1], len(est.classes_))
+        out.append(est)
+    return out
 
 
 def _initial_weights(est: TorchNeuralClassifier) -> list[np.ndarray]:
@@ -125,11 +155,38 @@ def _initial_stack(templates: list[TorchNeuralClassifier]) -> list[list[np.ndarr
     return [reference, *(_drawn_like_build(t) for t in templates[1:])]
 
 
-def _orders(est: TorchNeuralClassifier, n: int) -> list[np.ndarray]:
-    """Every epoch's permutation, drawn by the same generator the one-by-one run uses."""
+def _order_drawer(est: TorchNeuralClassifier, n: int) -> Callable[[], np.ndarray]:
+    """The next epoch's permutation at each call, from the generator the one-by-one run uses,
+    drawn in the same sequence (`epoch_orders`, `library_orders`)."""
     if est.order_mode_ == "shared":
-        return epoch_orders(n, est.seed_order, est.epochs)
-    return est.library_orders(n)
+        rng = np.random.default_rng(est.seed_order)
+        return lambda: rng.permutation(n)
+    shuffler = torch.Generator().manual_seed(est.seed_order)
+    return lambda: torch.randperm(n, generator=shuffler).numpy()
+
+
+def _epoch_orders(
+    templates: list[TorchNeuralClassifier], n: int, stack: list[int]
+) -> Iterator[np.ndarray]:
+    """Each epoch's (N, n) batch orders, drawn on a helper thread one epoch ahead of the training.
+    Drawing them is a few microseconds of work per member and epoch, but a stack of 256 members
+    and 30 epochs makes 7,680 generator calls (0.4 ms a member): up front that was as much as
+    the rest of a group's host work, behind the training it costs nothing but the first epoch
+    (torch releases the GIL while it draws)."""
+    draws = [_order_drawer(t, n) for t in templates]
+
+    def epoch() -> np.ndarray:
+        drawn = [draw() for draw in draws]
+        return np.stack([drawn[i] for i in stack])
+
+    epochs = templates[0].epochs
+    with ThreadPoolExecutor(1, thread_name_prefix="bench-orders") as pool:
+        ahead = pool.submit(epoch)
+        for e in range(epochs):
+            current = ahead.result()
+            if e + 1 < epochs:
+                ahead = pool.submit(epoch)
+            yield current
 
 
 def _forward(params: list[torch.Tensor], inputs: torch.Tensor, activation: str) -> torch.Tensor:
@@ -214,7 +271,7 @@ def fit_stack(
         raise ValueError("batching: only logreg and mlp in aligned or shared mode can be stacked")
     device = torch.device(estimator.device)
     real = len(members)
-    templates = [_template(estimator, m) for m in members]
+    templates = _templates(estimator, members)
     net = templates[0].net_
     shapes = {
         (m.data.X_train.shape, m.data.X_test.shape, t.net_)
@@ -226,7 +283,6 @@ def fit_stack(
 
     start = time.perf_counter()
     init = _initial_stack(templates)
-    orders_real = [np.stack(_orders(t, n)) for t in templates]  # (epochs, n) each
     # Pad with copies of the first member so that every real member sits in the kernels'
     # vectorised body (a group of one too: its bits must equal those it would get inside any
     # larger group). The copies reuse its draws.
@@ -240,17 +296,16 @@ def fit_stack(
         ).requires_grad_(True)
         for k in range(len(init[0]))
     ]
-    X = torch.tensor(np.stack([m.data.X_train for m in members]), device=device)
-    y = torch.tensor(
-        np.stack(
-            [
-                np.searchsorted(t.classes_, m.data.y_train)
-                for m, t in zip(members, templates, strict=True)
-            ]
-        ),
-        device=device,
-    )
-    orders = np.stack([orders_real[i] for i in stack], axis=1)  # (epochs, N, n)
+    # as_tensor: on the CPU the stacked arrays become the tensors, without a second copy.
+    X = torch.as_tensor(np.stack([m.data.X_train for m in members]), device=device)
+    labels = np.stack([m.data.y_train for m in members])
+    if all(t.classes_ is templates[0].classes_ for t in templates):  # one label map for all
+        y_index = np.searchsorted(templates[0].classes_, labels)
+    else:
+        y_index = np.stack(
+            [np.searchsorted(t.classes_, v) for t, v in zip(templates, labels, strict=True)]
+        )
+    y = torch.as_tensor(y_index, device=device)
     flat_rows = (torch.arange(N, device=device) * n).unsqueeze(1)
     X_rows, y_rows = X.reshape(N * n, -1), y.reshape(-1)
     binary = net.n_outputs == 1
@@ -279,8 +334,9 @@ def fit_stack(
             **({"fused": True} if fused else {}),
         )  # fmt: skip
         step = 0
-        for epoch in range(estimator.epochs):
-            flat = flat_rows + torch.from_numpy(orders[epoch]).to(device)  # (N, n) row numbers
+        began_steps = time.perf_counter()
+        for order in _epoch_orders(templates[:real], n, stack):
+            flat = flat_rows + torch.from_numpy(order).to(device)  # (N, n) row numbers
             for a, b in steps:
                 step += 1
                 optimizer.param_groups[0]["eps"] = estimator.eps / math.sqrt(
@@ -293,24 +349,24 @@ def fit_stack(
                 optimizer.step()
     if device.type == "cuda":
         torch.cuda.synchronize()
+    steps_seconds = time.perf_counter() - began_steps
     fit_seconds = time.perf_counter() - start - compile_seconds
 
     start = time.perf_counter()
     with torch.no_grad():
-        X_test = torch.tensor(np.stack([m.data.X_test for m in members]), device=device)
+        X_test = torch.as_tensor(np.stack([m.data.X_test for m in members]), device=device)
         logits = _forward(params, X_test, estimator.activation)
         out = torch.sigmoid(logits) if binary else torch.softmax(logits, dim=2)
         out = out.cpu().numpy()
     predict_seconds = time.perf_counter() - start
-    out, params = out[:real], [p[:real] for p in params]
-    proba = [
-        np.column_stack([1.0 - o[:, 0], o[:, 0]]).astype(np.float32) if binary else o for o in out
-    ]
-    weights = [
-        [
-            p[i].detach().cpu().numpy().T if p.ndim == 3 else p[i].detach().cpu().numpy()
-            for p in params
-        ]
-        for i in range(real)
-    ]
-    return StackResult(weights, proba, fit_seconds, predict_seconds, compile_seconds)
+    out = out[:real]
+    if binary:  # P(class 0), P(class 1), float32, for all members at once
+        out = np.concatenate([1.0 - out[..., :1], out[..., :1]], axis=2).astype(np.float32)
+    proba = list(out)
+    # Whole tensors to numpy once, then per-member views (1,024 small copies were 4% of a group).
+    stacked = [p.detach()[:real].cpu().numpy() for p in params]
+    weights = [[w[i].T if w.ndim == 3 else w[i] for w in stacked] for i in range(real)]
+    classes = [t.classes_ for t in templates[:real]]
+    return StackResult(
+        weights, proba, fit_seconds, predict_seconds, compile_seconds, steps_seconds, classes
+    )
