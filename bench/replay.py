@@ -208,13 +208,15 @@ def replay(
         out = run_dir / "_replay" / stamp
         out.mkdir(parents=True)
         writer = store.PartWriter(out, rows_per_part=1000)
-        batches = execute(
-            [s for unit, _ in units for s in unit], raw, writer, f"replay-{stamp}",
-            progress=progress, description="replay", units=units, batching=kernels,
-            keep_weights=bool(cfg.get("keep_weights", False)),
-        )  # fmt: skip
-        fresh = {r["trial_key"]: r for batch in batches for r in batch.to_pylist()}
-        writer.close()
+        try:
+            batches = execute(
+                [s for unit, _ in units for s in unit], raw, writer, f"replay-{stamp}",
+                progress=progress, description="replay", units=units, batching=kernels,
+                keep_weights=bool(cfg.get("keep_weights", False)),
+            )  # fmt: skip
+            fresh = {r["trial_key"]: r for batch in batches for r in batch.to_pylist()}
+        finally:
+            writer.close()
     finally:
         if started:
             ray.shutdown()

@@ -87,9 +87,10 @@ def list_array(values: Sequence[np.ndarray | None], type_: pa.DataType) -> pa.Ar
         flat = np.concatenate([np.asarray(v).reshape(-1) for v in present]) if present else []
         widths = [np.asarray(v).shape[1] for v in present]
         lengths = [np.asarray(v).shape[0] for v in present]
-        inner_offsets = np.concatenate([[0], np.cumsum(np.repeat(widths, lengths))]).astype(
-            np.int32
-        )
+        inner_ends = np.cumsum(np.repeat(widths, lengths).astype(np.int64))
+        if len(inner_ends) and inner_ends[-1] >= 2**31:
+            raise ValueError("result batch: too many values in one list column; use smaller stacks")
+        inner_offsets = np.concatenate([[0], inner_ends]).astype(np.int32)
         inner_array = pa.ListArray.from_arrays(
             inner_offsets, pa.array(np.asarray(flat, dtype=inner.value_type.to_pandas_dtype()))
         )
@@ -105,8 +106,10 @@ def list_array(values: Sequence[np.ndarray | None], type_: pa.DataType) -> pa.Ar
 
 
 def _wrap(lengths: list[int | None], values: pa.Array) -> pa.Array:
-    sizes = np.array([n or 0 for n in lengths], dtype=np.int32)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32))
+    ends = np.cumsum(np.array([n or 0 for n in lengths], dtype=np.int64))
+    if len(ends) and ends[-1] >= 2**31:  # a list column's offsets are int32
+        raise ValueError(f"result batch: {ends[-1]} values in one list column; use smaller stacks")
+    offsets = pa.array(np.concatenate([[0], ends]).astype(np.int32))
     mask = pa.array([n is None for n in lengths]) if any(n is None for n in lengths) else None
     return pa.ListArray.from_arrays(offsets, values, mask=mask)
 

@@ -70,6 +70,7 @@ RESUME_FREE = {
     "report",
     "results_dir",
     "hardware",
+    "rows_to",
 }
 ADDRESS_PROBE_S = 5.0
 # The worker environment an embedded Ray was started with, keyed by its node id (random per
@@ -107,7 +108,7 @@ def _execute(
     batch = with_run_id(batch, run_id)
     if part_dir is None:
         return batch
-    store.write_worker_part(batch, Path(part_dir))
+    store.write_worker_part(batch, store.worker_part(Path(part_dir), specs))
     return batch.select(["trial_key", "status"])
 
 
@@ -447,7 +448,8 @@ def execute(
     pending: dict[Any, tuple[list[TrialSpec], float]] = {}  # ref -> (its trials, submitted at)
     counts = {"ok": 0, "error": 0}
 
-    part_dir = str(writer.directory) if rows_to == "workers" else None
+    # Absolute: a worker's current folder is wherever its Ray node was started.
+    part_dir = str(writer.directory.resolve()) if rows_to == "workers" else None
 
     def finish(batch: pa.RecordBatch) -> pa.RecordBatch:
         if batch.schema.equals(rows.SCHEMA):  # rows, not a worker's receipt for its own part
@@ -458,6 +460,10 @@ def execute(
         return batch
 
     def failed(unit: list[TrialSpec], message: str) -> pa.RecordBatch:
+        if part_dir is not None:  # a worker may have written the unit's part before it failed
+            written = store.worker_part(Path(part_dir), unit)
+            if written.exists():
+                return store.read_part(written).select(["trial_key", "status"]).to_batches()[0]
         return rows.to_batch([{**error_row(spec, message), "run_id": run_id} for spec in unit])
 
     with _progress(progress) as bar:
@@ -584,34 +590,40 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
             writer.add_batch(rows.to_batch(skipped))
             counts["skipped"] = len(skipped)
         todo = (s for s in iter_specs(cfg) if runnable(s) and (not done or s.trial_key not in done))
+        batches = execute(
+            todo,
+            raw,
+            writer,
+            run_id,
+            cfg.cluster.max_in_flight,
+            cfg.progress,
+            cfg.sweep.name,
+            retries=cfg.retries,
+            timeout_s=cfg.trial_timeout_s,
+            faults=faults if injecting else None,
+            gpu_fraction=cfg.hardware.gpu_fraction,
+            batching=to_container(cfg.batching),
+            keep_weights=cfg.keep_weights,
+            predictions=plain["predictions"],
+            total=n_todo,
+            setups=[s for s in examples if runnable(s)],
+            dry_run=cfg.dry_run,
+            rows_to=plain["rows_to"],
+            totals=None if done else stack_totals((s, n) for s, n in settings if runnable(s)),
+        )
         try:
-            batches = execute(
-                todo,
-                raw,
-                writer,
-                run_id,
-                cfg.cluster.max_in_flight,
-                cfg.progress,
-                cfg.sweep.name,
-                retries=cfg.retries,
-                timeout_s=cfg.trial_timeout_s,
-                faults=faults if injecting else None,
-                gpu_fraction=cfg.hardware.gpu_fraction,
-                batching=to_container(cfg.batching),
-                keep_weights=cfg.keep_weights,
-                predictions=plain["predictions"],
-                total=n_todo,
-                setups=[s for s in examples if runnable(s)],
-                dry_run=cfg.dry_run,
-                rows_to=plain["rows_to"],
-                totals=None if done else stack_totals((s, n) for s, n in settings if runnable(s)),
-            )
             for batch in batches:
                 for status, n in Counter(batch.column("status").to_pylist()).items():
                     counts[status] = counts.get(status, 0) + n
+            batches.close()
         except KeyboardInterrupt:
+            batches.close()  # cancels what is in flight, before the writer and Ray go
             writer.close()
-            raise Interrupted(run_id, path, writer.rows_written) from None
+            raise Interrupted(run_id, path, counts["ok"] + counts["error"]) from None
+        except BaseException:
+            batches.close()
+            writer.close()
+            raise
         writer.close()
     finally:
         if lock is not None:

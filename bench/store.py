@@ -120,11 +120,12 @@ def read_journal(path: Path) -> pa.Table:
     """The batches appended to a journal (an Arrow IPC stream); a last batch cut short by a crash
     is ignored, as is a journal cut short before its first batch."""
     batches: list[pa.RecordBatch] = []
+    data = path.read_bytes()  # an unreadable journal raises: it must never be taken for empty
     try:
-        reader = pa.ipc.open_stream(pa.BufferReader(path.read_bytes()))
+        reader = pa.ipc.open_stream(pa.BufferReader(data))
         while True:
             batches.append(reader.read_next_batch())
-    except (StopIteration, pa.ArrowInvalid, OSError):
+    except (StopIteration, pa.ArrowInvalid, OSError):  # pyarrow: a message cut short
         pass
     return pa.Table.from_batches(batches, schema=SCHEMA)
 
@@ -249,13 +250,19 @@ def compact_for_resume(directory: Path) -> set[str]:
     return done
 
 
-def write_worker_part(batch: pa.RecordBatch, directory: Path) -> Path:
-    """A Ray task's rows as a part file of its own (`rows_to=workers`), durable before this
-    returns: written under a dot-name, fsynced, renamed, the folder fsynced. A task retried after
-    its part was written leaves a duplicate, which resume keeps once per trial key."""
-    path = directory / f"part-w{secrets.token_hex(8)}.parquet"
+def worker_part(directory: Path, specs: list) -> Path:
+    """Where a Ray task writes its rows with `rows_to=workers`: named after its trials, so that a
+    retried task replaces its own part instead of adding a second copy of its rows."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(s.trial_key for s in specs).encode()).hexdigest()
+    return directory / f"part-w{digest[:24]}.parquet"
+
+
+def write_worker_part(batch: pa.RecordBatch, path: Path) -> None:
+    """A Ray task's rows as a part file of its own, durable before this returns: written under a
+    dot-name, fsynced, renamed over any earlier attempt's, the folder fsynced."""
     _write_part(pa.Table.from_batches([batch], schema=SCHEMA), path)
-    return path
 
 
 class Journal:
@@ -276,7 +283,8 @@ class Journal:
         self._file.close()
 
 
-# A part is written once its oldest row has waited this long, whatever rows_per_part says.
+# A part is written once its oldest row has waited this long, whatever rows_per_part says
+# (checked as batches arrive; the rest is written when the sweep ends).
 PART_MAX_AGE_S = 30.0
 
 
@@ -322,11 +330,13 @@ class PartWriter:
         if not batch.schema.equals(SCHEMA):
             raise ValueError("result batch: its schema is not bench.rows.SCHEMA")
         self._check()
-        self._journal.append(batch)
         if not self._buffer:
             self._oldest = time.monotonic()
+        # Buffered first: a Ctrl-C right after the journal's fsync must not leave a batch that
+        # the journal holds but the part written at the end lacks (its journal is then deleted).
         self._buffer.append(batch)
         self._buffered += batch.num_rows
+        self._journal.append(batch)
         if (
             self._buffered >= self.rows_per_part
             or time.monotonic() - self._oldest >= self.max_age_s

@@ -72,7 +72,8 @@ def print_library_gaps(df: pd.DataFrame, console) -> None:
     """The libraries sweep's table; printed only when a run holds several modes or models."""
     from rich.table import Table
 
-    if "mode" not in df.columns or (df["mode"].nunique() < 2 and df["model"].nunique() < 2):
+    ok = df[df["status"] == "ok"]  # a model whose every trial failed has nothing to compare
+    if "mode" not in ok.columns or (ok["mode"].nunique() < 2 and ok["model"].nunique() < 2):
         return
     gaps = library_gap_table(df)
     view = Table(title="across libraries: gap in mean accuracy and mean pairwise churn, per mode")
@@ -85,8 +86,64 @@ def print_library_gaps(df: pd.DataFrame, console) -> None:
     console.print(view)
 
 
+def scan_accuracy(path: Path) -> tuple[pd.DataFrame, pd.Series, dict[str, Any]]:
+    """`summary_table` streamed over the run's parts a batch at a time (count, mean and M2 merged
+    with Chan's formulas, min, max), with what decides the other tables: the driver's memory stays
+    flat however many trials the run holds. Returns the table, errors per library, and `seen`
+    (distinct values of the axis columns among ok rows, whether any ok row is a `varied=none`
+    repeat or a dry run)."""
+    import pyarrow.dataset as ds
+
+    from bench.rows import SCHEMA
+
+    keys = ["model", "mode", "library", "varied"]
+    stats: dict[tuple, list[float]] = {}  # key -> [n, mean, M2, min, max]
+    errors: dict[str, int] = {}
+    axes = ("model", "mode", "deterministic", "threads", "device", "cpu_isa")
+    seen: dict[str, Any] = {c: set() for c in axes} | {"none": False, "dry_run": False}
+    dataset = ds.dataset(path, format="parquet", schema=SCHEMA)
+    for batch in dataset.to_batches(columns=list(BASIC_COLUMNS), batch_size=1 << 16):
+        df = batch.to_pandas()
+        for library, n in df.loc[df["status"] == "error", "library"].value_counts().items():
+            errors[library] = errors.get(library, 0) + int(n)
+        ok = df[df["status"] == "ok"]
+        for c in axes:
+            seen[c].update(ok[c].dropna().unique().tolist())
+        seen["none"] |= bool(ok["varied"].eq("none").any())
+        seen["dry_run"] |= bool(ok["dry_run"].eq(True).any())
+        agg = ok.groupby(keys, dropna=False)["accuracy"].agg(["count", "mean", "var", "min", "max"])
+        for key, (n, mean, var, lo, hi) in agg.iterrows():
+            if not n:
+                continue
+            part = [n, mean, (var if n > 1 else 0.0) * (n - 1), lo, hi]
+            stats[key] = _merge(stats[key], part) if key in stats else part
+    shown = [c for c in ("model", "mode") if len(seen[c]) > 1] + ["library", "varied"]
+    merged: dict[tuple, list[float]] = {}
+    for key, part in stats.items():
+        short = tuple(v for k, v in zip(keys, key, strict=True) if k in shown)
+        merged[short] = _merge(merged[short], part) if short in merged else part
+    rows = [
+        {**dict(zip(shown, key, strict=True)), "n": n, "mean": mean,
+         "std": (m2 / (n - 1)) ** 0.5 if n > 1 else float("nan"), "min": lo, "max": hi}
+        for key, (n, mean, m2, lo, hi) in sorted(merged.items())
+    ]  # fmt: skip
+    table = pd.DataFrame(rows, columns=[*shown, "n", "mean", "std", "min", "max"]).set_index(shown)
+    return table, pd.Series(errors, dtype="int64"), seen
+
+
+def _merge(a: list[float], b: list[float]) -> list[float]:
+    """Chan et al.'s pairwise update of (n, mean, M2), and min and max."""
+    n = a[0] + b[0]
+    delta = b[1] - a[1]
+    mean = a[1] + delta * b[0] / n
+    m2 = a[2] + b[2] + delta * delta * a[0] * b[0] / n
+    return [n, mean, m2, min(a[3], b[3]), max(a[4], b[4])]
+
+
 def print_summary(path: Path, outcome) -> None:
-    """Everything printed at the end of a sweep, from the rows as they were written (read once)."""
+    """Everything printed at the end of a sweep, from the rows as they were written: the accuracy
+    table streamed over the parts; the other tables, which compare models, modes or levels of an
+    axis, from the rows they need, read only for the runs that print them."""
     from rich.console import Console
     from rich.table import Table
 
@@ -94,13 +151,8 @@ def print_summary(path: Path, outcome) -> None:
     from bench.rows import SCALAR_COLUMNS
 
     console = Console(stderr=False)
-    df = load(path, columns=BASIC_COLUMNS)
-    if needs_arrays(df):  # churn and weight differences: only for the sweeps that print them
-        df = load(path)
-    elif needs_setups(df):
-        df = load(path, columns=SCALAR_COLUMNS)
-    table, errors = summary_table(df)
-    keys = summary_keys(df)
+    table, errors, seen = scan_accuracy(path)
+    keys = list(table.index.names)
     view = Table(
         title=f"accuracy by {', '.join(keys)} ({outcome.n_ok} ok, {outcome.n_error} errors"
         + (f", {outcome.n_skipped} skipped)" if outcome.n_skipped else ")")
@@ -115,11 +167,19 @@ def print_summary(path: Path, outcome) -> None:
             *(f"{r[c]:.4f}" for c in ("mean", "std", "min", "max")),
         )
     console.print(view)
-    print_library_gaps(df, console)
-    print_axis_summaries(df, console)
+    if any(len(seen[c]) > 1 for c in ("model", "mode", "deterministic", "threads", "device",
+                                      "cpu_isa")):  # fmt: skip
+        df = load(path)  # churn and weight differences need the per-row arrays
+    elif seen["none"]:
+        df = load(path, columns=SCALAR_COLUMNS)  # fixed-seed repeats: whole setups, hashes
+    else:
+        df = None
+    if df is not None:
+        print_library_gaps(df, console)
+        print_axis_summaries(df, console)
     for library, n in errors.items():
         console.print(f"[red]{library}: {n} trial(s) failed[/red]; see the 'error' column")
-    if "dry_run" in df and df["dry_run"].eq(True).any():
+    if seen["dry_run"]:
         console.print("[yellow]dry run: these rows were made without training[/yellow]")
     console.print(f"results: {path}")
     console.print(f'read with: pandas.read_parquet("{path}")')
@@ -129,21 +189,6 @@ def print_summary(path: Path, outcome) -> None:
 # trials is summarised from these alone (its strings, hashes and arrays would be gigabytes).
 BASIC_COLUMNS = ("status", "library", "varied", "model", "mode", "accuracy", "deterministic",
                  "threads", "device", "cpu_isa", "dry_run")  # fmt: skip
-
-
-def needs_setups(df: pd.DataFrame) -> bool:
-    """Whether the fixed-seed repeats table is printed (it groups rows by their whole setup)."""
-    ok = df[df["status"] == "ok"]
-    return ok["deterministic"].nunique() > 1 or ok["varied"].eq("none").any()
-
-
-def needs_arrays(df: pd.DataFrame) -> bool:
-    """Whether the summary's tables read the per-row arrays (churn, weights): only when a run
-    compares models, modes, or levels of an axis. A plain seed sweep of a million trials is then
-    summarised from its scalar columns alone."""
-    ok = df[df["status"] == "ok"]
-    axes = ("model", "mode", "deterministic", "threads", "device", "cpu_isa")
-    return any(c in ok and ok[c].nunique() > 1 for c in axes)
 
 
 def _present_by(df, *columns: str) -> list[str]:

@@ -254,3 +254,5 @@ def test_stacks_are_cut_as_they_fill_evenly_and_match_the_whole_lists_groups() -
     # in the last
     assert sorted(len(u) for u in stacks) == [2, 4, 4, 4, 4, 4]
     assert all(len(u) == 1 and not stacked for u, stacked in whole if u[0].library == "sklearn")
+    five = [s for s in expand(cfg) if s.library == "torch"][:5]
+    assert [len(u) for u, _ in group_specs(five, 4)] == [3, 2]  # evened out, not 4 and 1
