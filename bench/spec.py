@@ -88,6 +88,12 @@ _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(TrialSpec))
 _OMIT_WHEN_DEFAULT: dict[str, object] = {"seed_cv": None, "search": None, "cpu_isa": "native"}
 
 
+def group_key(specs: list[TrialSpec]) -> str:
+    """sha256 of a stack's trial keys in stack order: the same trials in the same order. It names
+    a stacked group in its rows, and the part a task writes itself (rows_to=workers)."""
+    return hashlib.sha256("\n".join(s.trial_key for s in specs).encode()).hexdigest()
+
+
 def canonical_json(data: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 

@@ -253,10 +253,9 @@ def compact_for_resume(directory: Path) -> set[str]:
 def worker_part(directory: Path, specs: list) -> Path:
     """Where a Ray task writes its rows with `rows_to=workers`: named after its trials, so that a
     retried task replaces its own part instead of adding a second copy of its rows."""
-    import hashlib
+    from bench.spec import group_key
 
-    digest = hashlib.sha256("\n".join(s.trial_key for s in specs).encode()).hexdigest()
-    return directory / f"part-w{digest[:24]}.parquet"
+    return directory / f"part-w{group_key(specs)[:24]}.parquet"
 
 
 def write_worker_part(batch: pa.RecordBatch, path: Path) -> None:

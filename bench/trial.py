@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import signal
@@ -28,7 +27,7 @@ from bench.data import RawDataset, load, split, split_many
 from bench.faults import inject
 from bench.outcomes import outcomes
 from bench.rows import to_batch
-from bench.spec import TrialSpec
+from bench.spec import TrialSpec, group_key
 
 TRACEBACK_LINES = 12
 
@@ -166,11 +165,6 @@ def _train(
         t1 - t0, t2 - t1, flagged, calibrated, keep_weights, predictions,
     )  # fmt: skip
     return {**rows[0], **tuned}, lists
-
-
-def group_key(specs: list[TrialSpec]) -> str:
-    """sha256 of a stack's trial keys in stack order: the same trials in the same order."""
-    return hashlib.sha256("\n".join(s.trial_key for s in specs).encode()).hexdigest()
 
 
 def _train_stack(
