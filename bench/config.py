@@ -214,7 +214,12 @@ class BatchingConfig:
     shared mode); every trial still gets its own row, with `batched=true` and its group size."""
 
     enabled: bool = False
-    max_group: int = 256
+    max_group: int = 256  # trials per stack
+    # Stacks a task trains back to back: while one trains, a helper thread prepares the next and
+    # finishes the last (bench.trial.run_group_batch), so the host work hides behind the
+    # training. More than 1 pays where a task's host work is a visible share of its time (GPU
+    # workers, big stacks) and a worker has a spare core for the helper.
+    stacks_per_task: int = 1
     fused: bool = False  # torch's fused Adam kernel (one launch for all parameters)
     compile: bool = False  # torch.compile the stacked loss (Inductor; needs a C++ compiler)
 
@@ -408,8 +413,13 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"sweep.cpu_isa: names a level twice: {[lvl.value for lvl in cfg.sweep.cpu_isa]}"
         )
-    if cfg.batching.max_group < 1:
-        raise ConfigError(f"batching.max_group: must be >= 1, got {cfg.batching.max_group}")
+    for key in ("max_group", "stacks_per_task"):
+        if cfg.batching[key] < 1:
+            raise ConfigError(f"batching.{key}: must be >= 1, got {cfg.batching[key]}")
+    if cfg.batching.stacks_per_task != 1 and not cfg.batching.enabled:
+        raise ConfigError(
+            "batching.stacks_per_task: applies to stacked training only; add batching.enabled=true"
+        )
     for key in STACK_KERNELS:
         if cfg.batching[key] and not cfg.batching.enabled:
             raise ConfigError(

@@ -1,8 +1,10 @@
 """What bench does around the trainer, measured: `python -m bench.perf_rows hostwork|ingest|sweep|scale`.
 
-- `hostwork`: one stacked group (the 30-64-1 MLP on breast_cancer, all seeds varied, fused Adam,
-  one thread): the group's wall time outside its optimisation steps and outside `fit_stack`, per
-  trial, with a breakdown; beside it the same members' host work done the per-trial way
+- `hostwork`: stacks of the 30-64-1 MLP on breast_cancer (all seeds varied, fused Adam, one
+  thread), as a task of one stack and as a task of several stacks (`batching.stacks_per_task`),
+  whose host work runs on a helper thread while the next stack trains, alternately: each task's
+  wall time outside the training (and outside the optimisation steps) per trial, with what the
+  host work costs; beside it the same members' host work done the per-trial way
   (scikit-learn's split, ColumnTransformer and metric functions, a dict per row), and a check
   that both give identical splits and metrics within 1e-12.
 - `ingest`: the driver's side alone: made-up record batches (copies of one real group's rows with
@@ -81,81 +83,90 @@ def _old_hostwork(specs: list, raw, proba: list) -> float:
     return (time.perf_counter() - start) / len(specs)
 
 
-def hostwork(members: int, repeat: int) -> None:
+def hostwork(members: int, repeat: int, stacks: int) -> None:
     import collections
 
     import numpy as np
     import torch
 
-    import bench.backends.torch_batched as tb
     from bench import trial
     from bench.data.split import split_many, split_sklearn
     from bench.metrics import classification_metrics_many, sklearn_metrics
 
     torch.set_num_threads(1)
-    specs, raw = _specs(members)
+    specs, raw = _specs(members * stacks)
     timed: dict[str, float] = collections.defaultdict(float)
+    results: list = []
 
-    def wrap(module, name):
+    def wrap(module, name, keep: bool = False):
         inner = getattr(module, name)
 
         def timing(*args, **kwargs):
             t = time.perf_counter()
             try:
-                return inner(*args, **kwargs)
+                out = inner(*args, **kwargs)
+                if keep:
+                    results.append(out[0])
+                return out
             finally:
                 timed[name] += time.perf_counter() - t
 
         setattr(module, name, timing)
 
-    results: list = []
-    original = tb.fit_stack
-
-    def spy(*args, **kwargs):
-        t = time.perf_counter()
-        result = original(*args, **kwargs)
-        timed["fit_stack"] += time.perf_counter() - t
-        results.append(result)
-        return result
-
-    tb.fit_stack = spy
-    for name in ("split_many", "outcomes", "to_batch"):
+    for name in ("_prepare", "_finish", "_stack_batch"):
         wrap(trial, name)
+    wrap(trial, "_train_stack", keep=True)
     wrap(trial.determinism, "apply")
     trial.run_group_batch(specs[:2], raw=raw, fused=True)  # imports, first-call costs
-    print(f"one stacked group of {members} (30-64-1 MLP, breast_cancer, fused Adam, 1 thread)")
-    outside_steps, outside_fit = [], []
-    for r in range(repeat):
-        timed.clear()
-        t = time.perf_counter()
-        batch = trial.run_group_batch(specs, raw=raw, fused=True)
-        wall = time.perf_counter() - t
-        assert set(batch.column("status").to_pylist()) == {"ok"}, batch.column("error")[0]
-        res = results[-1]
-        outside_steps.append((wall - res.steps_seconds) / members)
-        outside_fit.append((wall - timed["fit_stack"]) / members)
-        setup = timed["fit_stack"] - res.steps_seconds
-        parts = {
-            "split": timed["split_many"], "metrics+hashes": timed["outcomes"],
-            "Arrow batch": timed["to_batch"], "fit_stack setup+predict": setup,
-            "determinism": timed["apply"],
-        }  # fmt: skip
-        print(
-            f"  run {r + 1}: wall {wall:.3f} s, steps {res.steps_seconds:.3f} s; outside the "
-            f"steps {outside_steps[-1] * 1e3:.3f} ms/trial, outside fit_stack "
-            f"{outside_fit[-1] * 1e3:.3f} ms/trial; "
-            + ", ".join(f"{k} {v / members * 1e3:.3f}" for k, v in parts.items())
-        )
-    proba = results[-1].proba
-    old = _old_hostwork(specs, raw, proba)
-    new = statistics.median(outside_fit)
+    n_all = members * stacks
     print(
-        f"median outside the steps {statistics.median(outside_steps) * 1e3:.3f} ms/trial; "
-        f"outside fit_stack {new * 1e3:.3f} ms/trial"
+        f"stacks of {members} (30-64-1 MLP, breast_cancer, fused Adam, 1 thread): a task of one "
+        f"stack, and a task of {stacks} stacks ({n_all} trials) whose host work runs on a helper "
+        "thread while the next stack trains"
     )
+    outside: dict[str, list[float]] = {"one stack": [], f"{stacks} stacks": []}
+    outside_steps: dict[str, list[float]] = {k: [] for k in outside}
+    for r in range(repeat):
+        for label, group, size in (
+            ("one stack", specs[:members], None),
+            (f"{stacks} stacks", specs, members),
+        ):
+            timed.clear()
+            results.clear()
+            t = time.perf_counter()
+            batch = trial.run_group_batch(group, raw=raw, fused=True, stack_size=size)
+            wall = time.perf_counter() - t
+            assert set(batch.column("status").to_pylist()) == {"ok"}, batch.column("error")[0]
+            steps = sum(res.steps_seconds for res in results)
+            if size is None:
+                one = results[-1]
+            n = len(group)
+            outside[label].append((wall - timed["_train_stack"]) / n)
+            outside_steps[label].append((wall - steps) / n)
+            parts = {
+                "split+init (prepare)": timed["_prepare"], "metrics+hashes": timed["_finish"],
+                "Arrow batch": timed["_stack_batch"], "determinism": timed["apply"],
+            }  # fmt: skip
+            print(
+                f"  run {r + 1}, {label}: wall {wall:.3f} s, training {timed['_train_stack']:.3f} "
+                f"s ({timed['_train_stack'] / n * 1e3:.2f} ms a trial); outside the training "
+                f"{outside[label][-1] * 1e3:.3f} ms/trial, outside the steps "
+                f"{outside_steps[label][-1] * 1e3:.3f}; host work done (overlapped or not) "
+                + ", ".join(f"{k} {v / n * 1e3:.3f}" for k, v in parts.items())
+            )
+    for label in outside:
+        print(
+            f"median, {label}: outside the training {statistics.median(outside[label]) * 1e3:.3f} "
+            f"ms/trial, outside the optimisation steps "
+            f"{statistics.median(outside_steps[label]) * 1e3:.3f} ms/trial"
+        )
+    specs = specs[:members]
+    new = statistics.median(outside["one stack"])
+    proba = one.proba
+    old = _old_hostwork(specs, raw, proba)
     print(
         f"per-trial scikit-learn path (split, ColumnTransformer, 5 metric calls, dict rows): "
-        f"{old * 1e3:.3f} ms/trial; ratio per-trial / bulk = {old / new:.1f}"
+        f"{old * 1e3:.3f} ms/trial; ratio per-trial / bulk (one stack) = {old / new:.1f}"
     )
     splits = split_many(raw, [s.seed_split for s in specs], 0.2)
     same_split = all(
@@ -177,19 +188,25 @@ def hostwork(members: int, repeat: int) -> None:
 
 def _profile(specs: list, raw) -> None:
     """The issue's cProfile breakdown (one worker, one thread, a group of 256), redone: cumulative
-    seconds in training, metrics, split, rows; and a fresh process's first imports."""
+    seconds in training, split, initial weights, metrics, rows; and a fresh process's first
+    imports."""
     import cProfile
     import pstats
 
     from bench import trial
 
+    # The task's phases one after another on this thread (cProfile sees only the thread that
+    # enabled it, and run_group_batch prepares and finishes on a helper thread).
     profiler = cProfile.Profile()
     profiler.enable()
-    trial.run_group_batch(specs, raw=raw, fused=True)
+    data, prepared = trial._prepare(specs, raw, False)
+    trained = trial._train_stack(prepared, True, False)
+    rows, lists = trial._finish(specs, data, trained, False, "full")
+    trial._stack_batch(specs, {}, rows, {"status": "ok"}, lists)
     profiler.disable()
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    wanted = {"run_group_batch": "total", "fit_stack": "training (fit_stack)",
-              "classification_metrics_many": "metrics", "split_many": "split + preprocessing",
+    wanted = {"train_stack": "training (train_stack)", "prepare_stack": "init draws, stacking",
+              "split_many": "split + preprocessing", "classification_metrics_many": "metrics",
               "outcomes": "metrics, hashes, arrays", "to_batch": "Arrow batch"}  # fmt: skip
     found = {}
     for (_, _, name), (_, _, _, cumulative, _) in stats.items():
@@ -475,6 +492,7 @@ def main(argv: list[str]) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("hostwork")
     p.add_argument("--members", type=int, default=256)
+    p.add_argument("--stacks", type=int, default=8)
     p.add_argument("--repeat", type=int, default=3)
     p = sub.add_parser("ingest")
     p.add_argument("--rows", type=int, default=200_000)
@@ -497,7 +515,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("how")
     ns = parser.parse_args(argv)
     if ns.command == "hostwork":
-        hostwork(ns.members, ns.repeat)
+        hostwork(ns.members, ns.repeat, ns.stacks)
     elif ns.command == "ingest":
         ingest(ns.rows, ns.batch, ns.old_rows)
     elif ns.command == "sweep":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -89,9 +90,11 @@ def _execute(
     predictions: str = "full",
     dry_run: bool = False,
     part_dir: str | None = None,
+    stack_size: int | None = None,
 ) -> pa.RecordBatch:
     """The Ray task body: a worker turns one spec, or, given a stack's `kernels`
-    (config.stack_kernels), one stacked group, into one record batch of rows. With `part_dir`
+    (config.stack_kernels), one stacked group (stacks of at most `stack_size`, trained back to
+    back), into one record batch of rows. With `part_dir`
     (rows_to=workers) it writes them there as a part of its own and returns only their trial keys
     and statuses."""
     from bench import trial
@@ -102,7 +105,7 @@ def _execute(
         "predictions": predictions, "dry_run": dry_run,
     }  # fmt: skip
     if kernels is not None:
-        batch = trial.run_group_batch(specs, **options, **kernels)
+        batch = trial.run_group_batch(specs, **options, **kernels, stack_size=stack_size)
     else:
         batch = pa.concat_batches([trial.run_batch(spec, **options) for spec in specs])
     batch = with_run_id(batch, run_id)
@@ -272,10 +275,16 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Keys added within a version, with the value that runs written before them ran with: such a
+# run's config lacks them, and resuming it with that value is no change.
+ADDED_KEYS = {"batching.stacks_per_task": 1}
+
+
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`key: old -> new` for every trial-defining key that differs."""
     a = _flatten({k: v for k, v in old.items() if k not in RESUME_FREE})
     b = _flatten({k: v for k, v in new.items() if k not in RESUME_FREE})
+    a = {**{k: v for k, v in ADDED_KEYS.items() if k in b}, **a}
     return [
         f"{k}: {a.get(k, '<absent>')} -> {b.get(k, '<absent>')}"
         for k in sorted(a.keys() | b.keys())
@@ -407,7 +416,8 @@ def execute(
     bar and `setups` holds one trial per setting for the checks, and tasks are made from the
     stream as earlier ones finish, so the driver holds no more than `max_in_flight` of them.
 
-    One task per trial, or per stackable group with `batching={"enabled": True, ...}`. A worker
+    One task per trial, or per stackable group with `batching={"enabled": True, ...}` (stacks of
+    `max_group`, `stacks_per_task` of them a task). A worker
     that dies is retried by Ray `retries` times, then its trials become error rows. With
     `timeout_s`, the trial interrupts itself (bench.trial); as a backstop for a hang that never
     returns to Python, a task without a result `2 * timeout_s + 30` s after submission is killed
@@ -428,10 +438,12 @@ def execute(
     if any(s.device == "cuda" for s in setups) and ray.cluster_resources().get("GPU", 0) == 0:
         raise ConfigError("device: cuda requested, but the Ray cluster has no GPU; use device=cpu")
     batching = batching or {}
+    # Units made here are `stacks_per_task` stacks of at most `max_group`; units given (replay:
+    # whole stacks by group_key) are one stack each.
+    stack_size = int(batching.get("max_group", 256)) if units is None else None
     if units is None:
-        units = stream_units(
-            specs, int(batching.get("max_group", 256)) if batching.get("enabled") else None, totals
-        )
+        per_task = int(batching.get("max_group", 256)) * int(batching.get("stacks_per_task", 1))
+        units = stream_units(specs, per_task if batching.get("enabled") else None, totals)
     kernels = stack_kernels(batching)
     task = ray.remote(_execute)
     raw_ref = ray.put(raw)
@@ -445,7 +457,8 @@ def execute(
         limit = min(limit, max(1, fits))
     queue = iter(units)
     exhausted = False
-    pending: dict[Any, tuple[list[TrialSpec], float]] = {}  # ref -> (its trials, submitted at)
+    # ref -> (its trials, submitted at, its backstop)
+    pending: dict[Any, tuple[list[TrialSpec], float, float]] = {}
     counts = {"ok": 0, "error": 0}
 
     # Absolute: a worker's current folder is wherever its Ray node was started.
@@ -485,16 +498,19 @@ def execute(
                     ).remote(
                         [s.fields_dict() for s in unit], raw_ref, faults, timeout_s,
                         kernels if stacked else None, keep_weights, run_id, predictions,
-                        dry_run, part_dir,
+                        dry_run, part_dir, stack_size,
                     )  # fmt: skip
-                    pending[ref] = (unit, time.monotonic())
+                    # each stack's training and host work get timeout_s: 2 x timeout_s a stack
+                    stacks = math.ceil(len(unit) / stack_size) if stacked and stack_size else 1
+                    allowed = 2 * timeout_s * stacks + 30 if timeout_s else math.inf
+                    pending[ref] = (unit, time.monotonic(), allowed)
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 rest = [r for r in pending if r not in done]
                 if done and rest:  # collect everything else that already finished, without waiting
                     more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
                     done += more
                 for ref in done:
-                    unit, _ = pending.pop(ref)
+                    unit, _, _ = pending.pop(ref)
                     try:
                         batch = ray.get(ref)
                     except ray.exceptions.RayError as exc:
@@ -504,12 +520,12 @@ def execute(
                     yield finish(batch)
                 if backstop:
                     now = time.monotonic()
-                    for ref, (unit, submitted) in list(pending.items()):
-                        if now - submitted > backstop:
+                    for ref, (unit, submitted, allowed) in list(pending.items()):
+                        if now - submitted > allowed:
                             ray.cancel(ref, force=True)
                             del pending[ref]
                             message = (
-                                f"timeout: no result {backstop:g} s after submission "
+                                f"timeout: no result {allowed:g} s after submission "
                                 f"(trial_timeout_s={timeout_s:g}); worker killed"
                             )
                             yield finish(failed(unit, message))

@@ -13,6 +13,7 @@ import datetime as dt
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,27 @@ def run_dir(results_dir: str | Path, sweep: str, run_id: str) -> Path:
 
 def part_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("part-*.parquet"))
+
+
+def scan_parts(
+    directory: Path, columns: list[str], batch_size: int = 1 << 16
+) -> Iterator[pa.RecordBatch]:
+    """A run's rows, `columns` of SCHEMA only, a batch at a time, in SCHEMA's types (a column an
+    older part lacks comes as nulls). File by file, each closed before the next: a
+    `pyarrow.dataset` scan kept every file's parsed footer until it ended (about 0.3 KB a row
+    with this schema's 1,000-row parts: 330 MB at a million trials, after the sweep's last row)."""
+    schema = pa.schema([SCHEMA.field(c) for c in columns])
+    for path in part_files(directory):
+        with pq.ParquetFile(path) as part:
+            present = [c for c in columns if c in part.schema_arrow.names]
+            for batch in part.iter_batches(batch_size=batch_size, columns=present):
+                arrays = [
+                    batch.column(c).cast(f.type)
+                    if c in present
+                    else pa.nulls(batch.num_rows, f.type)
+                    for c, f in zip(columns, schema, strict=True)
+                ]
+                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def journal_files(directory: Path) -> list[Path]:

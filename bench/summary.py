@@ -92,17 +92,14 @@ def scan_accuracy(path: Path) -> tuple[pd.DataFrame, pd.Series, dict[str, Any]]:
     flat however many trials the run holds. Returns the table, errors per library, and `seen`
     (distinct values of the axis columns among ok rows, whether any ok row is a `varied=none`
     repeat or a dry run)."""
-    import pyarrow.dataset as ds
-
-    from bench.rows import SCHEMA
+    from bench.store import scan_parts
 
     keys = ["model", "mode", "library", "varied"]
     stats: dict[tuple, list[float]] = {}  # key -> [n, mean, M2, min, max]
     errors: dict[str, int] = {}
     axes = ("model", "mode", "deterministic", "threads", "device", "cpu_isa")
     seen: dict[str, Any] = {c: set() for c in axes} | {"none": False, "dry_run": False}
-    dataset = ds.dataset(path, format="parquet", schema=SCHEMA)
-    for batch in dataset.to_batches(columns=list(BASIC_COLUMNS), batch_size=1 << 16):
+    for batch in scan_parts(Path(path), list(BASIC_COLUMNS)):
         df = batch.to_pandas()
         for library, n in df.loc[df["status"] == "error", "library"].value_counts().items():
             errors[library] = errors.get(library, 0) + int(n)

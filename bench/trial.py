@@ -16,6 +16,9 @@ import signal
 import threading
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +26,7 @@ import pyarrow as pa
 
 from bench import determinism, fingerprint
 from bench.config import SKLEARN_ONLY_PARAMS
-from bench.data import RawDataset, load, split, split_many
+from bench.data import RawDataset, Split, load, split, split_many
 from bench.faults import inject
 from bench.outcomes import outcomes
 from bench.rows import to_batch
@@ -167,44 +170,51 @@ def _train(
     return {**rows[0], **tuned}, lists
 
 
-def _train_stack(
+def _prepare(specs: list[TrialSpec], raw: RawDataset, dry_run: bool) -> tuple[list[Split], Any]:
+    """A stack's splits (bench.data.split_many) and, unless a dry run, its prepared stack
+    (bench.backends.torch_batched.prepare_stack): the host work before its first step."""
+    splits = split_many(raw, [s.seed_split for s in specs], specs[0].dataset_dict()["test_size"])
+    data = [splits[s.seed_split] for s in specs]
+    if dry_run:
+        return data, None
+    from bench.backends.torch_batched import Member, prepare_stack
+
+    members = [Member(s.seed_init, s.seed_order, d) for s, d in zip(specs, data, strict=True)]
+    return data, prepare_stack(make_estimator(specs[0]), members)
+
+
+def _train_stack(prepared: Any, fused: bool, compile: bool) -> tuple[Any, list[str]]:
+    """The stack's training and predictions, and the nondeterministic kernels it ran."""
+    from bench.backends.torch_batched import train_stack
+
+    flagged: list[str] = []
+    with determinism.nondeterministic_ops(flagged):
+        result = train_stack(prepared, fused=fused, compile=compile)
+    return result, flagged
+
+
+def _finish(
     specs: list[TrialSpec],
-    raw: RawDataset,
-    fused: bool,
-    compile: bool,
+    data: list[Split],
+    trained: tuple[Any, list[str]] | None,
     keep_weights: bool,
     predictions: str,
 ) -> tuple[list[dict[str, Any]], dict[str, list]]:
-    """Train a stack (bench.backends.torch_batched) and evaluate every member at once."""
-    from bench.backends.torch_batched import Member, fit_stack
+    """Every member's outcome columns at once (bench.outcomes); made-up probabilities for a dry
+    run (`trained` None)."""
+    if trained is None:
+        from bench.outcomes import made_up_proba
 
-    first = specs[0]
-    splits = split_many(raw, [s.seed_split for s in specs], first.dataset_dict()["test_size"])
-    members = [Member(s.seed_init, s.seed_order, splits[s.seed_split]) for s in specs]
-    flagged: list[str] = []
-    with determinism.nondeterministic_ops(flagged):
-        result = fit_stack(make_estimator(first), members, fused=fused, compile=compile)
+        proba = made_up_proba(data, [s.seed_init for s in specs])
+        classes = [np.arange(d.n_classes) for d in data]
+        return outcomes(data, proba, classes, [[] for _ in specs], 0.0, 0.0, [],
+                        predictions=predictions)  # fmt: skip
+    result, flagged = trained
     n = len(specs)
     return outcomes(
-        [m.data for m in members], result.proba, result.classes, result.weights,
-        result.fit_seconds / n, result.predict_seconds / n, flagged,
-        keep_weights=keep_weights, predictions=predictions,
+        data, result.proba, result.classes, result.weights, result.fit_seconds / n,
+        result.predict_seconds / n, flagged, keep_weights=keep_weights, predictions=predictions,
     )  # fmt: skip
-
-
-def _dry(
-    specs: list[TrialSpec], raw: RawDataset, predictions: str
-) -> tuple[list[dict[str, Any]], dict[str, list]]:
-    """Rows for `specs` without training: real splits, made-up probabilities (bench.outcomes)."""
-    from bench.outcomes import made_up_proba
-
-    test_size = specs[0].dataset_dict()["test_size"]
-    splits = split_many(raw, [s.seed_split for s in specs], test_size)
-    data = [splits[s.seed_split] for s in specs]
-    proba = made_up_proba(data, [s.seed_init for s in specs])
-    classes = [np.arange(d.n_classes) for d in data]
-    return outcomes(data, proba, classes, [[] for _ in specs], 0.0, 0.0, [],
-                    predictions=predictions)  # fmt: skip
 
 
 class TrialTimeout(Exception):
@@ -275,7 +285,8 @@ def run_batch(
         with _deadline(timeout_s):
             inject(spec, faults)
             if dry_run:
-                outcome, lists = _dry([spec], raw, predictions)
+                data, _ = _prepare([spec], raw, dry_run=True)
+                outcome, lists = _finish([spec], data, None, False, predictions)
                 row.update(outcome[0], dry_run=True)
             else:
                 outcome, lists = _train(spec, raw, keep_weights, predictions)
@@ -302,6 +313,18 @@ def run_group(specs: list[TrialSpec], **options: Any) -> list[dict[str, Any]]:
     return run_group_batch(specs, **options).to_pylist()
 
 
+def stacks_of(specs: list[TrialSpec], stack_size: int | None) -> list[list[TrialSpec]]:
+    """`specs` cut into ceil(n / stack_size) stacks, in order, whose sizes differ by one at most
+    (all of them: None)."""
+    if not stack_size or stack_size >= len(specs):
+        return [specs]
+    size, extra = divmod(len(specs), -(-len(specs) // stack_size))
+    bounds = [0]
+    for k in range(-(-len(specs) // stack_size)):
+        bounds.append(bounds[-1] + size + (k < extra))
+    return [specs[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
 def run_group_batch(
     specs: list[TrialSpec],
     raw: RawDataset | None = None,
@@ -313,50 +336,153 @@ def run_group_batch(
     keep_weights: bool = False,
     predictions: str = "full",
     dry_run: bool = False,
+    stack_size: int | None = None,
 ) -> pa.RecordBatch:
-    """Train trials that differ only in seeds as one stacked model (bench.backends.torch_batched);
-    one row per trial, as `run_batch` would write it, plus `batched=True`, the group size and
-    the stack's kernels (fused Adam, torch.compile: both change the last bits). The group
-    shares one fate: an exception, a fault or the timeout (`timeout_s` for the whole group) turns
-    every trial of it into an error row. `fit_seconds` is the group's training time divided by its
-    size (the amortised cost of one model). `group_key` names the group (its trial keys, in
-    order): a stack's last bits may depend on its size on some CPUs, so replay trains it again
-    whole. Splits, metrics and hashes are computed for all members at once (bench.data.split_many,
-    bench.outcomes)."""
+    """Train trials that differ only in seeds as stacked models (bench.backends.torch_batched):
+    one stack, or stacks of at most `stack_size` trained back to back; one row per trial, as
+    `run_batch` would write it, plus `batched=True`, the stack's size and its kernels (fused Adam,
+    torch.compile: both change the last bits). `group_key` names the trial's stack (its trial
+    keys, in order): a stack's last bits may depend on its size on some CPUs, so replay trains
+    it again whole.
+
+    While one stack trains on this thread, a helper thread prepares the next (splits,
+    preprocessing, initial weights: bench.data.split_many, prepare_stack) and finishes the last
+    (metrics, hashes, list columns: bench.outcomes), so with several stacks the host work hides
+    behind the training. Each stack shares one fate: an exception, a fault or the timeout
+    (`timeout_s` for each stack's training) turns every trial of that stack into an error row.
+    `fit_seconds` is a stack's preparation and training divided by its size (the amortised cost
+    of one model)."""
     start = time.perf_counter()
+    stacks = stacks_of(specs, stack_size)
     first = specs[0]
-    group = group_key(specs)
     now = dt.datetime.now(dt.UTC)
     common = {"started_at": now, "worker_pid": os.getpid(), "batched": True,
-              "group_size": len(specs), "group_key": group, "batch_fused_adam": fused,
-              "batch_compiled": compile,
+              "batch_fused_adam": fused, "batch_compiled": compile,
               "cxx_version": fingerprint.cxx_version() if compile else None}  # fmt: skip
-    rows = [{**spec_row(s), **common, "group_index": i} for i, s in enumerate(specs)]
-    lists: dict[str, list] = {}
+    batches: list[Any] = []  # per stack: a Future of its record batch, or an error's text
     try:
-        settings = determinism.apply(first)
-        for row in rows:
-            row.update(settings)
+        common.update(determinism.apply(first))
         _import_for(first)
         if raw is None:
             raw = load(dataset_cfg or {"name": first.dataset, **first.dataset_dict()})
-        with _deadline(timeout_s):
-            for spec in specs:
-                inject(spec, faults)
-            if dry_run:
-                outcome, lists = _dry(specs, raw, predictions)
-            else:
-                outcome, lists = _train_stack(specs, raw, fused, compile, keep_weights, predictions)
-        dry = {"dry_run": True} if dry_run else {}
-        for row, columns in zip(rows, outcome, strict=True):  # all computed before any changes
-            row.update(columns, status="ok", error=None, **dry)
     except Exception as exc:  # noqa: BLE001 - every failure must become a row
-        lists = {}
-        for row in rows:
-            row.update(status="error", error=error_text(exc))
-    environment = fingerprint.environment(first.library, first.device)
-    total = (time.perf_counter() - start) / len(specs)
-    for row in rows:
-        row.update(environment)
-        row["total_seconds"] = total
+        batches = [_Failed(error_text(exc))] * len(stacks)
+    common.update(fingerprint.environment(first.library, first.device))
+
+    def finish(stack: list[TrialSpec], data: list[Split], trained: Any) -> pa.RecordBatch:
+        rows, lists = _finish(stack, data, trained, keep_weights, predictions)
+        ok = {"status": "ok", "error": None, **({"dry_run": True} if dry_run else {})}
+        return _stack_batch(stack, common, rows, ok, lists)
+
+    if not batches:
+        batches = _pipeline(stacks, raw, dry_run, timeout_s, faults, fused, compile, finish)
+    for k, (stack, batch) in enumerate(zip(stacks, batches, strict=True)):
+        if isinstance(batch, _Failed):
+            error = {"status": "error", "error": batch.text}
+            batches[k] = _stack_batch(stack, common, [{} for _ in stack], error, {})
+    out = batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+    total = pa.array(np.full(len(specs), (time.perf_counter() - start) / len(specs)))
+    return out.set_column(out.schema.get_field_index("total_seconds"), "total_seconds", total)
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A stack's error, as its rows will say it. Kept as text: an exception's traceback would keep
+    the failed stack's tensors (GPU memory) alive while the next stacks train."""
+
+    text: str
+
+
+class _Inline:
+    """`ThreadPoolExecutor`'s `submit`, run at once on the calling thread."""
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - handed over as the Future's exception
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _pipeline(
+    stacks: list[list[TrialSpec]],
+    raw: RawDataset,
+    dry_run: bool,
+    timeout_s: float | None,
+    faults: dict[str, Any] | None,
+    fused: bool,
+    compile: bool,
+    finish,
+) -> list[Any]:
+    """Each stack's record batch, or its `_Failed`: stacks trained in order on this thread, their
+    preparation and finishing on a helper thread. Data that takes scikit-learn's path
+    (categorical columns, missing values) is prepared here instead: scikit-learn's validation
+    enters `warnings.catch_warnings`, which is process-wide and would cut into the capture of
+    the nondeterministic kernels the training reports. A helper that hangs is given up after
+    `timeout_s`, as the training would be."""
+    inline = bool(raw.categorical) or bool(np.isnan(raw.X).any())
+    helper = _Inline() if inline else ThreadPoolExecutor(1, thread_name_prefix="bench-host")
+    batches: list[Any] = []
+    hung = False
+
+    def wait(future: Future) -> Any:
+        nonlocal hung
+        try:
+            return future.result(timeout=timeout_s)
+        except FuturesTimeout:
+            hung = True
+            raise TrialTimeout(
+                f"timeout: a stack's host work exceeded trial_timeout_s={timeout_s:g}"
+            ) from None
+
+    try:
+        ahead = helper.submit(_prepare, stacks[0], raw, dry_run)
+        for k, stack in enumerate(stacks):
+            current = ahead
+            if k + 1 < len(stacks):  # queued behind the last stack's finish
+                ahead = helper.submit(_prepare, stacks[k + 1], raw, dry_run)
+            try:
+                data, prepared = wait(current)
+                with _deadline(timeout_s):
+                    for spec in stack:
+                        inject(spec, faults)
+                    trained = None if dry_run else _train_stack(prepared, fused, compile)
+            except Exception as exc:  # noqa: BLE001 - the stack's rows say it
+                batches.append(_Failed(error_text(exc)))
+                continue
+            finally:
+                prepared = None  # the next stack's arrays replace these, not join them
+            batches.append(helper.submit(finish, stack, data, trained))
+            trained = None
+        out = []
+        for batch in batches:
+            if isinstance(batch, _Failed):
+                out.append(batch)
+                continue
+            try:
+                out.append(wait(batch))
+            except Exception as exc:  # noqa: BLE001
+                out.append(_Failed(error_text(exc)))
+        return out
+    finally:
+        helper.shutdown(wait=not hung, cancel_futures=True)
+
+
+def _stack_batch(
+    stack: list[TrialSpec],
+    common: dict[str, Any],
+    outcome: list[dict[str, Any]],
+    status: dict[str, Any],
+    lists: dict[str, list],
+) -> pa.RecordBatch:
+    """One stack's rows: the task's common columns, the stack's, each member's."""
+    group = {**common, "group_size": len(stack), "group_key": group_key(stack), **status}
+    rows = [
+        {**spec_row(spec), **group, "group_index": i, **columns}
+        for i, (spec, columns) in enumerate(zip(stack, outcome, strict=True))
+    ]
     return to_batch(rows, lists)

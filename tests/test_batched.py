@@ -208,13 +208,23 @@ def _sweep(results: Path, *extra: str) -> pd.DataFrame:
 def test_a_batched_sweep_writes_one_row_per_trial_equal_to_the_unbatched_sweep(
     tmp_path: Path,
 ) -> None:
-    batched = _sweep(tmp_path / "b", "batching.enabled=true", "batching.max_group=4")
+    # Tasks of two stacks of at most 4 (the helper thread's pipeline): rows as for any task.
+    batched = _sweep(
+        tmp_path / "b",
+        "batching.enabled=true",
+        "batching.max_group=4",
+        "batching.stacks_per_task=2",
+    )
     plain = _sweep(tmp_path / "p")
     assert set(batched.index) == set(plain.index) and batched.index.is_unique
     assert (batched["status"] == "ok").all()
     torch_rows = batched[batched["library"] == "torch"]
     assert torch_rows["batched"].all() and (torch_rows["group_size"] <= 4).all()
     assert (torch_rows["group_size"] > 1).any()
+    sizes = torch_rows.groupby("group_key").agg(
+        n=("group_size", "size"), size=("group_size", "max")
+    )
+    assert (sizes["n"] == sizes["size"]).all()  # each stack's rows name it and its size
     sklearn_rows = batched[batched["library"] == "sklearn"]  # not stackable: one by one
     assert (~sklearn_rows["batched"]).all() and (sklearn_rows["group_size"] == 1).all()
     plain = plain.loc[batched.index]

@@ -145,6 +145,85 @@ def test_dry_run_rows_are_marked_and_have_real_shapes() -> None:
     assert table["fit_seconds"] == [0.0] * 4
 
 
+def test_a_task_of_several_stacks_gives_each_stack_the_rows_it_gets_alone() -> None:
+    """Stacks trained back to back with their host work on a helper thread (the pipeline of
+    `batching.stacks_per_task`) give each stack bitwise the rows it gets as a task of its own."""
+    from bench import trial
+    from bench.sweep import expand
+
+    cfg = compose(["+sweep=seeds", "libraries=[torch]", "model=mlp", "sweep.varied=[all]",
+                   "seeds.n=10", "model.epochs=2", "batching.enabled=true"])  # fmt: skip
+    specs = expand(cfg)
+    raw = load(to_container(cfg.dataset))
+    together = trial.run_group_batch(specs, raw=raw, fused=True, stack_size=4)
+    stacks = trial.stacks_of(specs, 4)
+    assert [len(s) for s in stacks] == [4, 3, 3]
+    alone = pa.concat_batches([trial.run_group_batch(s, raw=raw, fused=True) for s in stacks])
+    assert together.schema.equals(rows.SCHEMA)
+    assert together.column("status").to_pylist() == ["ok"] * 10
+    for column in ("trial_key", "weights_sha256", "predictions_sha256", "accuracy", "log_loss",
+                   "group_key", "group_size", "group_index", "y_proba", "test_index"):  # fmt: skip
+        assert together.column(column).equals(alone.column(column)), column
+    assert len(set(together.column("group_key").to_pylist())) == 3
+
+
+def test_a_fault_in_one_stack_of_a_task_fails_that_stack_alone() -> None:
+    from bench import faults, trial
+    from bench.sweep import expand
+
+    cfg = compose(["+sweep=seeds", "libraries=[torch]", "model=mlp", "sweep.varied=[all]",
+                   "seeds.n=12", "model.epochs=1", "batching.enabled=true"])  # fmt: skip
+    specs = expand(cfg)
+    stacks = trial.stacks_of(specs, 3)
+    injected = {"raise_on": 0.2}
+    hit = [any(faults.chosen(s.trial_key, 0.2, "raise") for s in stack) for stack in stacks]
+    assert any(hit) and not all(hit), hit  # the fixed seeds make a mix: some stacks fail
+    batch = trial.run_group_batch(
+        specs, raw=load(to_container(cfg.dataset)), faults=injected, stack_size=3
+    )
+    table = batch.to_pydict()
+    for k in range(len(stacks)):
+        got = table["status"][3 * k : 3 * k + 3]
+        assert got == (["error"] * 3 if hit[k] else ["ok"] * 3), (k, got)
+        if hit[k]:
+            assert all("InjectedFault" in e for e in table["error"][3 * k : 3 * k + 3])
+            assert table["y_proba"][3 * k : 3 * k + 3] == [None] * 3
+        else:
+            assert all(p is not None for p in table["y_proba"][3 * k : 3 * k + 3])
+    dry = trial.run_group_batch(specs, raw=load(to_container(cfg.dataset)), dry_run=True,
+                                stack_size=5)  # fmt: skip
+    assert dry.column("dry_run").to_pylist() == [True] * 12
+    assert sorted(set(dry.column("group_size").to_pylist())) == [4]
+
+
+@pytest.mark.parametrize("phase", ["_prepare", "_finish"])
+def test_a_stack_whose_host_work_fails_on_the_helper_thread_fails_alone(
+    phase: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper thread's failures (preparing or finishing a stack) become that stack's error
+    rows; run_group_batch never raises, and the other stacks keep their rows."""
+    from bench import trial
+    from bench.sweep import expand
+
+    cfg = compose(["+sweep=seeds", "libraries=[torch]", "model=mlp", "sweep.varied=[all]",
+                   "seeds.n=6", "model.epochs=1", "batching.enabled=true"])  # fmt: skip
+    specs = expand(cfg)
+    doomed = specs[2].trial_key  # in the second of three stacks
+    real = getattr(trial, phase)
+
+    def failing(stack, *args):
+        if any(s.trial_key == doomed for s in stack):
+            raise MemoryError(f"{phase} failed for this stack")
+        return real(stack, *args)
+
+    monkeypatch.setattr(trial, phase, failing)
+    batch = trial.run_group_batch(specs, raw=load(to_container(cfg.dataset)), stack_size=2)
+    table = batch.to_pydict()
+    assert table["status"] == ["ok", "ok", "error", "error", "ok", "ok"]
+    assert all(f"MemoryError: {phase} failed" in e for e in table["error"][2:4])
+    assert len(set(table["group_key"])) == 3
+
+
 def test_the_journal_keeps_every_whole_batch_of_a_cut_off_stream(tmp_path: Path) -> None:
     """A driver killed mid-append leaves a journal whose last batch is cut short: every batch
     before it reads back whole, and resume turns them into a part."""

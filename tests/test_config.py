@@ -148,6 +148,8 @@ def test_typed_values_are_converted() -> None:
         (["run_id=a/b"], "run_id"),
         (["batching.fused=true"], "batching.fused"),  # without batching.enabled: nothing to fuse
         (["batching.compile=true"], "batching.compile"),
+        (["batching.enabled=true", "batching.stacks_per_task=0"], "batching.stacks_per_task"),
+        (["batching.stacks_per_task=2"], "batching.stacks_per_task"),
     ],
 )
 def test_bad_values_fail_at_compose_naming_the_key(overrides: list[str], key: str) -> None:

@@ -94,13 +94,16 @@ def perf_rows(*args: str, timeout: float) -> str:
 
 def test_the_rows_benchmarks_print_both_sides_their_ratios_and_the_drivers_memory() -> None:
     """`python -m bench.perf_rows` (README, "Rows in bulk"), each subcommand on a tiny workload."""
-    out = perf_rows("hostwork", "--members", "4", "--repeat", "1", timeout=600)
-    assert re.search(r"outside fit_stack [\d.]+ ms/trial", out), out
-    assert re.search(r"ratio per-trial / bulk = [\d.]+", out), out
+    out = perf_rows("hostwork", "--members", "4", "--stacks", "2", "--repeat", "1", timeout=600)
+    for label in ("one stack", "2 stacks"):
+        assert re.search(rf"median, {label}: outside the training [\d.]+ ms/trial", out), out
+    assert re.search(r"ratio per-trial / bulk \(one stack\) = [\d.]+", out), out
     assert "splits identical to scikit-learn's True" in out, out
     worst = float(re.search(r"metrics max \|diff\| ([\d.e+-]+)", out).group(1))
     assert worst <= 1e-12, out
     assert "first imports in a fresh worker process" in out, out
+    for phase in ("training (train_stack)", "split + preprocessing", "metrics, hashes, arrays"):
+        assert re.search(rf"  {re.escape(phase)}: [\d.]+ s", out), out
     out = perf_rows("ingest", "--rows", "256", "--batch", "64", "--old-rows", "20", timeout=600)
     for predictions in ("full", "compact", "none"):
         assert f"predictions={predictions}, batches of 64 rows" in out, out

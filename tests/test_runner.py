@@ -256,3 +256,12 @@ def test_stacks_are_cut_as_they_fill_evenly_and_match_the_whole_lists_groups() -
     assert all(len(u) == 1 and not stacked for u, stacked in whole if u[0].library == "sklearn")
     five = [s for s in expand(cfg) if s.library == "torch"][:5]
     assert [len(u) for u, _ in group_specs(five, 4)] == [3, 2]  # evened out, not 4 and 1
+
+
+def test_a_run_made_before_stacks_per_task_resumes_with_one_stack_a_task() -> None:
+    from bench.runner import config_diff
+
+    before = {"batching": {"enabled": True, "max_group": 256}}
+    assert config_diff(before, {"batching": {**before["batching"], "stacks_per_task": 1}}) == []
+    changed = config_diff(before, {"batching": {**before["batching"], "stacks_per_task": 4}})
+    assert changed == ["batching.stacks_per_task: 1 -> 4"]

@@ -86,3 +86,27 @@ def test_a_run_before_kernel_levels_reads_as_native(tmp_path: Path) -> None:
     assert store.read_results(tmp_path).set_index("trial_key").loc["a", added].isna().all()
     df = load(tmp_path).set_index("trial_key")
     assert df.loc["a", "cpu_isa"] == "native" and df.loc["b", "cpu_isa"] == "avx2"
+
+
+def test_scanning_parts_gives_this_versions_types_and_nulls_for_older_columns(
+    tmp_path: Path,
+) -> None:
+    """`scan_parts` (the end-of-sweep summary's reader): an older part without a column, a part
+    whose strings are dictionary-encoded (as bench writes them), and an empty part."""
+    _part(tmp_path, "part-00000-old.parquet",
+          [{"trial_key": "a", "status": "ok", "library": "torch", "accuracy": 0.5}],
+          ["cpu_isa"])  # fmt: skip
+    table = store.to_table([{"trial_key": "b", "status": "error", "library": "sklearn"}])
+    i = table.schema.get_field_index("library")
+    pq.write_table(
+        table.set_column(i, "library", table.column("library").dictionary_encode()),
+        tmp_path / "part-00001-dict.parquet",
+    )
+    pq.write_table(store.to_table([]), tmp_path / "part-00002-empty.parquet")
+    columns = ["trial_key", "status", "library", "accuracy", "cpu_isa"]
+    batches = list(store.scan_parts(tmp_path, columns))
+    got = pa.Table.from_batches(batches)
+    assert got.schema == pa.schema([store.SCHEMA.field(c) for c in columns])
+    assert got.to_pydict() == {"trial_key": ["a", "b"], "status": ["ok", "error"],
+                               "library": ["torch", "sklearn"], "accuracy": [0.5, None],
+                               "cpu_isa": [None, None]}  # fmt: skip

@@ -29,6 +29,7 @@ import contextlib
 import copy
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,10 @@ BATCHABLE_MODELS = ("logreg", "mlp")
 # rows name their stack (`group_key`) and replay trains it again whole.
 STACK_MULTIPLE = 32
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "logistic": torch.sigmoid}
+# Held by whatever uses torch's process-wide generator while stacks are prepared on a helper
+# thread (bench.trial.run_group_batch): building a member's modules seeds it, and Dynamo saves and
+# restores it while it compiles.
+GLOBAL_RNG = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ class Member:
 class StackResult:
     weights: list[list[np.ndarray]]  # per member, canonical layout
     proba: list[np.ndarray]  # per member, (n_test, n_classes)
-    fit_seconds: float  # training alone: setup and steps, not compiling
+    fit_seconds: float  # preparation (prepare_stack), setup and steps; not compiling
     predict_seconds: float
     compile_seconds: float = 0.0  # torch.compile's first calls, before training (compile=True)
     steps_seconds: float = 0.0  # the optimisation steps alone (part of fit_seconds)
@@ -115,7 +120,8 @@ def _initial_weights(est: TorchNeuralClassifier) -> list[np.ndarray]:
     """Canonical initial weights exactly as the one-by-one run starts from them."""
     if est.init_mode_ == "shared":
         return shared_init(est.net_, est.seed_init)
-    est.model_ = est._build(None)
+    with GLOBAL_RNG:  # `_build` seeds torch's global generator (prepared on a helper thread)
+        est.model_ = est._build(None)
     return est._weights()
 
 
@@ -165,28 +171,35 @@ def _order_drawer(est: TorchNeuralClassifier, n: int) -> Callable[[], np.ndarray
     return lambda: torch.randperm(n, generator=shuffler).numpy()
 
 
-def _epoch_orders(
-    templates: list[TorchNeuralClassifier], n: int, stack: list[int]
-) -> Iterator[np.ndarray]:
-    """Each epoch's (N, n) batch orders, drawn on a helper thread one epoch ahead of the training.
-    Drawing them is a few microseconds of work per member and epoch, but a stack of 256 members
-    and 30 epochs makes 7,680 generator calls (0.4 ms a member): up front that was as much as
-    the rest of a group's host work, behind the training it costs nothing but the first epoch
-    (torch releases the GIL while it draws)."""
-    draws = [_order_drawer(t, n) for t in templates]
+class _EpochOrders:
+    """Each epoch's (N, n) batch orders, from every member's own generator. The first epoch is
+    drawn when the stack is prepared (on bench.trial's helper thread, while another stack
+    trains); the later ones on a helper thread of their own one epoch ahead of the training.
+    Drawing them is a few microseconds per member and epoch, but a stack of 256 members and 30
+    epochs makes 7,680 generator calls (0.4 ms a member): up front that was as much as the rest
+    of a group's host work; behind the training it costs nothing (torch releases the GIL while
+    it draws)."""
 
-    def epoch() -> np.ndarray:
-        drawn = [draw() for draw in draws]
-        return np.stack([drawn[i] for i in stack])
+    def __init__(self, templates: list[TorchNeuralClassifier], n: int, stack: list[int]) -> None:
+        self._draws = [_order_drawer(t, n) for t in templates]
+        self._stack = stack
+        self._epochs = templates[0].epochs
+        self._first = self._epoch() if self._epochs else None
 
-    epochs = templates[0].epochs
-    with ThreadPoolExecutor(1, thread_name_prefix="bench-orders") as pool:
-        ahead = pool.submit(epoch)
-        for e in range(epochs):
-            current = ahead.result()
-            if e + 1 < epochs:
-                ahead = pool.submit(epoch)
-            yield current
+    def _epoch(self) -> np.ndarray:
+        drawn = [draw() for draw in self._draws]
+        return np.stack([drawn[i] for i in self._stack])
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if not self._epochs:
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="bench-orders") as pool:
+            current = self._first
+            for e in range(self._epochs):
+                ahead = pool.submit(self._epoch) if e + 1 < self._epochs else None
+                yield current
+                if ahead is not None:
+                    current = ahead.result()
 
 
 def _forward(params: list[torch.Tensor], inputs: torch.Tensor, activation: str) -> torch.Tensor:
@@ -259,6 +272,63 @@ def _recompile_limit():
     return dynamo_config.patch(recompile_limit=256, fail_on_recompile_limit_hit=True)
 
 
+@dataclass
+class PreparedStack:
+    """A stack ready to train: what `prepare_stack` computes before the first step, all in numpy
+    (no tensors yet), so a helper thread can prepare the next stack while one trains
+    (bench.trial.run_group_batch). Trained once: its batch orders are drawn as it trains."""
+
+    estimator: TorchNeuralClassifier
+    templates: list[TorchNeuralClassifier]  # per member, padded to the stack
+    init: list[np.ndarray]  # per parameter, (N, ...) stacked in the training layout
+    X_train: np.ndarray  # (N, n, d)
+    y_index: np.ndarray  # (N, n) class numbers
+    X_test: np.ndarray  # (N, n_test, d)
+    stack: list[int]  # member index of each row of the stack (padding repeats member 0)
+    real: int  # members before padding
+    orders: _EpochOrders  # the batch orders, the first epoch's drawn
+    seconds: float  # the time preparing took
+
+
+def prepare_stack(estimator: TorchNeuralClassifier, members: list[Member]) -> PreparedStack:
+    """Everything before the first step of `fit_stack`: the members' one-by-one templates, their
+    initial weights, the padded stack and its data arrays."""
+    if estimator.mode == "defaults" or estimator._model_name() not in BATCHABLE_MODELS:
+        raise ValueError("batching: only logreg and mlp in aligned or shared mode can be stacked")
+    start = time.perf_counter()
+    real = len(members)
+    templates = _templates(estimator, members)
+    shapes = {
+        (m.data.X_train.shape, m.data.X_test.shape, t.net_)
+        for m, t in zip(members, templates, strict=True)
+    }
+    if len(shapes) != 1:
+        raise ValueError("batching: members differ in data shape or network; cannot stack them")
+    init = _initial_stack(templates)
+    # Pad with copies of the first member so that every real member sits in the kernels'
+    # vectorised body (a group of one too: its bits must equal those it would get inside any
+    # larger group). The copies reuse its draws.
+    stack = [*range(real), *[0] * (-real % STACK_MULTIPLE)]
+    members, templates = [members[i] for i in stack], [templates[i] for i in stack]
+    init = [init[i] for i in stack]
+    params = [
+        np.stack([w[k].T if w[k].ndim == 2 else w[k] for w in init]) for k in range(len(init[0]))
+    ]
+    labels = np.stack([m.data.y_train for m in members])
+    if all(t.classes_ is templates[0].classes_ for t in templates):  # one label map for all
+        y_index = np.searchsorted(templates[0].classes_, labels)
+    else:
+        y_index = np.stack(
+            [np.searchsorted(t.classes_, v) for t, v in zip(templates, labels, strict=True)]
+        )
+    X_train = np.stack([m.data.X_train for m in members])
+    orders = _EpochOrders(templates[:real], X_train.shape[1], stack)
+    return PreparedStack(
+        estimator, templates, params, X_train, y_index, np.stack([m.data.X_test for m in members]),
+        stack, real, orders, time.perf_counter() - start,
+    )  # fmt: skip
+
+
 def fit_stack(
     estimator: TorchNeuralClassifier,
     members: list[Member],
@@ -267,45 +337,22 @@ def fit_stack(
 ) -> StackResult:
     """Train `estimator`'s model once per member, all members as one stacked model: with torch's
     fused Adam kernel (`fused`) and the loss compiled by torch.compile (`compile`) if asked."""
-    if estimator.mode == "defaults" or estimator._model_name() not in BATCHABLE_MODELS:
-        raise ValueError("batching: only logreg and mlp in aligned or shared mode can be stacked")
-    device = torch.device(estimator.device)
-    real = len(members)
-    templates = _templates(estimator, members)
-    net = templates[0].net_
-    shapes = {
-        (m.data.X_train.shape, m.data.X_test.shape, t.net_)
-        for m, t in zip(members, templates, strict=True)
-    }
-    if len(shapes) != 1:
-        raise ValueError("batching: members differ in data shape or network; cannot stack them")
-    n = members[0].data.X_train.shape[0]
+    return train_stack(prepare_stack(estimator, members), fused=fused, compile=compile)
 
+
+def train_stack(prepared: PreparedStack, fused: bool = False, compile: bool = False) -> StackResult:
+    """The optimisation steps and the predictions of a prepared stack. `fit_seconds` counts the
+    preparation too (wherever it ran): the cost of a model, as a one-by-one fit counts it."""
+    estimator, templates, real = prepared.estimator, prepared.templates, prepared.real
+    device = torch.device(estimator.device)
+    net = templates[0].net_
+    N, n = prepared.X_train.shape[:2]
     start = time.perf_counter()
-    init = _initial_stack(templates)
-    # Pad with copies of the first member so that every real member sits in the kernels'
-    # vectorised body (a group of one too: its bits must equal those it would get inside any
-    # larger group). The copies reuse its draws.
-    stack = [*range(real), *[0] * (-real % STACK_MULTIPLE)]
-    members, templates = [members[i] for i in stack], [templates[i] for i in stack]
-    init = [init[i] for i in stack]
-    N = len(stack)
-    params = [
-        torch.tensor(
-            np.stack([w[k].T if w[k].ndim == 2 else w[k] for w in init]), device=device
-        ).requires_grad_(True)
-        for k in range(len(init[0]))
-    ]
+    params = [torch.tensor(w, device=device).requires_grad_(True) for w in prepared.init]
     # as_tensor: on the CPU the stacked arrays become the tensors, without a second copy.
-    X = torch.as_tensor(np.stack([m.data.X_train for m in members]), device=device)
-    labels = np.stack([m.data.y_train for m in members])
-    if all(t.classes_ is templates[0].classes_ for t in templates):  # one label map for all
-        y_index = np.searchsorted(templates[0].classes_, labels)
-    else:
-        y_index = np.stack(
-            [np.searchsorted(t.classes_, v) for t, v in zip(templates, labels, strict=True)]
-        )
-    y = torch.as_tensor(y_index, device=device)
+    X = torch.as_tensor(prepared.X_train, device=device)
+    y = torch.as_tensor(prepared.y_index, device=device)
+
     flat_rows = (torch.arange(N, device=device) * n).unsqueeze(1)
     X_rows, y_rows = X.reshape(N * n, -1), y.reshape(-1)
     binary = net.n_outputs == 1
@@ -325,9 +372,11 @@ def fit_stack(
         if compile:  # compile every graph this stack needs on throwaway copies, off the clock
             began = time.perf_counter()
             copies = [q.detach().clone().requires_grad_(True) for q in params]
-            for length in sorted({b - a for a, b in steps}):
-                xb, yb = batch(flat_rows.expand(N, n), 0, length)
-                loss_fn(copies, xb, yb, estimator.alpha, estimator.activation, binary).backward()
+            with GLOBAL_RNG:
+                for length in sorted({b - a for a, b in steps}):
+                    xb, yb = batch(flat_rows.expand(N, n), 0, length)
+                    loss = loss_fn(copies, xb, yb, estimator.alpha, estimator.activation, binary)
+                    loss.backward()
             compile_seconds = time.perf_counter() - began
         optimizer = torch.optim.Adam(
             params, lr=estimator.lr, betas=(estimator.beta1, estimator.beta2), eps=estimator.eps,
@@ -335,7 +384,7 @@ def fit_stack(
         )  # fmt: skip
         step = 0
         began_steps = time.perf_counter()
-        for order in _epoch_orders(templates[:real], n, stack):
+        for order in prepared.orders:
             flat = flat_rows + torch.from_numpy(order).to(device)  # (N, n) row numbers
             for a, b in steps:
                 step += 1
@@ -350,11 +399,11 @@ def fit_stack(
     if device.type == "cuda":
         torch.cuda.synchronize()
     steps_seconds = time.perf_counter() - began_steps
-    fit_seconds = time.perf_counter() - start - compile_seconds
+    fit_seconds = time.perf_counter() - start - compile_seconds + prepared.seconds
 
     start = time.perf_counter()
     with torch.no_grad():
-        X_test = torch.as_tensor(np.stack([m.data.X_test for m in members]), device=device)
+        X_test = torch.as_tensor(prepared.X_test, device=device)
         logits = _forward(params, X_test, estimator.activation)
         out = torch.sigmoid(logits) if binary else torch.softmax(logits, dim=2)
         out = out.cpu().numpy()

@@ -147,21 +147,19 @@ def _standard_scale(
     m = float(train.shape[1])
     total = columns.sum(axis=2)
     mean = total / m
-    temp = columns - (total / m)[:, :, None]
-    correction = temp.sum(axis=2)
-    temp **= 2
-    var = (temp.sum(axis=2) - correction**2 / m) / m
+    columns -= mean[:, :, None]  # x - mean, as the scaler's transform computes it
+    correction = columns.sum(axis=2)
+    var = (np.square(columns).sum(axis=2) - correction**2 / m) / m
     eps = np.finfo(np.float64).eps
     constant = var <= m * eps * var + (m * mean * eps) ** 2
     scale = np.sqrt(var)
     scale[constant] = 1.0
-    Xtr = X[train]
-    Xtr -= mean[:, None, :]
-    Xtr /= scale[:, None, :]
+    columns /= scale[:, :, None]
+    Xtr = columns.transpose(0, 2, 1).astype(np.float32, order="C")
     Xte = X[test]
     Xte -= mean[:, None, :]
     Xte /= scale[:, None, :]
-    return Xtr.astype(np.float32), Xte.astype(np.float32)
+    return Xtr, Xte.astype(np.float32)
 
 
 # Members scaled per array operation. Larger chunks were slower here: their float64 copies
