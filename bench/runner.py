@@ -94,9 +94,8 @@ def _execute(
 ) -> pa.RecordBatch:
     """The Ray task body: a worker turns one spec, or, given a stack's `kernels`
     (config.stack_kernels), one stacked group (stacks of at most `stack_size`, trained back to
-    back), into one record batch of rows. With `part_dir`
-    (rows_to=workers) it writes them there as a part of its own and returns only their trial keys
-    and statuses."""
+    back), into one record batch of rows. With `part_dir` (rows_to=workers) it writes them there
+    as a part of its own and returns only their trial keys and statuses."""
     from bench import trial
 
     specs = [TrialSpec.from_dict(s) for s in spec_jsons]
@@ -417,10 +416,11 @@ def execute(
     stream as earlier ones finish, so the driver holds no more than `max_in_flight` of them.
 
     One task per trial, or per stackable group with `batching={"enabled": True, ...}` (stacks of
-    `max_group`, `stacks_per_task` of them a task). A worker
-    that dies is retried by Ray `retries` times, then its trials become error rows. With
-    `timeout_s`, the trial interrupts itself (bench.trial); as a backstop for a hang that never
-    returns to Python, a task without a result `2 * timeout_s + 30` s after submission is killed
+    `max_group`, `stacks_per_task` of them a task). A worker that dies is retried by Ray
+    `retries` times, then its trials become error rows. With `timeout_s`, the trial interrupts
+    itself (bench.trial); as a backstop for a hang that never returns to Python, a task without
+    a result `2 * timeout_s + 30` s after submission (`2 * timeout_s` more for each further
+    stack of the task) is killed
     (with a timeout, no more tasks are submitted than can start at once, so queueing alone never
     reaches that). `keep_weights` stores each trial's final weights in its row; `predictions`
     says which per-row arrays rows keep (bench.outcomes). `rows_to="workers"`: each task writes
@@ -440,16 +440,16 @@ def execute(
     batching = batching or {}
     # Units made here are `stacks_per_task` stacks of at most `max_group`; units given (replay:
     # whole stacks by group_key) are one stack each.
-    stack_size = int(batching.get("max_group", 256)) if units is None else None
+    stack_size = None
     if units is None:
-        per_task = int(batching.get("max_group", 256)) * int(batching.get("stacks_per_task", 1))
+        stack_size = int(batching.get("max_group", 256))
+        per_task = stack_size * int(batching.get("stacks_per_task", 1))
         units = stream_units(specs, per_task if batching.get("enabled") else None, totals)
     kernels = stack_kernels(batching)
     task = ray.remote(_execute)
     raw_ref = ray.put(raw)
     limit = max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-    backstop = 2 * timeout_s + 30 if timeout_s else None
-    if backstop:  # the backstop counts from submission: submit no more than can start at once
+    if timeout_s:  # the backstop counts from submission: submit no more than can start at once
         resources = ray.cluster_resources()
         fits = int(resources.get("CPU", 1) // max(s.threads for s in setups)) if setups else 1
         if any(s.device == "cuda" for s in setups):
@@ -518,7 +518,7 @@ def execute(
                             unit, f"{type(exc).__name__}: {' '.join(str(exc).split())[:2000]}"
                         )
                     yield finish(batch)
-                if backstop:
+                if timeout_s:
                     now = time.monotonic()
                     for ref, (unit, submitted, allowed) in list(pending.items()):
                         if now - submitted > allowed:

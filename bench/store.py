@@ -116,22 +116,12 @@ def part_files(directory: Path) -> list[Path]:
 def scan_parts(
     directory: Path, columns: list[str], batch_size: int = 1 << 16
 ) -> Iterator[pa.RecordBatch]:
-    """A run's rows, `columns` of SCHEMA only, a batch at a time, in SCHEMA's types (a column an
-    older part lacks comes as nulls). File by file, each closed before the next: a
-    `pyarrow.dataset` scan kept every file's parsed footer until it ended (about 0.3 KB a row
-    with this schema's 1,000-row parts: 330 MB at a million trials, after the sweep's last row)."""
-    schema = pa.schema([SCHEMA.field(c) for c in columns])
+    """A run's rows, `columns` only, in this version's schema (`read_part`), a batch at a time,
+    one part file after another: a `pyarrow.dataset` scan of the whole folder kept every file's
+    parsed footer until it ended (about 0.3 KB a row with 1,000-row parts: 330 MB at a million
+    trials, after the sweep's last row)."""
     for path in part_files(directory):
-        with pq.ParquetFile(path) as part:
-            present = [c for c in columns if c in part.schema_arrow.names]
-            for batch in part.iter_batches(batch_size=batch_size, columns=present):
-                arrays = [
-                    batch.column(c).cast(f.type)
-                    if c in present
-                    else pa.nulls(batch.num_rows, f.type)
-                    for c, f in zip(columns, schema, strict=True)
-                ]
-                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+        yield from read_part(path, columns).to_batches(batch_size)
 
 
 def journal_files(directory: Path) -> list[Path]:
@@ -217,9 +207,10 @@ def check_parts(directory: Path) -> list[Path]:
     return parts
 
 
-def read_part(path: Path) -> pa.Table:
-    """One checked part in this version's schema: columns added since it was written are null."""
-    return pq.read_table(path, schema=SCHEMA)
+def read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """One checked part (`columns` of it, or all) in this version's schema: columns added since it
+    was written are null."""
+    return pq.read_table(path, schema=SCHEMA, columns=columns)
 
 
 def read_results(directory: str | Path):

@@ -27,6 +27,7 @@ import pyarrow as pa
 from bench import determinism, fingerprint
 from bench.config import SKLEARN_ONLY_PARAMS
 from bench.data import RawDataset, Split, load, split, split_many
+from bench.data.split import takes_sklearn_path
 from bench.faults import inject
 from bench.outcomes import outcomes
 from bench.rows import to_batch
@@ -316,13 +317,10 @@ def run_group(specs: list[TrialSpec], **options: Any) -> list[dict[str, Any]]:
 def stacks_of(specs: list[TrialSpec], stack_size: int | None) -> list[list[TrialSpec]]:
     """`specs` cut into ceil(n / stack_size) stacks, in order, whose sizes differ by one at most
     (all of them: None)."""
-    if not stack_size or stack_size >= len(specs):
-        return [specs]
-    size, extra = divmod(len(specs), -(-len(specs) // stack_size))
-    bounds = [0]
-    for k in range(-(-len(specs) // stack_size)):
-        bounds.append(bounds[-1] + size + (k < extra))
-    return [specs[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    k = -(-len(specs) // stack_size) if stack_size else 1
+    size, extra = divmod(len(specs), k)
+    starts = [i * size + min(i, extra) for i in range(k + 1)]  # the first `extra` get one more
+    return [specs[a:b] for a, b in zip(starts, starts[1:], strict=False)]
 
 
 def run_group_batch(
@@ -424,8 +422,10 @@ def _pipeline(
     enters `warnings.catch_warnings`, which is process-wide and would cut into the capture of
     the nondeterministic kernels the training reports. A helper that hangs is given up after
     `timeout_s`, as the training would be."""
-    inline = bool(raw.categorical) or bool(np.isnan(raw.X).any())
-    helper = _Inline() if inline else ThreadPoolExecutor(1, thread_name_prefix="bench-host")
+    if takes_sklearn_path(raw):
+        helper = _Inline()
+    else:
+        helper = ThreadPoolExecutor(1, thread_name_prefix="bench-host")
     batches: list[Any] = []
     hung = False
 

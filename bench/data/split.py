@@ -168,10 +168,16 @@ def _standard_scale(
 _CHUNK = 8
 
 
+def takes_sklearn_path(raw: RawDataset) -> bool:
+    """Whether `split_many` splits `raw` through scikit-learn: categorical columns and missing
+    values need its imputers and encoder."""
+    return bool(raw.categorical) or bool(np.isnan(raw.X).any())
+
+
 def split_many(raw: RawDataset, seeds: list[int], test_size: float) -> dict[int, Split]:
     """Every distinct seed's split, equal to `split_sklearn(raw, seed, test_size)`."""
     unique = list(dict.fromkeys(int(s) for s in seeds))
-    if raw.categorical or np.isnan(raw.X).any():
+    if takes_sklearn_path(raw):
         return {s: split_sklearn(raw, s, test_size) for s in unique}
     plan = StratifiedPlan(raw.y, test_size)
     rows = [plan.indices(s) for s in unique]
