@@ -89,7 +89,11 @@ def outcomes(
                 "predict_seconds": predict_seconds,
                 "weights_sha256": fingerprint.weights_sha256(w),
                 "predictions_sha256": fingerprint.predictions_sha256(y_pred, p),
+                "predictions_dtype": p.dtype.name,  # the scores' dtype, as the hash covers them
                 "nondeterministic_ops": flagged_text,
+                # Warn-only mode ran a kernel without a deterministic implementation: whatever
+                # the switch reads, this training was not deterministic.
+                **({"deterministic_in_force": False} if flagged_text else {}),
             }
         )
         lists["test_index"].append(data.test_index)

@@ -71,11 +71,39 @@ def expected_to_reproduce(row: dict[str, Any]) -> bool:
     return row["device"] == "cpu" or bool(row.get("deterministic_in_force"))
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def predictions_match(stored: dict[str, Any], now: dict[str, Any]) -> tuple[bool, str | None]:
+    """Whether the test predictions are bitwise equal, hashed the same way on both sides, and
+    when that cannot be known, why. A row without `predictions_dtype` (written before the
+    column) hashed its scores cast to float32: float32 scores hash the same way today, other
+    dtypes are hashed again from the replay's own labels and `y_proba` (the float32 values that
+    hash covered). Without `y_proba` the hashes cannot be compared, which is said, not taken for
+    a difference in the bits."""
+    now_hash = now.get("predictions_sha256")
+    dtype = now.get("predictions_dtype")
+    if _missing(stored.get("predictions_dtype")) and not _missing(dtype) and dtype != "float32":
+        if now.get("y_proba") is None or now.get("y_pred") is None:
+            return False, (
+                f"predictions_sha256: hashed as float32 by the stored row, as {dtype} now "
+                "(no y_proba to hash the old way)"
+            )
+        from bench.fingerprint import predictions_sha256_as_float32
+
+        now_hash = predictions_sha256_as_float32(
+            np.asarray(now["y_pred"], dtype=np.int64), np.asarray(now["y_proba"], np.float32)
+        )
+    return stored["predictions_sha256"] == now_hash, None
+
+
 def compare(stored: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
     """One line of the replay table for one trial."""
     weights = stored["weights_sha256"] == now.get("weights_sha256")
-    predictions = stored["predictions_sha256"] == now.get("predictions_sha256")
+    predictions, scheme = predictions_match(stored, now)
     diff = env_diff(stored, now) if now.get("status") == "ok" else []
+    diff += [scheme] if scheme and now.get("status") == "ok" else []
     if now.get("status") == "not run":
         verdict = f"not replayed: {now['error']}"
     elif str(now.get("error") or "").startswith("UnsupportedLevel: "):  # a node of a joined cluster

@@ -242,9 +242,10 @@ def _overview(df: pd.DataFrame, run_dir: Path, ctx: Context) -> Section:
     s.table(table)
     s.text(
         f"Metric: `{ctx.metric}`. Statistics count finished trials only. Confidence intervals are "
-        "95% bootstrap (BCa) intervals from `scipy.stats.bootstrap`; with fewer than about 10 "
-        "trials in a group they are too narrow (resamples only recombine the few values seen), so "
-        "read them as rough."
+        "95% bootstrap (BCa) intervals from `scipy.stats.bootstrap` where a section names no "
+        "other method (variances: chi-square; the fit-time ratio: percentile); with fewer than "
+        "about 10 trials in a group they are too narrow (resamples only recombine the few values "
+        "seen), so read them as rough."
     )
     return s
 
@@ -324,14 +325,17 @@ def _variance(ctx: Context) -> Section | None:
     if "all" not in kinds or not kinds & set(SOURCES):
         return None
     by = [c for c in ctx.group if c != "varied"]
-    table = ba.variance_by_source(ctx.ok, by, ctx.metric, n_resamples=ctx.n_resamples)
+    table = ba.variance_by_source(ctx.ok, by, ctx.metric)
     s = Section("Variance by seed source")
     s.text(
         "Each source varied alone (the other seeds fixed) against all three varied together: "
         "`share_of_all` = Var(source alone) / Var(all varied). With independent, additive sources "
-        "the three shares sum to about 1 (`sum_of_sources`); `none` is the implementation noise "
-        "of repeated fixed-seed runs, contained in every other row. A sample variance from n "
-        "seeds has a relative standard error of about sqrt(2/(n-1)), hence the wide CIs."
+        "the shares sum to about 1 (`sum_of_sources`); `none` is the implementation noise "
+        "of repeated fixed-seed runs, contained in every other row. Sources merged into one "
+        "random state (`seed_sources`, e.g. `order+init`) are one row; a source that does not "
+        "reach the training says *no effect*. A sample variance from n seeds has a relative "
+        "standard error of about sqrt(2/(n-1)): its 95% CI is the chi-square interval for "
+        "normal data, wide at small n (NaN when every trial gave the same value)."
     )
     cols = [
         *by,
@@ -375,7 +379,6 @@ def _churn(ctx: Context) -> Section | None:
     )
     s.text("**Between every two trials of a group** (different seeds):")
     s.table(ba.pairwise_churn(ctx.ok, ctx.group))
-    draws, rows_label, extra = ctx.draws()
     for axis in ctx.axes:
         levels = sorted(ctx.ok[axis].dropna().unique().tolist(), key=str)
         by = [c for c in ctx.others(axis)] + (["varied"] if ctx.has_varied else [])
@@ -386,6 +389,13 @@ def _churn(ctx: Context) -> Section | None:
         tables = [t for t in tables if len(t)]  # models with different hparams never match
         table = pd.concat(tables, ignore_index=True) if tables else None
         if table is None or table.empty or table["n_pairs"].sum() == 0:
+            reasons = {
+                ba.unpaired_reason(ctx.ok, axis, a, b) for a, b in itertools.combinations(levels, 2)
+            }
+            s.text(
+                f"**Between {axis} levels**: no pairs with the same seeds and settings "
+                f"({'; '.join(sorted(r for r in reasons if r)) or 'none formed'})."
+            )
             continue
         table = table[table["n_pairs"] > 0]
         s.text(
@@ -393,7 +403,7 @@ def _churn(ctx: Context) -> Section | None:
             f"the first minus the second):"
         )
         s.table(table.drop(columns=["churn_min"]))
-        _heatmaps(s, ctx, draws, axis, rows_label)
+        _heatmaps(s, ctx, axis)
     per_class = ba.per_class_spread(ctx.ok, ctx.group)
     if not per_class.empty:
         s.text("**Accuracy per true class** (recall) across the trials of each group:")
@@ -401,22 +411,27 @@ def _churn(ctx: Context) -> Section | None:
     return s
 
 
-def _heatmaps(s: Section, ctx: Context, draws: pd.DataFrame, axis: str, rows_label: str) -> None:
-    strata = [c for c in ctx.others(axis) if c in draws.columns]
+def _heatmaps(s: Section, ctx: Context, axis: str) -> None:
+    """Churn heatmaps over pairs of trials that predicted the same test rows
+    (`churn_between_levels` keeps only those): trials with other split seeds share only part of
+    their test sets, and their churn on a few shared rows is no between-seed churn."""
+    rows, label = ctx.ok, "pairs that share their test rows"
+    strata = [c for c in ctx.others(axis) if c in rows.columns]
     count = 0
-    for key, sub in draws.groupby(strata, dropna=False) if strata else [((), draws)]:
+    for key, sub in rows.groupby(strata, dropna=False) if strata else [((), rows)]:
         if sub[axis].nunique() < 2 or count >= MAX_FIGURES:
             continue
         key = key if isinstance(key, tuple) else (key,)
         suffix = "_".join(_slug(k) for k in key)
         name = f"churn_{axis}{'_' + suffix if suffix else ''}.png"
         where = ", ".join(f"{c}={v}" for c, v in zip(strata, key, strict=True))
-        matrix = ba.churn_between_levels(sub, axis)
+        matrix, pairs = ba.churn_between_levels(sub, axis, counts=True)
         title = "\n".join(
-            [f"churn by {axis}: {rows_label}", *([where] if where else []),
-             "diagonal: between seeds; off-diagonal: same seeds"]
+            [f"churn by {axis}: {label}", *([where] if where else []),
+             "diagonal: other seeds, same level; off-diagonal: same seeds"]
         )  # fmt: skip
-        s.blocks.append(ctx.save(plots.churn_heatmap(matrix, title), name, f"churn by {axis}"))
+        figure = plots.churn_heatmap(matrix, title, counts=pairs)
+        s.blocks.append(ctx.save(figure, name, f"churn by {axis}"))
         count += 1
 
 
@@ -512,7 +527,11 @@ def _determinism(ctx: Context) -> Section | None:
             ctx.ok, [c for c in by if c != "deterministic"], n_resamples=ctx.n_resamples
         )
         if not cost.empty:
-            s.text("Fit time with deterministic mode on / off:")
+            s.text(
+                "Fit time with deterministic mode on / off: `ratio_median` = median time on / "
+                "median time off, with a 95% percentile bootstrap CI of that ratio of medians "
+                "(NaN when the resamples give a single value)."
+            )
             s.table(cost)
     return s
 

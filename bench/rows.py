@@ -29,18 +29,21 @@ SCHEMA = pa.schema(
     [
         ("trial_key", _str), ("run_id", _str), ("sweep", _str), ("status", _str), ("error", _str),
         *SPEC_COLUMNS,
+        ("seed_sources", _str),  # sources that reached the training (bench.backends.seed_use)
         ("accuracy", _float), ("balanced_accuracy", _float), ("f1", _float), ("roc_auc", _float),
         ("log_loss", _float), ("n_train", _int), ("n_test", _int), ("n_params", _int),
         ("cv_score", _float), ("best_params", _str),  # grid search: best mean CV score, its params
         ("fit_seconds", _float), ("predict_seconds", _float), ("total_seconds", _float),
         ("started_at", pa.timestamp("us", tz="UTC")),
         ("weights_sha256", _str), ("predictions_sha256", _str),
+        ("predictions_dtype", _str),  # the scores' dtype in the hash (null: cast to float32)
         ("test_index", pa.list_(_int)), ("y_true", pa.list_(_int)), ("y_pred", pa.list_(_int)),
         ("y_score", pa.list_(_float)), ("y_proba", pa.list_(pa.list_(pa.float32()))),
         ("weights", pa.list_(_float)),  # keep_weights=true: final weights, flattened
         ("cpu_vendor", _str), ("cpu_flags", _str),  # the CPU, and its vector flags that matter
         ("torch_cpu_capability", _str), ("numpy_simd", _str), ("onednn_max_cpu_isa", _str),
         ("deterministic_in_force", _bool), ("torch_threads", _int), ("torch_interop_threads", _int),
+        ("deterministic_warn_only", _bool),  # torch: warn-only (null in rows before the column)
         ("tf_intra_threads", _int), ("tf_inter_threads", _int), ("blas_threads", _int), ("blas", _str),
         ("determinism_env", _str), ("cudnn_deterministic", _bool), ("cudnn_benchmark", _bool),
         ("tf32_matmul", _bool), ("tf32_cudnn", _bool), ("tf_onednn", _str),

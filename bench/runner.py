@@ -36,7 +36,7 @@ from bench.data import RawDataset, load
 from bench.determinism import spec_env
 from bench.spec import TrialSpec
 from bench.summary import print_summary
-from bench.sweep import iter_specs, setups
+from bench.sweep import describe_left_out, iter_specs, left_out, setups
 from bench.units import Unit, stack_totals, stream_units
 
 
@@ -49,6 +49,7 @@ class SweepOutcome:
     n_error: int
     n_resumed: int = 0
     n_skipped: int = 0
+    left_out: tuple[str, ...] = ()  # trials not run, and why (bench.sweep.left_out)
 
 
 class Interrupted(Exception):
@@ -360,7 +361,7 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[str, Path, set[str], store.RunLock
 
 def error_row(spec: TrialSpec, message: str) -> dict[str, Any]:
     """A row for a trial whose worker never returned one (the process died, Ray gave up)."""
-    return {"trial_key": spec.trial_key, **spec.fields_dict(), "status": "error", "error": message}
+    return {**spec.row_fields(), "status": "error", "error": message}
 
 
 def _progress(enabled: bool):
@@ -546,6 +547,12 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
     settings = setups(cfg)  # one trial per setting: the checks need no more
     examples = [spec for spec, _ in settings]
     total = sum(n for _, n in settings)
+    if not total and (not_run := left_out(cfg)):
+        raise ConfigError(
+            "sweep.varied: nothing to run, every trial was left out ("
+            + "; ".join(f"{e['library']} {e['model']} varied={e['varied']}: {e['reason']}"
+                        for e in not_run) + ")"
+        )  # fmt: skip
     try:  # a missing or wrong file, or an impossible dataset, fails here, before Ray starts
         raw = load(to_container(cfg.dataset))
     except ValueError as exc:
@@ -590,6 +597,8 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
         else:
             n_skip, n_todo = n_unavailable, total - n_unavailable
             print(f"run {run_id}: {total} trials -> {path}", file=sys.stderr)
+        for line in (not_run := describe_left_out(left_out(cfg))):
+            print(line, file=sys.stderr)
         faults = to_container(cfg.faults)
         if faults["kill_worker_on"] > 0:
             faults["marker_dir"] = str(path / "_faults")
@@ -649,7 +658,7 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
     n_ok = n_done + counts["ok"]
     n_skipped = counts["skipped"]
     outcome = SweepOutcome(
-        run_id, path, total, n_ok, total - n_ok - n_skipped, len(done), n_skipped
+        run_id, path, total, n_ok, total - n_ok - n_skipped, len(done), n_skipped, tuple(not_run)
     )
     print_summary(path, outcome)
     if cfg.get("report", False):

@@ -54,6 +54,22 @@ class TrialSpec:
         """The fields as a flat dict: `asdict` without its deep copy (every field is a scalar)."""
         return {name: getattr(self, name) for name in _FIELD_NAMES}
 
+    @functools.cached_property
+    def seed_sources(self) -> str:
+        """The seed sources that reach this trial's training (bench.backends.seed_use); a
+        property, not a field: it follows from the fields, so it stays out of the key."""
+        from bench.backends.seed_use import seed_sources
+
+        return seed_sources(self.library, self.model, self.mode, self.search is not None)
+
+    def row_fields(self) -> dict[str, Any]:
+        """The identity and spec columns of a result row: all an error row needs."""
+        return {
+            "trial_key": self.trial_key,
+            **self.fields_dict(),
+            "seed_sources": self.seed_sources,
+        }
+
     def to_json(self) -> str:
         data = self.fields_dict()
         for name, default in _OMIT_WHEN_DEFAULT.items():

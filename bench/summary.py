@@ -176,6 +176,8 @@ def print_summary(path: Path, outcome) -> None:
         print_axis_summaries(df, console)
     for library, n in errors.items():
         console.print(f"[red]{library}: {n} trial(s) failed[/red]; see the 'error' column")
+    for line in getattr(outcome, "left_out", ()):
+        console.print(f"[yellow]{line}[/yellow]")
     if seen["dry_run"]:
         console.print("[yellow]dry run: these rows were made without training[/yellow]")
     console.print(f"results: {path}")
@@ -250,7 +252,8 @@ _SHORT = {
     "same_weights_share": "same weights", "max_weight_diff": "max |Δw|",
     "diff_mean": "acc a-b",
     "median_deterministic": "det s", "median_nondeterministic": "non-det s",
-    "ratio_median": "ratio", "ratio_mean_ci_low": "ci low", "ratio_mean_ci_high": "ci high",
+    "ratio_median": "ratio of medians", "ratio_median_ci_low": "ratio of medians ci low",
+    "ratio_median_ci_high": "ratio of medians ci high",
 }  # fmt: skip
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from bench import seeds
+from bench.backends.seed_use import leave_out, seed_groups
 from bench.config import (
     SKLEARN_ONLY_PARAMS,
     model_libraries,
@@ -80,6 +81,48 @@ def setups(cfg: DictConfig) -> list[tuple[TrialSpec, int]]:
         for _, model in selected_models(plain)
         for mode in selected_modes(plain)
         for spec, n in _expand_one(plain, model, mode, first_only=True)
+    ]
+
+
+def _leave_out(
+    plain: dict, library: str, model: dict, mode: str, search: str | None, varied: str
+) -> str | None:
+    """Why this library's trials of `varied` are left out (its seed never reaches the training,
+    or shares one random state with another swept source), or None (bench.backends.seed_use)."""
+    groups = seed_groups(library, model["name"], mode, search is not None)
+    return leave_out(varied, groups, plain["sweep"]["varied"])
+
+
+def left_out(cfg: DictConfig) -> list[dict[str, Any]]:
+    """The trials the sweep leaves out, one entry per library, model, mode and source: how many
+    and why. The driver prints them before the run and the summary after it."""
+    plain = to_container(cfg)
+    out = []
+    for _, model in selected_models(plain):
+        search = _search_json(plain, model)
+        for mode in selected_modes(plain):
+            per_setting = (
+                len(plain["sweep"].get("devices") or [0])
+                * len(plain["sweep"].get("threads") or [0])
+                * len(plain["sweep"].get("cpu_isa") or [0])
+                * len(plain["sweep"].get("deterministic") or [0])
+            )
+            for library in model_libraries(plain, model):
+                for varied in plain["sweep"]["varied"]:
+                    reason = _leave_out(plain, library, model, mode, search, varied)
+                    n = n_seeds(plain, library, varied) * per_setting
+                    if reason and n:
+                        out.append({"library": library, "model": model["name"], "mode": mode,
+                                    "varied": varied, "n": n, "reason": reason})  # fmt: skip
+    return out
+
+
+def describe_left_out(entries: list[dict[str, Any]]) -> list[str]:
+    """One line per left-out entry, for the console."""
+    return [
+        f"left out {e['n']} trial(s) of {e['library']} {e['model']} ({e['mode']}), "
+        f"varied={e['varied']}: {e['reason']}"
+        for e in entries
     ]
 
 
@@ -138,6 +181,8 @@ def _expand_one(plain: dict, model: dict, mode: str, first_only: bool = False) -
     }
     base = plain["seeds"]["base"]
     for library, device, threads, cpu_isa, varied in axes:
+        if _leave_out(plain, library, model, mode, search, varied):
+            continue
         n = n_seeds(plain, library, varied)
         if first_only:
             for deterministic in modes:

@@ -27,7 +27,7 @@ import pyarrow as pa
 from bench import determinism, fingerprint
 from bench.config import SKLEARN_ONLY_PARAMS
 from bench.data import RawDataset, Split, load, split, split_many
-from bench.data.split import takes_sklearn_path
+from bench.data.split import preprocessing, takes_sklearn_path, train_index
 from bench.faults import inject
 from bench.outcomes import outcomes
 from bench.rows import to_batch
@@ -37,8 +37,9 @@ TRACEBACK_LINES = 12
 
 
 def spec_row(spec: TrialSpec) -> dict[str, Any]:
-    """The identity and spec columns of a row: all an error row needs."""
-    return {"trial_key": spec.trial_key, **spec.fields_dict()}
+    """The identity and spec columns of a row: all an error row needs, with the seed sources
+    that reach its training (bench.backends.seed_use)."""
+    return spec.row_fields()
 
 
 def _import_for(spec: TrialSpec) -> None:
@@ -81,20 +82,32 @@ def fitted_weights(estimator) -> list[np.ndarray]:
 
 
 def grid_search(
-    estimator, search: dict[str, Any], seed_cv: int, X: np.ndarray, y: np.ndarray
+    estimator,
+    preprocess,
+    search: dict[str, Any],
+    seed_cv: int,
+    X_raw: np.ndarray,
+    y: np.ndarray,
 ) -> tuple[Any, dict[str, Any]]:
-    """GridSearchCV over `search["grid"]` with stratified k-fold folds shuffled by `seed_cv`, refit
-    on all of X. Returns the refit estimator and the row's `cv_score` (best mean CV score) and
-    `best_params` (JSON). The folds have their own seed so that the CV's randomness is a source
-    of its own, separate from the split, the batch order and the initial weights."""
+    """GridSearchCV over `search["grid"]` with stratified k-fold folds shuffled by `seed_cv`, of
+    `Pipeline([preprocess, estimator])` on the raw training rows `X_raw`: each fold fits the
+    preprocessing (imputation, scaling, one-hot encoding: bench.data.split.preprocessing) on its
+    own training rows only, so no statistic of a fold's validation rows reaches its model. The
+    best pipeline is refit on all of `X_raw` (the preprocessing then is the split's own: the same
+    arrays as a trial without search). Returns the refit pipeline and the row's `cv_score` (best
+    mean CV score) and `best_params` (JSON, the estimator's parameter names without the
+    pipeline's `estimator__`). The folds have their own seed so that the CV's randomness is a
+    source of its own, separate from the split, the batch order and the initial weights."""
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import Pipeline
 
+    pipeline = Pipeline([("preprocess", preprocess), ("estimator", estimator)])
+    grid = {f"estimator__{k}": v for k, v in search["grid"].items()}
     folds = StratifiedKFold(n_splits=search["folds"], shuffle=True, random_state=seed_cv)
-    gs = GridSearchCV(
-        estimator, search["grid"], scoring=search["scoring"], cv=folds, error_score="raise"
-    )
-    gs.fit(X, y)
-    best = json.dumps(gs.best_params_, sort_keys=True, default=_json_value)
+    gs = GridSearchCV(pipeline, grid, scoring=search["scoring"], cv=folds, error_score="raise")
+    gs.fit(X_raw, y)
+    params = {k.removeprefix("estimator__"): v for k, v in gs.best_params_.items()}
+    best = json.dumps(params, sort_keys=True, default=_json_value)
     return gs.best_estimator_, {"cv_score": float(gs.best_score_), "best_params": best}
 
 
@@ -157,12 +170,15 @@ def _train(
         t0 = time.perf_counter()
         if search is None:
             estimator.fit(data.X_train, data.y_train)
-        else:  # fit_seconds then covers the whole search, refit included
-            estimator, tuned = grid_search(
-                estimator, search, spec.seed_cv, data.X_train, data.y_train
-            )
+            model, X_test = estimator, data.X_test
+        else:  # the raw rows: the search fits the preprocessing per fold (fit_seconds: all of it)
+            model, tuned = grid_search(
+                estimator, preprocessing(raw), search, spec.seed_cv,
+                raw.X[train_index(raw, data)], data.y_train,
+            )  # fmt: skip
+            estimator, X_test = model[-1], raw.X[data.test_index]
         t1 = time.perf_counter()
-        proba, calibrated = test_scores(estimator, data.X_test)
+        proba, calibrated = test_scores(model, X_test)
         t2 = time.perf_counter()
     rows, lists = outcomes(
         [data], [np.asarray(proba)], [estimator.classes_], [fitted_weights(estimator)],

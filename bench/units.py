@@ -24,7 +24,11 @@ Unit = tuple[list[TrialSpec], bool]  # the trials of one Ray task, and whether t
 
 
 def stack_key(spec: TrialSpec) -> tuple:
-    """What trials that share one stacked model have in common: everything but their seeds."""
+    """What trials that share one stacked model have in common: everything but their seeds.
+
+    Fixed-seed repeats (`varied=none`) never share a stack (stream_units): trained side by side,
+    "one hash across repeats" would hold by construction, not be measured. Each is a stack of
+    one, so every repeat of a setting runs the same stacked arithmetic at the same size."""
     fields = spec.fields_dict()
     return tuple(v for k, v in fields.items() if k not in _SEED_FIELDS)
 
@@ -48,6 +52,9 @@ def stream_units(
         if max_group is None or not batchable(spec):
             yield [spec], False
             continue
+        if spec.varied == "none":  # a fixed-seed repeat: a stack of its own, at once
+            yield [spec], True
+            continue
         key = stack_key(spec)
         group = groups.setdefault(key, [])
         group.append(spec)
@@ -70,7 +77,7 @@ def stack_totals(specs: Iterable[tuple[TrialSpec, int]]) -> dict[tuple, int]:
     """Trials per `stack_key`, from (trial, count) pairs (bench.sweep.setups)."""
     totals: dict[tuple, int] = {}
     for spec, n in specs:
-        if batchable(spec):
+        if batchable(spec) and spec.varied != "none":  # repeats: stacks of one (stream_units)
             totals[stack_key(spec)] = totals.get(stack_key(spec), 0) + n
     return totals
 

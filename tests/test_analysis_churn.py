@@ -160,3 +160,67 @@ def test_matched_pairs_give_the_largest_weight_difference_where_rows_kept_weight
 
     assert np.isnan(largest_difference([1.0, 2.0], [1.0]))  # two different models
     assert largest_difference([1.0, -2.0], [1.0, 2.0]) == 4.0
+
+
+def _varied(key: str, library: str, pred: list[int], varied: str, seed: int, start: int = 0):
+    """A trial of `varied` with seed index `seed`; its test rows start at dataset row `start`."""
+    seeds = {s: (seed if varied in (s, "all") else 0) for s in ("split", "order", "init")}
+    row = _row(key, library, pred, **{f"seed_{s}": v for s, v in seeds.items()})
+    row.update(varied=varied, test_index=np.arange(start, start + len(pred)))
+    return row
+
+
+def test_heatmap_diagonal_uses_trials_that_share_their_test_rows() -> None:
+    truth = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    init = [  # varied=init: one split, so the same test rows
+        _varied("i0", "torch", truth, "init", 0),
+        _varied("i1", "torch", [1, 0, 0, 0, 1, 1, 1, 1, 1, 1], "init", 1),
+        _varied("i2", "torch", [1, 1, 1, 0, 1, 1, 1, 1, 1, 0], "init", 2),
+    ]
+    df = pd.DataFrame(init)
+    table = ba.pairwise_churn(df, ["library", "varied"]).iloc[0]
+    assert table["churn_mean"] == pytest.approx((1 + 4 + 3) / 30)
+    assert ba.churn_between_levels(df, "library").loc["torch", "torch"] == table["churn_mean"]
+    # all-varied trials: other splits, test sets that overlap in 3 rows or not at all; on the
+    # 3 shared rows these disagree completely. They must not move the between-seed cell.
+    flipped = [1 - t for t in truth]
+    others = pd.DataFrame([
+        _varied("a1", "torch", flipped, "all", 1, start=7),  # rows 7-16: shares 7, 8, 9 only
+        _varied("a2", "torch", truth, "all", 2, start=100),  # shares nothing
+        _varied("a3", "torch", truth, "all", 3, start=200),
+    ])  # fmt: skip
+    both = pd.concat([df, others], ignore_index=True)
+    assert ba.churn_between_levels(both, "library").loc["torch", "torch"] == pytest.approx(
+        table["churn_mean"]
+    )
+    matrix, pairs = ba.churn_between_levels(both, "library", counts=True)
+    assert pairs.loc["torch", "torch"] == 3  # the 3 init pairs; the all-varied trials form none
+    alone, n = ba.churn_between_levels(others, "library", counts=True)
+    assert np.isnan(alone.loc["torch", "torch"]) and n.loc["torch", "torch"] == 0
+
+
+def test_heatmap_diagonal_leaves_out_repeats_of_one_setup_and_counts_off_diagonal_pairs() -> None:
+    truth = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    flip = [1, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    rows = [  # same seeds, other predictions: implementation noise, not churn between seeds
+        _varied("r0", "torch", truth, "none", 0),
+        _varied("r1", "torch", flip, "none", 0),
+        _varied("s0", "tensorflow", truth, "none", 0),
+        _varied("s1", "tensorflow", truth, "none", 0),
+    ]
+    for r in rows:
+        r["repeat"] = int(r["trial_key"][1])
+    matrix, pairs = ba.churn_between_levels(pd.DataFrame(rows), "library", counts=True)
+    assert np.isnan(matrix.loc["torch", "torch"]) and pairs.loc["torch", "torch"] == 0
+    assert pairs.loc["torch", "tensorflow"] == pairs.loc["tensorflow", "torch"] == 2
+    assert matrix.loc["torch", "tensorflow"] == pytest.approx(0.05)  # r0-s0 0, r1-s1 0.1
+
+
+def test_churn_heatmap_shows_the_pairs_behind_each_cell() -> None:
+    from bench.analysis import plots
+
+    matrix = pd.DataFrame([[0.029, 0.1], [0.1, np.nan]], index=["a", "b"], columns=["a", "b"])
+    counts = pd.DataFrame([[45, 10], [10, 0]], index=["a", "b"], columns=["a", "b"])
+    fig = plots.churn_heatmap(matrix, counts=counts)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["2.9%\n45 pairs", "10.0%\n10 pairs", "10.0%\n10 pairs", "n/a\n0 pairs"]

@@ -27,7 +27,8 @@ def test_clearly_separated_groups_exceed_seed_noise() -> None:
     row = ba.compare(df, "library", "A", "B", n_resamples=1000).iloc[0]
     assert row["prob_a_better"] == 1.0 and row["prob_tie"] == 0.0
     assert row["verdict"] == ba.EXCEEDS
-    assert row["diff_ci_low"] > 0.08 and row["diff_ci_high"] < 0.12
+    # measured 0.0930 to 0.1021 (true difference 0.1): about 0.003 of margin on each side
+    assert row["diff_ci_low"] > 0.09 and row["diff_ci_high"] < 0.105
     assert not row["paired"]
     assert "+0.1" in row["reason"] and "CI excludes 0" in row["reason"]
     reverse = ba.compare(df, "library", "B", "A", n_resamples=1000).iloc[0]
@@ -40,7 +41,7 @@ def test_two_samples_of_one_distribution_are_within_seed_noise() -> None:
         df = _groups(rng.normal(0.85, 0.02, 20), rng.normal(0.85, 0.02, 20))
         row = ba.compare(df, "library", "A", "B", n_resamples=500).iloc[0]
         assert row["verdict"] == ba.WITHIN
-        assert 0.15 < row["prob_a_better"] < 0.85
+        assert 0.25 < row["prob_a_better"] < 0.75  # measured 0.295 to 0.645 over the 10 draws
         assert abs(row["diff"]) < row["noise_std"]
 
 
@@ -76,7 +77,10 @@ def test_difference_ci_matches_scipy_two_sample_bootstrap() -> None:
     def diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
         return x.mean(axis=axis) - y.mean(axis=axis)
 
-    ref = stats.bootstrap((a, b), diff, n_resamples=999, rng=np.random.default_rng(11))
+    # bench resamples the sorted values, so that row order never moves an interval
+    ref = stats.bootstrap(
+        (np.sort(a), np.sort(b)), diff, n_resamples=999, rng=np.random.default_rng(11)
+    )
     ci = ref.confidence_interval
     assert (row["diff_ci_low"], row["diff_ci_high"]) == pytest.approx((ci.low, ci.high))
 

@@ -66,8 +66,41 @@ def test_time_ratio_deterministic_over_nondeterministic() -> None:
     cost = ba.determinism_cost(_table(), n_resamples=200)
     assert cost["library"].tolist() == ["torch"]  # sklearn has only one mode
     row = cost.iloc[0]
-    assert row["ratio_median"] == 2.0 and row["ratio_mean"] == 2.0
-    assert row["ratio_mean_ci_low"] == row["ratio_mean_ci_high"] == 2.0  # constant times
+    assert row["ratio_median"] == 2.0
+    assert row["ratio_median_ci_low"] == row["ratio_median_ci_high"] == 2.0  # constant times
+
+
+def test_the_time_ratio_ci_is_the_ci_of_the_ratio_printed_beside_it() -> None:
+    """The ratio shown is the ratio of medians, so its interval is a bootstrap CI of the ratio of
+    medians (it used to be the CI of the ratio of means, another estimator, printed beside it)."""
+    on = [2.0, 2.1, 1.9, 2.2, 9.0]  # a slow first trial: mean ratio 3.4, median ratio 2.1
+    off = [1.0, 1.05, 0.95, 1.1, 1.0]
+    df = pd.DataFrame(_run("torch", True, ["w"] * 5, ["p0"] * 5, on)
+                      + _run("torch", False, ["w"] * 5, ["p0"] * 5, off))  # fmt: skip
+    row = ba.determinism_cost(df, n_resamples=999).iloc[0]
+    assert row["ratio_median"] == pytest.approx(2.1)
+    ci_columns = [c for c in row.index if c.endswith(("_ci_low", "_ci_high"))]
+    assert ci_columns == ["ratio_median_ci_low", "ratio_median_ci_high"]  # nothing else
+    ref = stats.bootstrap(
+        (np.sort(on), np.sort(off)),
+        lambda x, y, axis: np.median(x, axis=axis) / np.median(y, axis=axis),
+        n_resamples=999,
+        method="percentile",
+        rng=np.random.default_rng(0),
+    ).confidence_interval
+    assert (row["ratio_median_ci_low"], row["ratio_median_ci_high"]) == pytest.approx(
+        (ref.low, ref.high)
+    )
+    assert row["ratio_median_ci_low"] < row["ratio_median"] < row["ratio_median_ci_high"]
+
+
+def test_every_interval_the_sweep_summary_prints_sits_beside_its_own_estimate() -> None:
+    from bench.summary import _SHORT
+
+    intervals = [c for c in _SHORT if c.endswith(("_ci_low", "_ci_high"))]
+    assert intervals  # the fit-time ratio's CI is printed
+    for column in intervals:
+        assert column.rsplit("_ci_", 1)[0] in _SHORT, f"{column} printed without its estimate"
 
 
 def test_threshold_probability_with_wilson_and_exact_intervals() -> None:

@@ -54,6 +54,12 @@ def run_bad(bench_cli, tmp_path: Path, *args: str):
         (["run_id=../escape"], "run_id", "../escape"),
         (["cpu_isa=avx9"], "cpu_isa", "avx9"),
         (["sweep.cpu_isa=[native,native]"], "sweep.cpu_isa", "twice"),
+        # logreg() in scikit-learn's defaults draws nothing: varying seed_order alone is no study
+        (
+            ["libraries=[sklearn]", "mode=defaults", "model=logreg", "sweep.varied=[order]"],
+            "sweep.varied",
+            "seed_order does not reach the training",
+        ),
     ],
 )
 def test_bad_config_is_refused(

@@ -74,8 +74,10 @@ def test_shared_mode_torch_and_keras_agree(predictions) -> None:
 
 
 def test_churn_per_mode_reported(predictions) -> None:
-    """Mean pairwise churn per mode; printed for the README. Sanity bounds only: the numbers
-    are the measurement, and `shared` must be the tightest mode."""
+    """Mean pairwise churn per mode; printed for the README, and bounded close to what was
+    measured (README: 0 in shared, 0.6% aligned, 2.0% defaults, 3 seeds of 114 test rows, so one
+    row is 0.9%): the bounds leave about 3 rows' worth for another CPU's kernels, and a real
+    regression (another loss, another default) moves several rows in every seed."""
     table = {}
     for mode in MODES:
         for a, b in itertools.combinations(LIBS, 2):
@@ -91,8 +93,8 @@ def test_churn_per_mode_reported(predictions) -> None:
     mean = {m: np.mean([v for k, v in table.items() if k.startswith(m)]) for m in MODES}
     print("mean pairwise churn per mode:", {m: round(float(v), 4) for m, v in mean.items()})
     assert mean["shared"] <= 0.01
-    assert mean["shared"] <= mean["aligned"] <= 0.2
-    assert mean["defaults"] <= 0.3
+    assert mean["shared"] <= mean["aligned"] <= 0.03
+    assert mean["defaults"] <= 0.05
 
 
 # --- tier 5: convex check ------------------------------------------------------------------------

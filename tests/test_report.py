@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from pathlib import Path
 
@@ -112,6 +113,52 @@ def test_gpu_and_determinism_sections_appear_when_the_data_has_them(tmp_path: Pa
     assert any(name.startswith("churn_device") for name in _pngs(out))
     determinism = md.split("## Determinism")[1].split("##")[0]
     assert "| torch | cuda | no | 1 | 8 | 0 | 4 |" in determinism  # 4 weight hashes in 4 repeats
+    # the interval printed beside the ratio of medians is the CI of that ratio, not of the means'
+    assert "ratio_median_ci_low" in determinism and "ratio_mean" not in determinism
+
+
+def test_churn_heatmap_cells_come_from_trials_that_share_their_test_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.analysis import plots
+
+    seen = []
+    original = plots.churn_heatmap
+
+    def spy(matrix, title=None, counts=None):
+        seen.append((matrix, counts))
+        return original(matrix, title) if counts is None else original(matrix, title, counts)
+
+    monkeypatch.setattr(plots, "churn_heatmap", spy)
+    rows = _fake_rows("torch", "cpu", False) + _fake_rows("sklearn", "cpu", False)
+    write_report(_write_run(tmp_path / "run", rows), n_resamples=100)
+    ((matrix, counts),) = seen  # one heatmap, by library
+    assert counts is not None  # each cell says how many pairs it averages
+    df = pd.DataFrame(rows)
+    for library in ("torch", "sklearn"):
+        # the split seed sets the test rows: pairs on one split, with other order or init seeds
+        trials = df[df["library"] == library].to_dict("records")
+        churns = [
+            np.mean(np.array(a["y_pred"]) != np.array(b["y_pred"]))
+            for a, b in itertools.combinations(trials, 2)
+            if a["seed_split"] == b["seed_split"]
+            and (a["seed_order"], a["seed_init"]) != (b["seed_order"], b["seed_init"])
+        ]
+        assert matrix.loc[library, library] == pytest.approx(np.mean(churns))
+        assert counts.loc[library, library] == len(churns)
+
+
+def test_variance_section_reports_a_merged_seed_group_once(tmp_path: Path) -> None:
+    rows = [
+        {**r, "seed_sources": "split,order+init"}  # MLPClassifier in defaults mode
+        for r in _fake_rows("sklearn", "cpu", False)
+        if r["varied"] != "init"  # the sweep leaves these out: varied=order covers the group
+    ]
+    md = write_report(_write_run(tmp_path / "run", rows), n_resamples=100).read_text()
+    variance = md.split("## Variance by seed source")[1].split("\n## ")[0]
+    assert "| order+init |" in variance
+    assert "| order |" not in variance and "| init |" not in variance
+    assert "chi-square" in variance
 
 
 def test_failed_trials_are_listed_and_left_out(tmp_path: Path) -> None:

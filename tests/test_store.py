@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -110,3 +111,71 @@ def test_scanning_parts_gives_this_versions_types_and_nulls_for_older_columns(
     assert got.to_pydict() == {"trial_key": ["a", "b"], "status": ["ok", "error"],
                                "library": ["torch", "sklearn"], "accuracy": [0.5, None],
                                "cpu_isa": [None, None]}  # fmt: skip
+
+
+def test_a_run_before_warn_only_and_predictions_dtype_reads_with_nulls(tmp_path: Path) -> None:
+    """`deterministic_warn_only` and `predictions_dtype` came with issue 16: a run written before
+    them reads with both null, beside a new run's values, through store and analysis alike."""
+    from bench.analysis import load
+
+    added = ["deterministic_warn_only", "predictions_dtype"]
+    old = {"trial_key": "a", "status": "ok", "library": "sklearn", "predictions_sha256": "x"}
+    _part(tmp_path, "part-00000-old.parquet", [old], added)
+    new = {"trial_key": "b", "status": "ok", "library": "torch", "deterministic_warn_only": True,
+           "predictions_dtype": "float32"}  # fmt: skip
+    _part(tmp_path, "part-00001-new.parquet", [new])
+    for df in (store.read_results(tmp_path), load(tmp_path)):
+        df = df.set_index("trial_key")
+        assert df.loc["a", added].isna().all()
+        assert df.loc["b", "deterministic_warn_only"] == True  # noqa: E712 - a nullable column
+        assert df.loc["b", "predictions_dtype"] == "float32"
+
+
+def _replayed(y_pred: np.ndarray, proba: np.ndarray, **extra) -> dict:
+    """A replay's fresh row as the runner returns it (y_proba: the float32 list column)."""
+    from bench import fingerprint
+
+    return {
+        "status": "ok", "trial_key": "k", "weights_sha256": "w",
+        "predictions_sha256": fingerprint.predictions_sha256(y_pred, proba),
+        "predictions_dtype": proba.dtype.name, "y_pred": y_pred.tolist(),
+        "y_proba": proba.astype(np.float32).tolist(), **extra,
+    }  # fmt: skip
+
+
+def _stored(y_pred: np.ndarray, proba: np.ndarray, dtype: float | str) -> dict:
+    """A stored row: `dtype` NaN is a row written before `predictions_dtype`, hashed as float32."""
+    from bench import fingerprint
+
+    old = isinstance(dtype, float)
+    hashed = fingerprint.predictions_sha256_as_float32 if old else fingerprint.predictions_sha256
+    return {
+        "trial_key": "k", "library": "sklearn", "device": "cpu", "deterministic": False,
+        "accuracy": 1.0, "weights_sha256": "w", "predictions_sha256": hashed(y_pred, proba),
+        "predictions_dtype": dtype,
+    }  # fmt: skip
+
+
+def test_replay_compares_an_old_rows_predictions_hash_with_the_same_scheme() -> None:
+    """A float64 output hashed as float32 by an older bench is compared with the replay's
+    output hashed the same way; a float32 output's hash never changed; a new row compares
+    hashes as they are. Where the old way cannot be computed (no y_proba), the verdict says the
+    scheme changed rather than NOT REPRODUCED."""
+    from bench.replay import compare
+
+    y_pred = np.array([1, 0, 1])
+    p64 = np.array([[0.2, 0.8], [0.7, 0.3], [0.4, 0.6]]) + 1e-12
+    p32 = p64.astype(np.float32)
+    nan = float("nan")
+    assert compare(_stored(y_pred, p64, nan), _replayed(y_pred, p64))["verdict"] == "reproduced"
+    assert compare(_stored(y_pred, p32, nan), _replayed(y_pred, p32))["verdict"] == "reproduced"
+    assert compare(_stored(y_pred, p64, "float64"), _replayed(y_pred, p64))["verdict"] == (
+        "reproduced"
+    )
+    moved = p64 + np.array([[0.0, 0.0], [0.0, 0.0], [0.1, -0.1]])  # other scores, same labels
+    line = compare(_stored(y_pred, p64, nan), _replayed(y_pred, moved))
+    assert not line["predictions_equal"] and line["verdict"].startswith("NOT REPRODUCED")
+    line = compare(_stored(y_pred, p64, nan), _replayed(y_pred, p64, y_proba=None))
+    assert not line["predictions_equal"]
+    assert line["verdict"] == "differs; environment changed"
+    assert "hashed as float32 by the stored row, as float64 now" in line["environment_diff"]

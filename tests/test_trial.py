@@ -169,3 +169,157 @@ print(sorted(m for m in set(sys.modules) - before if m.startswith(heavy)))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# --- Settings read back, not written (issue 16) ---------------------------------------------------
+
+
+def test_warn_only_is_recorded_and_a_kernel_without_determinism_voids_deterministic_in_force(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PyTorch's warn-only mode lets a kernel without a deterministic implementation run: the
+    row says warn-only was on, names the kernel, and does not claim determinism was in force.
+    `put_` (accumulate=False) is such a kernel on the CPU too."""
+    import torch
+
+    from bench.backends.torch import TorchNeuralClassifier
+
+    clean = trial.run(smoke_spec("torch", "deterministic=true", "seeds.n=1"))
+    assert clean["status"] == "ok", clean["error"]
+    assert clean["deterministic_warn_only"] is True and clean["deterministic_in_force"] is True
+    assert clean["nondeterministic_ops"] is None
+
+    fit = TorchNeuralClassifier._fit
+
+    def fit_with_put(self, *args, **kwargs):
+        fit(self, *args, **kwargs)
+        torch.zeros(3).put_(torch.tensor([0]), torch.tensor([1.0]))
+
+    monkeypatch.setattr(TorchNeuralClassifier, "_fit", fit_with_put)
+    row = trial.run(smoke_spec("torch", "deterministic=true", "seeds.n=1"))
+    assert row["status"] == "ok", row["error"]
+    assert row["nondeterministic_ops"] == "put_"
+    assert row["deterministic_warn_only"] is True
+    assert row["deterministic_in_force"] is False
+    monkeypatch.undo()
+    off = trial.run(smoke_spec("torch", "seeds.n=1"))  # after a warn-only trial in this process
+    assert off["deterministic_in_force"] is False and off["deterministic_warn_only"] is False
+
+
+def test_cuda_version_of_a_sklearn_row_does_not_depend_on_an_earlier_torch_trial() -> None:
+    """A worker's scikit-learn rows said torch's CUDA version once it had run a torch trial and
+    None before. Checked in a fresh process as a Ray worker starts, with torch made to look like
+    a CUDA build once imported (this machine's is a CPU build, whose None hid the difference)."""
+    import subprocess
+    import sys
+
+    code = """
+import json, sys
+from bench import trial
+from bench.config import compose
+from bench.sweep import expand
+spec = lambda lib: expand(compose(["+sweep=smoke", f"libraries=[{lib}]", "seeds.n=1"]))[0]
+before = trial.run(spec("sklearn"))
+assert "torch" not in sys.modules
+import torch
+torch.version.cuda = "12.4"  # as a CUDA build says it
+torch_row = trial.run(spec("torch"))
+after = trial.run(spec("sklearn"))
+print(json.dumps([r["cuda_version"] for r in (before, torch_row, after)]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, _, after = json.loads(out.stdout.strip().splitlines()[-1])
+    assert before == after is None
+
+
+def test_cuda_version_of_a_torch_row_is_torchs_build() -> None:
+    import torch
+
+    row = trial.run(smoke_spec("torch", "seeds.n=1"))
+    assert row["cuda_version"] == torch.version.cuda
+
+
+@pytest.mark.parametrize("variable", [None, "1"])
+def test_tf_onednn_is_what_tensorflow_runs_not_the_variable(variable: str | None) -> None:
+    """`tf_onednn` is TensorFlow's own answer (IsMklEnabled), read once the library is loaded:
+    not the variable's text, not a default written down ("on for x86 CPUs" is false on a CPU
+    without AVX-512 VNNI/AMX), and not a value set after TensorFlow read it."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import json, os
+from bench import determinism
+from bench.config import compose
+from bench.sweep import expand
+spec = expand(compose(["+sweep=smoke", "libraries=[tensorflow]", "seeds.n=1"]))[0]
+first = determinism.apply(spec)["tf_onednn"]
+from tensorflow.python.util import _pywrap_util_port
+truth = "on" if _pywrap_util_port.IsMklEnabled() else "off"
+os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0" if truth == "on" else "1"  # too late to matter
+second = determinism.apply(spec)["tf_onednn"]
+print(json.dumps([first, second, truth]))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if variable is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = variable
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    first, second, truth = json.loads(out.stdout.strip().splitlines()[-1])
+    assert first == second == truth
+    if variable == "1":
+        assert truth == "on"
+
+
+def _old_predictions_sha256(y_pred: np.ndarray, proba: np.ndarray) -> str:
+    """predictions_sha256 as bench 0.5.0 computed it: every score cast to float32."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(y_pred, dtype="<i8").tobytes())
+    h.update(np.ascontiguousarray(proba, dtype="<f4").tobytes())
+    return h.hexdigest()
+
+
+def test_predictions_hash_of_float32_scores_is_unchanged() -> None:
+    from bench import fingerprint
+
+    proba = np.array([[0.25, 0.75], [0.9, 0.1], [0.5, 0.5]], dtype=np.float32)
+    y_pred = np.array([1, 0, 0])
+    got = fingerprint.predictions_sha256(y_pred, proba)
+    assert got == _old_predictions_sha256(y_pred, proba)
+    assert got == "c8f8dae5456d09b7b18bd2d58b975e10073031721901f5bf288821d064e3d18f"
+    assert fingerprint.predictions_sha256_as_float32(y_pred, proba) == got
+
+
+def test_predictions_hash_of_float64_scores_covers_their_own_bits() -> None:
+    """Two float64 outputs that round to the same float32 values hashed alike before."""
+    from bench import fingerprint
+
+    a = np.array([[0.25, 0.75], [0.9, 0.1]])
+    b = a + np.array([[1e-12, -1e-12], [0.0, 0.0]])
+    assert np.array_equal(a.astype(np.float32), b.astype(np.float32))
+    y_pred = np.array([1, 0])
+    assert fingerprint.predictions_sha256(y_pred, a) != fingerprint.predictions_sha256(y_pred, b)
+    assert fingerprint.predictions_sha256(y_pred, a) != _old_predictions_sha256(y_pred, a)
+    assert fingerprint.predictions_sha256_as_float32(y_pred, a) == _old_predictions_sha256(
+        y_pred, a
+    )
+
+
+@pytest.mark.parametrize(("library", "dtype"), [("torch", "float32"), ("sklearn", "float64")])
+def test_row_names_the_dtype_its_predictions_hash_covers(library: str, dtype: str) -> None:
+    """linear_svm's scores are squashed margins, float64 in every library; scikit-learn's come
+    straight from its own float64 arithmetic. A float32 row keeps its old hash."""
+    from bench import fingerprint
+
+    model = "logreg" if library == "torch" else "linear_svm"
+    row = trial.run(smoke_spec(library, f"model={model}", "seeds.n=1"))
+    assert row["status"] == "ok", row["error"]
+    assert row["predictions_dtype"] == dtype
+    y_pred, stored = np.asarray(row["y_pred"]), np.asarray(row["y_proba"], dtype=np.float32)
+    as_before = fingerprint.predictions_sha256_as_float32(y_pred, stored)
+    assert as_before == _old_predictions_sha256(y_pred, stored)
+    assert (row["predictions_sha256"] == as_before) == (dtype == "float32")

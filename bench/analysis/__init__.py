@@ -21,20 +21,25 @@ documents its estimator in its module's docstring.
 from bench.analysis.bootstrap import ci as bootstrap_ci
 from bench.analysis.churn import (
     churn,
-    churn_between_levels,
     churn_matrix,
     matched_churn,
     matched_pairs,
     pairwise_churn,
-    per_class_accuracy,
-    per_class_spread,
+    unpaired_reason,
 )
-from bench.analysis.common import load, ok_rows
+from bench.analysis.common import load, ok_rows, parse_seed_sources
 from bench.analysis.compare import EXCEEDS, WITHIN, compare, compare_levels, compare_samples
 from bench.analysis.determinism import determinism_cost, determinism_summary, repeat_groups
+from bench.analysis.levels import churn_between_levels
+from bench.analysis.per_class import per_class_accuracy, per_class_spread
 from bench.analysis.spread import describe, spread
 from bench.analysis.threshold import proportion_ci, threshold_probability
-from bench.analysis.variance import factorial_check, variance_by_source, variance_components
+from bench.analysis.variance import (
+    factorial_check,
+    variance_by_source,
+    variance_ci,
+    variance_components,
+)
 
 __all__ = [
     "EXCEEDS",
@@ -59,8 +64,11 @@ __all__ = [
     "per_class_spread",
     "proportion_ci",
     "repeat_groups",
+    "parse_seed_sources",
     "spread",
     "threshold_probability",
+    "unpaired_reason",
     "variance_by_source",
+    "variance_ci",
     "variance_components",
 ]

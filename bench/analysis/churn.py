@@ -13,9 +13,10 @@ test row have no churn (NaN, left out of summaries).
   mean, max and min churn.
 - `matched_pairs` / `matched_churn`: pairs that agree on every setup column except one (same seeds,
   torch vs tensorflow; same seeds, cpu vs cuda; deterministic on vs off).
-- `churn_between_levels`: a level-by-level matrix for heatmaps.
-- `per_class_accuracy` / `per_class_spread`: accuracy (recall) of each true class per trial, and
-  its spread over trials: an aggregate can hide one class moving a lot.
+- `unpaired_reason`: why no pairs form, when none do.
+
+Elsewhere: `bench.analysis.levels.churn_between_levels` (a level-by-level matrix for heatmaps) and
+`bench.analysis.per_class` (accuracy of each true class per trial, and its spread).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.common import (
+    EXECUTION_COLUMNS,
     SETUP_COLUMNS,
     as_list,
     groups,
@@ -34,7 +36,6 @@ from bench.analysis.common import (
     ok_rows,
     present,
 )
-from bench.analysis.spread import spread
 
 PRED, INDEX, WEIGHTS = "y_pred", "test_index", "weights"
 
@@ -147,9 +148,59 @@ PART_OF = {"batched": ("batch_fused_adam", "batch_compiled")}
 
 def default_match(df: pd.DataFrame, column: str) -> list[str]:
     """Setup columns (plus the sweep's `varied` and `repeat`) in `df`, other than `column` and
-    what describes its levels (PART_OF)."""
+    what describes its levels (PART_OF). How trials were executed (common.EXECUTION_COLUMNS) is
+    not among them unless `column` is one: `matched_pairs` prefers pairs executed alike and
+    falls back, trial by trial, to pairs executed differently (a stacked torch MLP pairs with
+    scikit-learn's one-by-one MLP when no one-by-one torch MLP exists)."""
     skip = {column, *PART_OF.get(column, ())}
+    if column not in EXECUTION_COLUMNS:
+        skip |= set(EXECUTION_COLUMNS)
     return [c for c in present(df, (*SETUP_COLUMNS, "varied", "repeat")) if c not in skip]
+
+
+def _like_with_like(pairs: pd.DataFrame, execution: list[str]) -> pd.DataFrame:
+    """Of the candidate pairs (equal on the match columns), keep those executed alike; a trial
+    with no such partner, whose partner has none either, keeps its pairs executed otherwise."""
+    if not execution or pairs.empty:
+        return pairs
+    same = np.logical_and.reduce(
+        [
+            (pairs[f"{c}_a"] == pairs[f"{c}_b"]) | (pairs[f"{c}_a"].isna() & pairs[f"{c}_b"].isna())
+            for c in execution
+        ]
+    )
+    same = pd.Series(np.asarray(same, dtype=bool), index=pairs.index)
+    has_a = same.groupby(pairs["_row_a"]).transform("any")
+    has_b = same.groupby(pairs["_row_b"]).transform("any")
+    return pairs[same | (~has_a & ~has_b)]
+
+
+def unpaired_reason(
+    df: pd.DataFrame, column: str, a: object, b: object, match: Sequence[str] | None = None
+) -> str | None:
+    """Why no `a` row pairs with a `b` row (None when some do): the match columns whose values
+    the two sides never share, or, when each column is shared somewhere, that no row agrees on
+    all of them at once."""
+    data = ok_rows(df)
+    match = list(match) if match is not None else default_match(data, column)
+    side_a, side_b = data[data[column] == a], data[data[column] == b]
+    if side_a.empty or side_b.empty:
+        return f"no ok rows with {column}={b if side_b.empty else a}"
+    if len(side_a[match].merge(side_b[match].drop_duplicates(), on=match)):
+        return None
+    disjoint = [
+        c
+        for c in match
+        if not set(map(str, side_a[c].unique())) & set(map(str, side_b[c].unique()))
+    ]
+    if disjoint:
+        shown = "; ".join(
+            f"{c}: {sorted(map(str, side_a[c].unique()))[:3]} vs "
+            f"{sorted(map(str, side_b[c].unique()))[:3]}"
+            for c in disjoint
+        )
+        return f"{column}={a} and {column}={b} rows never agree on {shown}"
+    return f"{column}={a} and {column}={b} rows agree on each setup column, never on all at once"
 
 
 def matched_pairs(
@@ -169,13 +220,16 @@ def matched_pairs(
     column except `column`, so for libraries it pairs trials with the same seeds, model, data,
     device and settings.
     """
-    match = list(match) if match is not None else default_match(df, column)
     data = ok_rows(df)
+    match = list(match) if match is not None else default_match(data, column)
+    # execution columns left out of the match travel with each side (`batched_a`, `batched_b`)
+    unmatched = [c for c in present(data, EXECUTION_COLUMNS) if c not in match and c != column]
     keep = [
         c
         for c in dict.fromkeys(
             [
                 *match,
+                *unmatched,
                 "trial_key",
                 metric,
                 PRED,
@@ -187,9 +241,10 @@ def matched_pairs(
         )
         if c in data.columns
     ]
-    left = data.loc[data[column] == a, keep]
-    right = data.loc[data[column] == b, keep]
+    left = data.loc[data[column] == a, keep].assign(_row=lambda x: range(len(x)))
+    right = data.loc[data[column] == b, keep].assign(_row=lambda x: range(len(x)))
     pairs = left.merge(right, on=match, suffixes=("_a", "_b"))
+    pairs = _like_with_like(pairs, unmatched).reset_index(drop=True)
     churns, common = [], []
     none = [None] * len(pairs)
     columns = [f"{c}_{s}" for c in (PRED, INDEX) for s in "ab"]
@@ -203,7 +258,7 @@ def matched_pairs(
         churns.append(c)
         common.append(n)
     out = pairs[[*match]].copy()
-    for col in ("trial_key", metric):
+    for col in ("trial_key", metric, *unmatched):
         if f"{col}_a" in pairs.columns:
             out[f"{col}_a"], out[f"{col}_b"] = pairs[f"{col}_a"], pairs[f"{col}_b"]
     out["diff"] = out[f"{metric}_a"] - out[f"{metric}_b"]
@@ -246,6 +301,18 @@ def matched_churn(
     difference of any pair (NaN without kept weights), mean metric a - b."""
     by = as_list(by)
     pairs = matched_pairs(df, column, a, b, match=match, metric=metric)
+    # An execution column left out of the match groups by both sides' values (stacked torch vs
+    # one-by-one scikit-learn is its own line); the caller's `by` may still name it.
+    for c in [c for c in by if c not in pairs.columns and f"{c}_a" in pairs.columns]:
+        pairs[c] = pairs[f"{c}_a"].where(pairs[f"{c}_a"] == pairs[f"{c}_b"])
+    execution = [
+        f"{c}_{side}"
+        for c in EXECUTION_COLUMNS
+        for side in "ab"
+        if f"{c}_{side}" in pairs.columns and c not in by
+    ]
+    execution = [c for c in execution if pairs[c].nunique(dropna=False) > 1] if len(pairs) else []
+    by = [*by, *execution]
     rows = []
     for key, sub in groups(pairs, by):
         row = {column + "_a": a, column + "_b": b, **key_columns(by, key)}
@@ -274,62 +341,3 @@ def matched_churn(
         "diff_mean",
     ]
     return pd.DataFrame(rows, columns=columns)
-
-
-def churn_between_levels(
-    df: pd.DataFrame, column: str = "library", match: Sequence[str] | None = None
-) -> pd.DataFrame:
-    """Level-by-level matrix of mean churn, for a heatmap.
-
-    Off the diagonal: mean churn of matched pairs (same seeds and settings, the two levels of
-    `column`). On the diagonal: mean pairwise churn between the trials of one level (different
-    seeds, same level), the seed-induced churn to compare the off-diagonal cells with.
-    """
-    data = ok_rows(df, PRED)
-    levels = sorted(data[column].dropna().unique().tolist(), key=str)
-    matrix = pd.DataFrame(np.nan, index=levels, columns=levels, dtype=float)
-    for level in levels:
-        churns, _ = _pairs_churn(data[data[column] == level], PRED)
-        finite = churns[np.isfinite(churns)]
-        matrix.loc[level, level] = float(finite.mean()) if len(finite) else np.nan
-    for x, y in itertools.combinations(levels, 2):
-        c = matched_pairs(data, column, x, y, match=match)["churn"]
-        value = float(c.mean()) if c.notna().any() else np.nan
-        matrix.loc[x, y] = matrix.loc[y, x] = value
-    matrix.index.name = column
-    return matrix
-
-
-def per_class_accuracy(df: pd.DataFrame, by: str | Iterable[str] | None = None) -> pd.DataFrame:
-    """Long table: one row per trial and true class with `n` test rows of that class and the
-    `accuracy` on them (the class's recall), plus `trial_key` and the `by` columns."""
-    by = as_list(by)
-    data = ok_rows(df, PRED)
-    data = data[data["y_true"].notna()]
-    rows = []
-    ids = list(dict.fromkeys([*by, "trial_key"]))
-    for values, truth, pred in zip(
-        data[ids].to_dict("records"), data["y_true"], data[PRED], strict=True
-    ):
-        y_true, y_pred = np.asarray(truth), np.asarray(pred)
-        for cls in np.unique(y_true):
-            mask = y_true == cls
-            rows.append(
-                {
-                    **values,
-                    "class": int(cls),
-                    "n": int(mask.sum()),
-                    "accuracy": float(np.mean(y_pred[mask] == cls)),
-                }
-            )
-    return pd.DataFrame(rows, columns=[*ids, "class", "n", "accuracy"])
-
-
-def per_class_spread(
-    df: pd.DataFrame, by: str | Iterable[str] | None = ("library", "varied")
-) -> pd.DataFrame:
-    """Spread (n, mean, std, min, max, range, percentiles) of each class's accuracy per group."""
-    by = as_list(by)
-    long = per_class_accuracy(df, by)
-    table = spread(long, [*by, "class"], metric="accuracy", ci=False)
-    return table.drop(columns=[c for c in table.columns if c.endswith(("_ci_low", "_ci_high"))])

@@ -45,6 +45,47 @@ SETUP_COLUMNS: tuple[str, ...] = (
     "seed_cv",  # the cross-validation folds' seed (grid search)
 )
 
+# How a trial was executed, not what it trained: the same model on the same data with the same
+# seeds, stacked or one by one, with fused or compiled kernels, on one thread or four. Pairs
+# across another axis (library, device) match on these only where both sides were executed the
+# same way somewhere: a stacked torch run has no one-by-one rows, so it pairs with scikit-learn's
+# and Keras's rows whatever their execution; comparing execution settings is an axis of its own.
+EXECUTION_COLUMNS: tuple[str, ...] = ("batched", "batch_fused_adam", "batch_compiled", "threads")
+
+
+SEED_SOURCE_NAMES: tuple[str, ...] = (*SOURCES, "cv")
+
+
+def parse_seed_sources(value: object) -> list[tuple[str, ...]]:
+    """The groups of seed sources a row's `seed_sources` names, in its order.
+
+    `seed_sources` (bench.backends.seed_use) joins groups with `,` and the members of a merged
+    group (one random state fed from several seeds) with `+`; a source it does not name had no
+    effect on the training: `"split,order+init"` -> `[("split",), ("order", "init")]`, `"split"`
+    -> `[("split",)]`, `""` -> `[]`. A null value (runs written before the column existed) means
+    every source separate: `[("split",), ("order",), ("init",)]`. Unknown or repeated names raise
+    ValueError.
+    """
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return [(s,) for s in SOURCES]
+    if not isinstance(value, str):
+        raise ValueError(f"seed_sources must be a string or null, not {value!r}")
+    out: list[tuple[str, ...]] = []
+    seen: set[str] = set()
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        group = tuple(m.strip() for m in part.split("+"))
+        for member in group:
+            if member not in SEED_SOURCE_NAMES:
+                raise ValueError(f"seed_sources {value!r}: unknown source {member!r}")
+            if member in seen:
+                raise ValueError(f"seed_sources {value!r}: {member!r} named twice")
+            seen.add(member)
+        out.append(group)
+    return out
+
 
 def load(path: str | Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
     """Read a run folder, a sweep folder of runs, or one Parquet file into the tidy table, one row
@@ -60,6 +101,24 @@ def load(path: str | Path, columns: Iterable[str] | None = None) -> pd.DataFrame
     df = pd.read_parquet(path, schema=SCHEMA, columns=wanted)
     if "cpu_isa" in df:
         df["cpu_isa"] = df["cpu_isa"].fillna("native")  # runs before bench 0.4.0 set no level
+    return _declared_seed_sources(df)
+
+
+def _declared_seed_sources(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs before bench 0.6.0 have no `seed_sources`: the declaration (which depends only on
+    library, model, mode and whether a search ran) fills it in, so their seeds without effect and
+    merged seeds are analysed as a new run's are."""
+    needed = {"seed_sources", "library", "model", "mode"}
+    if not needed <= set(df.columns) or not df["seed_sources"].isna().any():
+        return df
+    from bench.backends.seed_use import seed_sources
+
+    missing = df["seed_sources"].isna()
+    searched = df["search"].notna() if "search" in df else pd.Series(False, index=df.index)
+    keys = list(zip(df["library"], df["model"], df["mode"], searched, strict=True))
+    declared = {k: seed_sources(*k) for k in set(keys)}
+    filled = pd.Series([declared[k] for k in keys], index=df.index, dtype=object)
+    df["seed_sources"] = df["seed_sources"].where(~missing, filled)
     return df
 
 

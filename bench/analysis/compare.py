@@ -33,7 +33,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.analysis import bootstrap
-from bench.analysis.churn import default_match, matched_pairs
+from bench.analysis.churn import default_match, matched_pairs, unpaired_reason
 from bench.analysis.common import as_list, groups, key_columns, ok_rows, values
 
 EXCEEDS = "exceeds seed noise"
@@ -82,6 +82,13 @@ def compare_samples(
 ) -> dict[str, object]:
     """The comparison of two samples of a metric (a[i] pairs with b[i] when `paired`)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
+    # one canonical order (pairs jointly), so that no number, down to the last bit of a mean,
+    # depends on the order in which the trials finished
+    if paired:
+        order = np.lexsort((b, a))
+        a, b = a[order], b[order]
+    else:
+        a, b = np.sort(a), np.sort(b)
     n_a, n_b = len(a), len(b)
     nan = float("nan")
     out: dict[str, object] = {
@@ -168,9 +175,8 @@ def compare(
             continue  # this group holds only one side: nothing to compare
         use_pairs = False
         if paired is not False:
-            pairs = matched_pairs(
-                sub, column, a, b, match=match or default_match(sub, column), metric=metric
-            )
+            used = match or default_match(sub, column)
+            pairs = matched_pairs(sub, column, a, b, match=used, metric=metric)
             use_pairs = _one_to_one(pairs, len(xa), len(xb))
             if paired is True and not use_pairs:
                 raise ValueError(
@@ -190,6 +196,11 @@ def compare(
             noise_multiple=noise_multiple,
             seed=seed,
         )
+        if paired is not False and not use_pairs:  # say why, never fall back silently
+            why = unpaired_reason(sub, column, a, b, used) or (
+                f"{len(pairs)} pairs for {len(xa)} and {len(xb)} rows: not one-to-one"
+            )
+            result["reason"] = f"{result['reason']}; unpaired: {why}"
         rows.append({"a": a, "b": b, **key_columns(by, key), "metric": metric, **result})
     return pd.DataFrame(rows, columns=["a", "b", *by, "metric", *COMPARE_COLUMNS])
 

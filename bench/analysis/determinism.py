@@ -8,8 +8,12 @@ and the index-0 trials of the other sources repeat that same setup too. For each
 bitwise repeatable; more weight hashes but one prediction hash means the bits move but not the
 predictions. `determinism_summary` aggregates those per group of `by`.
 
-`determinism_cost` compares run time with deterministic mode on and off (ratio of medians, robust
-to a slow first trial in a worker, and ratio of means with a bootstrap CI).
+`determinism_cost` compares run time with deterministic mode on and off: the ratio of the median
+times (robust to a slow first trial in a worker) and a bootstrap CI of that same ratio of medians,
+so the interval printed belongs to the estimate printed beside it. The CI is the percentile
+interval: BCa's acceleration comes from the jackknife, which is unreliable for a median (a
+non-smooth statistic). With 5 trials per mode the bootstrap distribution of a median is lumpy; when
+the interval would be a single point the CI is NaN (see `bench.analysis.bootstrap`).
 """
 
 from __future__ import annotations
@@ -29,9 +33,19 @@ def repeat_groups(
     df: pd.DataFrame, metric: str = "accuracy", setup: Iterable[str] = SETUP_COLUMNS
 ) -> pd.DataFrame:
     """One row per setup run at least twice: n_runs, distinct weight and prediction hashes,
-    distinct metric values, the metric's range, and `bitwise_repeatable`."""
+    distinct metric values, the metric's range, and `bitwise_repeatable`.
+
+    Stacked rows (`batched`) count once per stack: members of one stack with the same seeds were
+    trained side by side, equal by construction, not repeated. A stack's size is part of its
+    setup (`group_size`), since a member's last bits may depend on it: fixed-seed repeats get
+    stacks of their own (bench.units), and are compared with each other only."""
     data = ok_rows(df)
     columns = present(data, setup)
+    if {"batched", "group_key", "group_size"} <= set(data.columns):
+        stacked = data["batched"].fillna(False).astype(bool) & data["group_key"].notna()
+        once = data[stacked].drop_duplicates([*columns, "group_key"])
+        data = pd.concat([data[~stacked], once]).sort_index()
+        columns = [*columns, "group_size"]
     rows = []
     for key, sub in groups(data, columns):
         if len(sub) < 2:
@@ -110,8 +124,8 @@ def determinism_cost(
     seed: int | None = bootstrap.SEED,
 ) -> pd.DataFrame:
     """Per group of `by` holding both deterministic and non-deterministic trials: their counts,
-    median times, `ratio_median` (deterministic / non-deterministic) and `ratio_mean` with a
-    bootstrap CI. Groups with only one mode are left out."""
+    median times, `ratio_median` (median deterministic / median non-deterministic) and its
+    bootstrap CI (`ratio_median_ci_low/high`). Groups with only one mode are left out."""
     by = present(df, as_list(by))
     data = ok_rows(df, time)
     rows = []
@@ -122,9 +136,10 @@ def determinism_cost(
             continue
         low, high = bootstrap.ci(
             [on, off],
-            bootstrap.mean_ratio,
+            bootstrap.median_ratio,
             confidence=confidence,
             n_resamples=n_resamples,
+            method="percentile",
             seed=seed,
         )
         rows.append(
@@ -135,9 +150,8 @@ def determinism_cost(
                 "median_deterministic": float(np.median(on)),
                 "median_nondeterministic": float(np.median(off)),
                 "ratio_median": float(np.median(on) / np.median(off)),
-                "ratio_mean": float(on.mean() / off.mean()),
-                "ratio_mean_ci_low": low,
-                "ratio_mean_ci_high": high,
+                "ratio_median_ci_low": low,
+                "ratio_median_ci_high": high,
             }
         )
     return pd.DataFrame(
@@ -149,8 +163,7 @@ def determinism_cost(
             "median_deterministic",
             "median_nondeterministic",
             "ratio_median",
-            "ratio_mean",
-            "ratio_mean_ci_low",
-            "ratio_mean_ci_high",
+            "ratio_median_ci_low",
+            "ratio_median_ci_high",
         ],
     )

@@ -69,25 +69,33 @@ def metric_by_group(
 
 
 def variance_shares(table: pd.DataFrame, group: str = "group", title: str | None = None) -> Figure:
-    """Grouped bars: for each group, the variance of each source varied alone as a share of the
-    variance with all sources varied (the dashed line at 1)."""
-    data = table[table["source"].isin(list(SOURCE_COLORS))]
+    """Grouped bars: for each group, the variance of each source varied alone (a merged group such
+    as `order+init` as one source) as a share of the variance with all sources varied (the dashed
+    line at 1). A source without effect on the training is labelled "no effect", not drawn as 0."""
+    data = table[~table["source"].isin(["sum_of_sources", "all", "none"])]
+    sources = list(dict.fromkeys(data["source"].tolist()))
     groups = list(dict.fromkeys(data[group].tolist()))
     fig = Figure(figsize=(max(6.0, 1.6 * len(groups) + 2), 4.5), layout="constrained")
     ax = fig.add_subplot()
-    width = 0.8 / len(SOURCE_COLORS)
-    for k, (source, color) in enumerate(SOURCE_COLORS.items()):
+    width = 0.8 / max(len(sources), 1)
+    for k, source in enumerate(sources):
+        color = SOURCE_COLORS.get(source, _CYCLE[(k + 3) % len(_CYCLE)])
         sub = data[data["source"] == source].set_index(group)
         heights = [float(sub["share_of_all"].get(g, np.nan)) for g in groups]
-        pos = np.arange(len(groups)) + (k - 1) * width
+        notes = [str(sub["note"].get(g, "")) if "note" in sub else "" for g in groups]
+        pos = np.arange(len(groups)) + (k - (len(sources) - 1) / 2) * width
         ax.bar(pos, np.nan_to_num(heights), width=width * 0.95, color=color, label=source)
-        for p, h in zip(pos, heights, strict=True):
+        for p, h, note, g in zip(pos, heights, notes, groups, strict=True):
+            if g not in sub.index:
+                continue  # this group has no such source (a merged group, named otherwise)
+            no_effect = note.startswith("no effect")
             ax.annotate(
-                "n/a" if not np.isfinite(h) else f"{h:.2f}",
-                (p, 0 if not np.isfinite(h) else h),
+                f"{h:.2f}" if np.isfinite(h) else "no effect" if no_effect else "n/a",
+                (p, h if np.isfinite(h) else 0),
                 ha="center",
                 va="bottom",
                 fontsize=8,
+                rotation=90 if no_effect else 0,
             )
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="all varied = 1")
     ax.set_xticks(range(len(groups)), [str(g) for g in groups])
@@ -98,25 +106,38 @@ def variance_shares(table: pd.DataFrame, group: str = "group", title: str | None
     return fig
 
 
-def churn_heatmap(matrix: pd.DataFrame, title: str | None = None) -> Figure:
-    """Heatmap of a level-by-level churn matrix (`churn_between_levels`), cells in percent."""
+def churn_heatmap(
+    matrix: pd.DataFrame, title: str | None = None, counts: pd.DataFrame | None = None
+) -> Figure:
+    """Heatmap of a level-by-level churn matrix (`churn_between_levels`), cells in percent.
+
+    `counts` (`churn_between_levels(..., counts=True)`) puts under each cell the number of pairs
+    of trials it averages, so a cell from 3 pairs does not read like one from 300."""
     values = matrix.to_numpy(float) * 100
+    pairs = None if counts is None else counts.reindex(matrix.index, columns=matrix.columns)
     k = len(matrix)
     fig = Figure(figsize=(max(1.3 * k + 3, 6.5), 1.1 * k + 2.4), layout="constrained")
     ax = fig.add_subplot()
-    image = ax.imshow(values, cmap="viridis", vmin=0, vmax=max(np.nanmax(values), 1e-9))
+    finite = np.isfinite(values).any()
+    top = float(np.nanmax(values)) if finite else 0.0
+    image = ax.imshow(values, cmap="viridis", vmin=0, vmax=max(top, 1e-9))
     labels = [str(v) for v in matrix.index]
     ax.set_xticks(range(k), labels, rotation=30, ha="right")
     ax.set_yticks(range(k), labels)
-    top = np.nanmax(values) if np.isfinite(values).any() else 0
     for i in range(k):
         for j in range(k):
             v = values[i, j]
             text = "n/a" if not np.isfinite(v) else f"{v:.1f}%"
+            if pairs is not None:
+                n = int(pairs.iat[i, j]) if pd.notna(pairs.iat[i, j]) else 0
+                text += f"\n{n} pair{'' if n == 1 else 's'}"
             color = "black" if np.isfinite(v) and v > 0.6 * top else "white"
-            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=10)
+            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=9)
     fig.colorbar(image, ax=ax, label="churn (% of test rows predicted differently)")
-    ax.set_title(title or "churn: diagonal = between seeds, off = same seeds", fontsize=9)
+    ax.set_title(
+        title or "churn on shared test rows: diagonal = between seeds, off = same seeds",
+        fontsize=9,
+    )
     return fig
 
 

@@ -46,7 +46,7 @@ def describe(
 ) -> dict[str, float]:
     """The spread statistics of one sample (NaNs dropped) as a dict of SPREAD_COLUMNS."""
     x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
+    x = np.sort(x[np.isfinite(x)])  # sorted: the last bit of a mean must not follow row order
     n = len(x)
     nan = float("nan")
     out: dict[str, float] = dict.fromkeys(SPREAD_COLUMNS, nan)

@@ -7,8 +7,10 @@ imports `bench.backends.torch` (and with it torch) in the worker that trains the
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from bench.backends.base import NeuralClassifier
+if TYPE_CHECKING:  # the base imports scikit-learn; the driver imports this package without it
+    from bench.backends.base import NeuralClassifier
 
 _MODULES = {
     "sklearn": ("bench.backends.sklearn", "SklearnNeuralClassifier"),
@@ -26,6 +28,14 @@ def estimator_class(library: str) -> type[NeuralClassifier]:
             f"library: unknown library {library!r}; known: {list(LIBRARIES)}"
         ) from None
     return getattr(importlib.import_module(module), name)
+
+
+def __getattr__(name: str):
+    if name == "NeuralClassifier":
+        from bench.backends.base import NeuralClassifier
+
+        return NeuralClassifier
+    raise AttributeError(name)
 
 
 __all__ = ["LIBRARIES", "NeuralClassifier", "estimator_class"]

@@ -270,6 +270,7 @@ def minibatches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 def combined_seed(seed_init: int, seed_order: int) -> int:
     """One uint32 seed from both, for libraries with a single random_state (scikit-learn in
-    `defaults` mode): changing either seed changes the run, and the row never claims a seed that
-    had no effect."""
+    `defaults` mode): changing either seed changes the whole random state, initial weights and
+    shuffling alike, so the two are one joint source (`order+init` in the row's `seed_sources`,
+    bench.backends.seed_use), never two."""
     return int(np.random.SeedSequence([seed_init, seed_order]).generate_state(1)[0])

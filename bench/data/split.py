@@ -47,6 +47,29 @@ def _preprocessor(raw: RawDataset):
     return ColumnTransformer(parts)
 
 
+def _float32(X: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def preprocessing(raw: RawDataset):
+    """The preprocessing as one unfitted transformer: raw rows in, the float32 features a Split
+    holds out (`_preprocessor`, then the cast). Fitted on a split's training rows it gives that
+    Split's arrays bitwise. A grid search puts it in a `Pipeline` before the estimator, so each
+    CV fold fits it on that fold's training rows only (bench.trial.grid_search)."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    return make_pipeline(_preprocessor(raw), FunctionTransformer(_float32))
+
+
+def train_index(raw: RawDataset, data: Split) -> np.ndarray:
+    """The raw rows of `data`'s training part, ascending (the order of `data.X_train`): every
+    row not in its test part (the split uses every row)."""
+    rows = np.ones(len(raw.y), dtype=bool)
+    rows[data.test_index] = False
+    return np.flatnonzero(rows)
+
+
 def split_sklearn(raw: RawDataset, seed_split: int, test_size: float) -> Split:
     """The split as scikit-learn defines it: the reference for `split_many`."""
     from sklearn.model_selection import train_test_split

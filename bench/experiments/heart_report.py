@@ -7,7 +7,7 @@ with a decision tree "slightly outperformed"), and shown for any run whose rows 
 1. The distribution of test accuracy per model over split seeds (the `varied == split` trials:
    fold and init seeds fixed), with P(accuracy >= claim): k of n splits, Wilson 95% interval.
 2. How much of the spread each source causes: the variance over split seeds, over CV fold seeds
-   and over initialisation seeds, each varied alone with the others fixed, with bootstrap CIs,
+   and over initialisation seeds, each varied alone with the others fixed, with chi-square CIs,
    and each as a share of their sum (additive, independent sources; the sum stands in for the
    all-varied variance, which this design does not run).
 3. Whether the SVM beats the decision tree beyond seed noise: `bench.analysis.compare`, paired by
@@ -63,21 +63,27 @@ def distribution(split: pd.DataFrame, claim: float, n_resamples: int) -> pd.Data
 
 
 def variance_shares(tuned: pd.DataFrame, n_resamples: int) -> pd.DataFrame:
-    """Per model, library and source (split, cv, init varied alone): variance with a bootstrap CI
+    """Per model, library and source (split, cv, init varied alone): variance with a chi-square CI
     and its share of the three sources' sum. A source whose seed has no effect (an SVM has no
     initialisation) shows a variance of exactly 0."""
     rows = []
     for (model, library), sub in tuned.groupby(MODEL, sort=True):
         found = {}
+        named = sub["seed_sources"].dropna() if "seed_sources" in sub else pd.Series([])
+        reaches = (
+            {s for g in ba.parse_seed_sources(named.iloc[0]) for s in g} if len(named) else None
+        )
         for source in SOURCES:
             x = sub.loc[sub["varied"] == source, "accuracy"].to_numpy(float)
-            if len(x) < 2:
+            if reaches is not None and source not in reaches:  # e.g. seed_init and an RBF SVM
+                var, low, high = 0.0, np.nan, np.nan  # no effect, declared (seed_use), not run
+            elif len(x) < 2:
                 var, low, high = np.nan, np.nan, np.nan
-            elif np.ptp(x) == 0:  # exactly 0, not the float residue of a constant's variance
-                var, low, high = 0.0, 0.0, 0.0
-            else:
+            elif np.ptp(x) == 0:  # exactly 0, not the float residue of a constant's variance;
+                var, low, high = 0.0, np.nan, np.nan  # no interval rather than the point 0
+            else:  # the chi-square interval: valid at small n, where a bootstrap collapses
                 var = float(np.var(x, ddof=1))
-                low, high = bootstrap.ci(x, bootstrap.variance, n_resamples=n_resamples)
+                low, high = ba.variance_ci(x)
             found[source] = (len(x), var, low, high)
         total = sum(v[1] for v in found.values() if np.isfinite(v[1]))
         for source, (n, var, low, high) in found.items():
@@ -138,6 +144,11 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%" if np.isfinite(x) else "n/a"
 
 
+def _claim(claim: float) -> str:
+    """The claim as the reader set it (`--threshold 0.825`: 82.5%, not a rounded 82%)."""
+    return f"{100 * claim:.4g}%"
+
+
 def _pts(x: float) -> str:
     return f"{100 * x:+.1f} points" if np.isfinite(x) else "n/a"
 
@@ -157,7 +168,7 @@ def conclusion(
     r = (lead if len(lead) else dist).iloc[0]
     who = "the tuned RBF SVM" if r["model"] == SVM else f"{r['model']} ({r['library']})"
     out = [
-        f"**{_pct(claim)} is reached in {_pct(r['p_reach'])} of splits** "
+        f"**{_claim(claim)} is reached in {_pct(r['p_reach'])} of splits** "
         f"({int(r['k_reach'])} of {int(r['n'])}; 95% CI {_pct(r['p_ci_low'])} to "
         f"{_pct(r['p_ci_high'])}) by {who}: its test accuracy averages {r['mean']:.3f} "
         f"(std {r['std']:.3f}), 90% of splits fall between {r['p05']:.3f} and {r['p95']:.3f}, "
@@ -165,16 +176,16 @@ def conclusion(
         + (f" (one test patient is {100 / n_test:.1f} points)." if n_test else ".")
     ]
     if r["p05"] >= claim:
-        verdict = f"{_pct(claim)} holds on nearly every split: it is a property of the method."
+        verdict = f"{_claim(claim)} holds on nearly every split: it is a property of the method."
     elif r["mean"] >= claim:
         verdict = (
-            f"{_pct(claim)} is typical of the method but not guaranteed: "
-            f"{_pct(1 - r['p_reach'])} of splits fall short of it, so one split's 80% says "
-            "little on its own."
+            f"{_claim(claim)} is typical of the method but not guaranteed: "
+            f"{_pct(1 - r['p_reach'])} of splits fall short of it, so one split's "
+            f"{_claim(claim)} says little on its own."
         )
     else:
         verdict = (
-            f"{_pct(claim)} is above this method's typical accuracy: reaching it takes a "
+            f"{_claim(claim)} is above this method's typical accuracy: reaching it takes a "
             "favourable split."
         )
     out.append(verdict)
@@ -198,6 +209,8 @@ def conclusion(
             value = std.get(source, np.nan)
             if value == 0:
                 return f"0 across {what} (no effect on this model)"
+            if not np.isfinite(value):  # under two trials, e.g. a seed the sweep leaves out
+                return f"not measured across {what} (fewer than 2 trials)"
             return f"{value:.3f} across {what} ({_pct(share.get(source, np.nan))} of the sum)"
 
         out.append(
@@ -249,7 +262,7 @@ def _figure(split: pd.DataFrame, claim: float) -> Figure:
     ax.boxplot(values, tick_labels=labels, showfliers=False)
     for i, v in enumerate(values, start=1):
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), v, s=8, alpha=0.5, color="#4C72B0")
-    ax.axhline(claim, color="#C44E52", linestyle="--", label=f"claim {claim:.0%}")
+    ax.axhline(claim, color="#C44E52", linestyle="--", label=f"claim {_claim(claim)}")
     ax.set_ylabel("test accuracy")
     ax.set_title("test accuracy over split seeds (CV and init seeds fixed)")
     ax.tick_params(axis="x", rotation=30)
@@ -284,12 +297,13 @@ def section(ctx: Context, claim: float = CLAIM) -> Section | None:
     versus = svm_vs_tree(split, n)
     opt = optimism(split, n)
     n_test = int(split["n_test"].iloc[0]) if split["n_test"].nunique() == 1 else None
-    s = Section(f"Grid search with cross-validation: does {claim:.0%} hold?")
+    s = Section(f"Grid search with cross-validation: does {_claim(claim)} hold?")
     for sentence in conclusion(dist, shares, versus, opt, claim, n_test):
         s.text(sentence)
     s.text(
         f"**Test accuracy over split seeds** (each trial: stratified split by its seed, "
-        f"preprocessing fitted on the training part, grid search with k-fold CV, refit, test; "
+        "grid search with k-fold CV of preprocessing and model together (the preprocessing "
+        "fitted inside each fold), refit on the training part, test; "
         f"fold and initialisation seeds fixed). `p_reach` = P(accuracy >= {claim:g}) = k_reach "
         "/ n with a 95% Wilson interval; p05/p95: the central 90% of splits."
     )
@@ -298,9 +312,10 @@ def section(ctx: Context, claim: float = CLAIM) -> Section | None:
     s.text(
         "**Where the spread comes from**: each source varied alone (`varied` = split, cv or "
         "init), the other seeds fixed. `share_of_sum` = its variance / the three variances' sum; "
-        "95% bootstrap CIs for each variance (a variance from 20 seeds is uncertain by about a "
+        "95% chi-square CIs for each variance (a variance from 20 seeds is uncertain by about a "
         "third). A source with no effect on a model (the SVM has no random initialisation) has "
-        "variance 0."
+        "variance 0, or n = 0 where the sweep leaves trials whose seed never reaches the "
+        "training out."
     )
     s.table(shares)
     if len(versus):
