@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ class DatasetName(Enum):
     digits = "digits"
     synthetic = "synthetic"
     heart = "heart"
+    table = "table"  # the user's CSV or Parquet file (bench.data.table)
 
 
 class ModelName(Enum):
@@ -42,6 +43,7 @@ class ModelName(Enum):
     cnn = "cnn"  # convolutions on image datasets (digits); torch and tensorflow only
     svm_rbf = "svm_rbf"  # sklearn.svm.SVC(kernel="rbf"); scikit-learn only
     decision_tree = "decision_tree"  # sklearn.tree.DecisionTreeClassifier; scikit-learn only
+    sklearn_estimator = "sklearn_estimator"  # any scikit-learn classifier, by model._target_
 
 
 # Models that exist only as scikit-learn estimators (no network, so no torch/Keras twin), and the
@@ -53,7 +55,21 @@ SKLEARN_ONLY_PARAMS: dict[str, tuple[str, ...]] = {
         "max_depth", "min_samples_split", "min_samples_leaf", "criterion", "max_features",
         "class_weight", "ccp_alpha",
     ),
+    "sklearn_estimator": (),  # the class's own get_params() (bench.backends.user_sklearn)
 }  # fmt: skip
+
+
+def sklearn_params(name: str, model: dict[str, Any] | None) -> tuple[str, ...]:
+    """The constructor arguments `params` and `search.grid` may set for a scikit-learn-only
+    model: its list, or for `sklearn_estimator` the named class's own (ValueError if it has
+    none)."""
+    if name != "sklearn_estimator":
+        return SKLEARN_ONLY_PARAMS[name]
+    from bench.backends.user_sklearn import SEED_PARAM, own_params
+
+    return tuple(p for p in own_params((model or {}).get("_target_") or "") if p != SEED_PARAM)
+
+
 NEURAL_SEARCHABLE = (
     "lr", "alpha", "epochs", "batch_size", "hidden_sizes", "activation", "beta1", "beta2", "eps",
 )  # fmt: skip
@@ -138,6 +154,9 @@ class DatasetConfig:
     n_informative: int = 10
     n_classes: int = 2
     data_seed: int = 0
+    # table: the label column, and columns to treat as categories (text columns always are).
+    target: str | None = None
+    categorical: list[str] | None = None
 
 
 @dataclass
@@ -164,6 +183,8 @@ class ModelConfig:
     # Libraries this model runs in; null: the run's `libraries`. Lets one run train the MLP in
     # three libraries beside scikit-learn-only models (conf/experiment/heart.yaml).
     libraries: list[Library] | None = None
+    # sklearn_estimator only: the classifier's import path, e.g. sklearn.ensemble.RandomForestClassifier
+    _target_: str | None = None
 
 
 @dataclass
@@ -566,11 +587,18 @@ def _validate_sklearn_only(plain: dict[str, Any], key: str, m: dict[str, Any]) -
         raise ConfigError(
             f"{where}: {name} exists in scikit-learn only, got {others}; use {where}=[sklearn]"
         )
-    unknown = sorted(set(m.get("params") or {}) - set(SKLEARN_ONLY_PARAMS[name]))
-    if unknown:
+    if name == "sklearn_estimator" and not m.get("_target_"):
         raise ConfigError(
-            f"{key}.params: {name} takes {', '.join(SKLEARN_ONLY_PARAMS[name])}; got {unknown}"
+            f"{key}._target_: sklearn_estimator needs the classifier's import path, e.g. "
+            f"{key}._target_=sklearn.ensemble.RandomForestClassifier"
         )
+    try:
+        allowed = sklearn_params(name, m)
+    except ValueError as exc:
+        raise ConfigError(f"{key}._target_: {exc}") from None
+    unknown = sorted(set(m.get("params") or {}) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{key}.params: {name} takes {', '.join(allowed)}; got {unknown}")
 
 
 def validate_search(plain: dict[str, Any]) -> None:
@@ -589,7 +617,14 @@ def validate_search(plain: dict[str, Any]) -> None:
     for model, grid in search["grid"].items():
         if model not in [n.value for n in ModelName]:
             raise ConfigError(f"search.grid: unknown model {model!r}")
-        allowed = SKLEARN_ONLY_PARAMS.get(model, NEURAL_SEARCHABLE)
+        if model in SKLEARN_ONLY_PARAMS:
+            settings = [m for _, m in selected_models(plain) if m["name"] == model]
+            try:
+                allowed = sklearn_params(model, settings[0] if settings else None)
+            except ValueError:  # no estimator of that name in this run: nothing to check against
+                allowed = tuple(grid)
+        else:
+            allowed = NEURAL_SEARCHABLE
         for param, values in grid.items():
             if param not in allowed:
                 raise ConfigError(
@@ -741,6 +776,23 @@ def _keys_outside_schema(cfg: DictConfig, schema: DictConfig, prefix: str = "") 
 FREE_FORM_DICTS = ("search.grid", "seeds.n_by_source", "seeds.n_by_library", "model.params")
 
 
+def estimator_arguments(overrides: list[str]) -> list[str]:
+    """With `model=sklearn_estimator`, `+model.n_estimators=200` is the estimator's argument
+    (Hydra's habit for a `_target_`'s arguments): it becomes `+model.params.n_estimators=200`.
+    Keys of the model schema (`model.libraries`, `model._target_`, ...) stay as they are."""
+    if "model=sklearn_estimator" not in overrides:
+        return overrides
+    schema = {f.name for f in fields(ModelConfig)}
+    out = []
+    for override in overrides:
+        key, eq, value = override.lstrip("+").partition("=")
+        head, _, leaf = key.partition(".")
+        if eq and head == "model" and leaf and "." not in leaf and leaf not in schema:
+            override = f"+model.params.{leaf}={value}"
+        out.append(override)
+    return out
+
+
 def free_form(override: str) -> str:
     """`search.grid.mlp.alpha=[...]` -> `++search.grid.mlp.alpha=[...]`; anything else unchanged."""
     key, eq, _ = override.partition("=")
@@ -768,6 +820,7 @@ def compose(overrides: list[str]) -> DictConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     GlobalHydra.instance().clear()
+    overrides = estimator_arguments(overrides)
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="bench"):
             cfg = hydra_compose(config_name="config", overrides=[free_form(o) for o in overrides])

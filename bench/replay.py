@@ -209,6 +209,16 @@ def replay(
     if cfg.get("dry_run", False):
         raise ConfigError(f"{run_dir}: a dry run (dry_run=true) trained nothing to replay")
     stored = {r["trial_key"]: r for r in rows.to_dict("records")}
+    user_code = sorted(
+        {json.loads(r["hparams"]).get("_target_") for r in stored.values()
+         if r["model"] == "sklearn_estimator"} - {None}
+    )  # fmt: skip
+    if user_code:  # the only place a results folder names code that runs: said, not silent
+        print(
+            f"replay imports {', '.join(user_code)} (the classes this run trained, as its rows "
+            "name them): replay only runs whose code you trust",
+            file=sys.stderr,
+        )
     units = replay_units(run_dir, ok, stored)
     kernels = stack_kernels(cfg.get("batching"))
     if kernels["compile"] and any(stacked for _, stacked in units):

@@ -559,6 +559,8 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"dataset: {' '.join(str(exc).split())}") from None
+    if raw.dropped:
+        print(f"dataset: {raw.dropped} row(s) without a target left out", file=sys.stderr)
     _check_writable(store.run_dir(cfg.results_dir, cfg.sweep.name, cfg.run_id or "new"))
     plain = to_container(cfg)
     cluster = plain["cluster"]

@@ -60,7 +60,8 @@ class TrialSpec:
         property, not a field: it follows from the fields, so it stays out of the key."""
         from bench.backends.seed_use import seed_sources
 
-        return seed_sources(self.library, self.model, self.mode, self.search is not None)
+        target = self.hparams_dict().get("_target_") if self.model == "sklearn_estimator" else None
+        return seed_sources(self.library, self.model, self.mode, self.search is not None, target)
 
     def row_fields(self) -> dict[str, Any]:
         """The identity and spec columns of a result row: all an error row needs."""

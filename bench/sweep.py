@@ -42,6 +42,7 @@ from bench.spec import TrialSpec, canonical_json
 _DATASET_KEYS = {
     "synthetic": ("n_samples", "n_features", "n_informative", "n_classes", "data_seed"),
     "heart": ("sha256",),
+    "table": ("sha256", "target", "categorical"),  # the file's digest: always in the rows too
 }
 
 
@@ -89,7 +90,7 @@ def _leave_out(
 ) -> str | None:
     """Why this library's trials of `varied` are left out (its seed never reaches the training,
     or shares one random state with another swept source), or None (bench.backends.seed_use)."""
-    groups = seed_groups(library, model["name"], mode, search is not None)
+    groups = seed_groups(library, model["name"], mode, search is not None, model.get("_target_"))
     return leave_out(varied, groups, plain["sweep"]["varied"])
 
 
@@ -130,12 +131,14 @@ def model_hparams(model: dict) -> dict:
     """What a trial of `model` is trained with. scikit-learn-only models take `params` alone (the
     neural fields have no effect on them); neural models their fields, without `libraries` (an
     axis, not a hyperparameter) and without an empty `params`, so their trial keys stay as before."""
+    if model["name"] == "sklearn_estimator":  # which class is part of what the trial trains
+        return {"_target_": model["_target_"], **(model.get("params") or {})}
     if model["name"] in SKLEARN_ONLY_PARAMS:
         return dict(model.get("params") or {})
     return {
         k: v
         for k, v in model.items()
-        if k not in ("name", "libraries") and not (k == "params" and not v)
+        if k not in ("name", "libraries", "_target_") and not (k == "params" and not v)
     }
 
 

@@ -56,7 +56,8 @@ def _import_for(spec: TrialSpec) -> None:
 
 
 def sklearn_only_estimator(spec: TrialSpec):
-    """svm_rbf / decision_tree: the scikit-learn estimator itself, with the spec's params.
+    """svm_rbf / decision_tree / sklearn_estimator: the scikit-learn estimator itself, with the
+    spec's params.
 
     The SVM has no `probability=True`: Platt scaling would run a hidden 5-fold CV with its own
     random state; its margins are squashed for the row instead (`test_scores`). The tree's
@@ -65,6 +66,11 @@ def sklearn_only_estimator(spec: TrialSpec):
     from sklearn.tree import DecisionTreeClassifier
 
     params = spec.hparams_dict()
+    if spec.model == "sklearn_estimator":
+        from bench.backends.user_sklearn import build
+
+        target = params.pop("_target_")
+        return build(target, params, spec.seed_init)
     if spec.model == "svm_rbf":
         return SVC(kernel="rbf", **params)
     return DecisionTreeClassifier(random_state=spec.seed_init, **params)
@@ -78,7 +84,38 @@ def fitted_weights(estimator) -> list[np.ndarray]:
     if hasattr(estimator, "tree_"):
         t = estimator.tree_
         return [t.children_left, t.children_right, t.feature, t.threshold, t.value]
-    return [estimator.support_vectors_, estimator.dual_coef_, estimator.intercept_]
+    if hasattr(estimator, "support_vectors_"):
+        return [estimator.support_vectors_, estimator.dual_coef_, estimator.intercept_]
+    return _fitted_state(estimator)
+
+
+def _fitted_state(obj: Any, depth: int = 0) -> list[np.ndarray]:
+    """Any scikit-learn estimator's fitted state (model=sklearn_estimator): every attribute that
+    is not a constructor argument (fitted ones such as `coef_`, and private ones such as a
+    k-NN's `_fit_X`) in name order; numbers and arrays as they are, trees by their structure,
+    sub-estimators (a forest's trees, a pipeline's steps) likewise, a few levels deep."""
+    arguments = set(obj.get_params(deep=False)) if hasattr(obj, "get_params") else set()
+    out: list[np.ndarray] = []
+    for name in sorted(set(vars(obj)) - arguments):
+        out += _state_of(getattr(obj, name), depth)
+    return out
+
+
+def _state_of(value: Any, depth: int) -> list[np.ndarray]:
+    if depth > 3:
+        return []
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return [value]
+    if isinstance(value, (bool, int, float, np.number)):
+        return [np.asarray(value)]
+    if hasattr(value, "children_left"):  # a fitted tree (sklearn.tree._tree.Tree)
+        return [value.children_left, value.children_right, value.feature, value.threshold,
+                value.value]  # fmt: skip
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [a for v in value for a in _state_of(v, depth + 1)]
+    if hasattr(value, "get_params"):
+        return _fitted_state(value, depth + 1)
+    return []
 
 
 def grid_search(
@@ -146,9 +183,13 @@ def make_estimator(spec: TrialSpec):
 def test_scores(estimator, X: np.ndarray) -> tuple[np.ndarray, bool]:
     """(n, k) class scores for the row, and whether they are probabilities. A hinge-loss model
     (linear_svm) has margins, not probabilities: they are squashed (sigmoid / softmax) so that
-    argmax, accuracy and ROC AUC hold, and the row's log_loss is NaN rather than a made-up number."""
+    argmax, accuracy and ROC AUC hold, and the row's log_loss is NaN rather than a made-up number.
+    A classifier with neither (a user's, with `predict` alone) scores its predicted class 1."""
     if hasattr(estimator, "predict_proba"):
         return estimator.predict_proba(X), True
+    if not hasattr(estimator, "decision_function"):  # a user's classifier with predict alone:
+        found = np.searchsorted(estimator.classes_, estimator.predict(X))  # its labels, one-hot
+        return np.eye(len(estimator.classes_))[found], False
     margins = np.asarray(estimator.decision_function(X), dtype=np.float64)
     if margins.ndim == 1:
         p = 1.0 / (1.0 + np.exp(-margins))
@@ -299,6 +340,7 @@ def run_batch(
         _import_for(spec)  # first-trial imports are not part of the trial's time budget
         if raw is None:
             raw = load(dataset_cfg or {"name": spec.dataset, **spec.dataset_dict()})
+        row["dataset_sha256"] = raw.sha256
         with _deadline(timeout_s):
             inject(spec, faults)
             if dry_run:
@@ -379,6 +421,7 @@ def run_group_batch(
         _import_for(first)
         if raw is None:
             raw = load(dataset_cfg or {"name": first.dataset, **first.dataset_dict()})
+        common["dataset_sha256"] = raw.sha256
     except Exception as exc:  # noqa: BLE001 - every failure must become a row
         batches = [_Failed(error_text(exc))] * len(stacks)
     common.update(fingerprint.environment(first.library, first.device))

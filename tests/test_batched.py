@@ -197,8 +197,8 @@ def _bench(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _sweep(results: Path, *extra: str) -> pd.DataFrame:
-    args = ["+sweep=seeds", "libraries=[torch,sklearn]", "model=mlp", "seeds.n=3"]
-    done = _bench(*args, "model.epochs=10", f"results_dir={results}", "progress=false", *extra)
+    args = ["+sweep=seeds", "libraries=[torch,sklearn]", "model=mlp", "seeds.n=2"]
+    done = _bench(*args, "model.epochs=4", f"results_dir={results}", "progress=false", *extra)
     assert done.returncode == 0, done.stderr
     (run,) = (results / "seeds").iterdir()
     return pd.read_parquet(run).set_index("trial_key")

@@ -10,6 +10,7 @@ what the trials are, not by how they were executed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from bench import analysis as ba
 from bench.backends import LIBRARIES
 from bench.backends.base import MODES, combined_seed
 from bench.backends.seed_use import seed_groups, seed_sources, table
-from bench.config import compose
+from bench.config import compose, seed_modes
 from bench.data import load, split
 from bench.sweep import expand, iter_specs, left_out, setups
 from bench.trial import fitted_weights, make_estimator, run_batch, run_group_batch
@@ -33,14 +34,25 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 SKLEARN_ONLY = ("svm_rbf", "decision_tree")
 
 
-def _spec(model: str, mode: str, library: str, *extra: str):
-    overrides = ["+sweep=seeds", f"model={model}", f"libraries=[{library}]", "seeds.n=1",
-                 "sweep.varied=[all]", *extra]  # fmt: skip
-    if model not in SKLEARN_ONLY:
-        overrides += [f"mode={mode}", "model.epochs=1"]
+@functools.cache
+def _base(model: str):
+    """One composed trial per model (Hydra's compose is the slow part of a case)."""
+    overrides = ["+sweep=seeds", f"model={model}", "seeds.n=1", "sweep.varied=[all]"]
+    if model in SKLEARN_ONLY:
+        overrides += ["libraries=[sklearn]"]
+    else:
+        overrides += ["libraries=[torch]", "model.epochs=1"]
     if model == "cnn":
         overrides += ["dataset=digits"]
     return expand(compose(overrides))[0]
+
+
+def _spec(model: str, mode: str, library: str):
+    """The trial of `model` in `library` and `mode`, as the sweep would make it."""
+    init_mode, order_mode = seed_modes(mode, "library", "library")
+    return dataclasses.replace(
+        _base(model), library=library, mode=mode, init_mode=init_mode, order_mode=order_mode
+    )
 
 
 def _hash(estimator) -> str:

@@ -39,7 +39,17 @@ _SKLEARN_DEFAULTS: dict[str, Groups] = {
 _SKLEARN_ONLY: dict[str, Groups] = {"svm_rbf": (), "decision_tree": (("init",),)}
 
 
-def _sklearn(model: str, mode: str) -> Groups:
+def _user_sklearn(target: str | None) -> Groups:
+    """A user's scikit-learn classifier: `seed_init` reaches it as its random_state, if it has
+    one (bench.backends.user_sklearn); this imports its class (scikit-learn with it)."""
+    from bench.backends.user_sklearn import has_seed
+
+    return (("init",),) if target and has_seed(target) else ()
+
+
+def _sklearn(model: str, mode: str, target: str | None = None) -> Groups:
+    if model == "sklearn_estimator":
+        return _user_sklearn(target)
     if model in _SKLEARN_ONLY:
         return _SKLEARN_ONLY[model]
     if mode == "defaults":
@@ -47,7 +57,7 @@ def _sklearn(model: str, mode: str) -> Groups:
     return SEPARATE  # aligned/shared: random_state=seed_init, bench's orders from seed_order
 
 
-def _neural(model: str, mode: str) -> Groups:
+def _neural(model: str, mode: str, target: str | None = None) -> Groups:
     """PyTorch and Keras, every model and mode: initial weights drawn under `seed_init`, batch
     orders from `seed_order` (the library's own generator, or bench's in shared order mode)."""
     return SEPARATE
@@ -56,21 +66,25 @@ def _neural(model: str, mode: str) -> Groups:
 DECLARATIONS = {"sklearn": _sklearn, "torch": _neural, "tensorflow": _neural}
 
 
-def seed_groups(library: str, model: str, mode: str, search: bool = False) -> Groups:
+def seed_groups(
+    library: str, model: str, mode: str, search: bool = False, target: str | None = None
+) -> Groups:
     """The groups of seed sources that reach a trial's training, `split` first. KeyError for a
     library or model no backend declares: the config knows only declared ones, so that is a
     missing declaration (tests/test_seed_use.py covers every library x model x mode)."""
-    groups = (("split",), *DECLARATIONS[library](model, mode))
+    groups = (("split",), *DECLARATIONS[library](model, mode, target))
     return (*groups, ("cv",)) if search else groups
 
 
-def seed_sources(library: str, model: str, mode: str, search: bool = False) -> str | None:
+def seed_sources(
+    library: str, model: str, mode: str, search: bool = False, target: str | None = None
+) -> str | None:
     """The row's `seed_sources`: groups joined by `,`, members of a merged group by `+`
     (for example `split,order+init`); a source that is not named had no effect. None for a
     combination no backend declares (its trial can only end as an error row)."""
     try:
-        groups = seed_groups(library, model, mode, search)
-    except KeyError:
+        groups = seed_groups(library, model, mode, search, target)
+    except (KeyError, ValueError):
         return None
     return ",".join("+".join(g) for g in groups)
 
@@ -118,6 +132,7 @@ def table() -> str:
                     cells.append(cell(DECLARATIONS[library](model, mode)))
             shown = "any" if model in _SKLEARN_ONLY else mode  # one estimator in every mode
             lines.append(f"| {model} | {shown} | " + " | ".join(cells) + " |")
+    lines.append("| sklearn_estimator | any | init, if the class has a random_state | - | - |")
     return "\n".join(lines)
 
 

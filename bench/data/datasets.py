@@ -1,4 +1,5 @@
-"""The four datasets bench knows, each loaded into a RawDataset of plain numpy arrays."""
+"""The datasets bench knows, and the user's own tables, each loaded into a RawDataset of plain
+numpy arrays."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ class RawDataset:
     y: np.ndarray  # int64 class indices 0..k-1
     feature_names: tuple[str, ...]
     categorical: tuple[int, ...] = ()  # columns to one-hot encode (after imputation)
+    sha256: str | None = None  # a file's digest (dataset=table): recorded in every row
+    classes: tuple[str, ...] = ()  # the target's values, class index order (dataset=table)
+    dropped: int = 0  # rows left out for a missing target (dataset=table)
 
     @property
     def n_classes(self) -> int:
@@ -61,11 +65,18 @@ def _heart(cfg: dict[str, Any]) -> RawDataset:
     return load_heart(cfg)
 
 
+def _table(cfg: dict[str, Any]) -> RawDataset:
+    from bench.data.table import load_table
+
+    return load_table(cfg)
+
+
 LOADERS: dict[str, Callable[[dict[str, Any]], RawDataset]] = {
     "breast_cancer": _breast_cancer,
     "digits": _digits,
     "synthetic": _synthetic,
     "heart": _heart,
+    "table": _table,
 }
 
 
