@@ -547,12 +547,9 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
     settings = setups(cfg)  # one trial per setting: the checks need no more
     examples = [spec for spec, _ in settings]
     total = sum(n for _, n in settings)
-    if not total and (not_run := left_out(cfg)):
-        raise ConfigError(
-            "sweep.varied: nothing to run, every trial was left out ("
-            + "; ".join(f"{e['library']} {e['model']} varied={e['varied']}: {e['reason']}"
-                        for e in not_run) + ")"
-        )  # fmt: skip
+    not_run = describe_left_out(left_out(cfg))
+    if not total and not_run:
+        raise ConfigError(f"sweep.varied: nothing to run ({'; '.join(not_run)})")
     try:  # a missing or wrong file, or an impossible dataset, fails here, before Ray starts
         raw = load(to_container(cfg.dataset))
     except ValueError as exc:
@@ -599,7 +596,7 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
         else:
             n_skip, n_todo = n_unavailable, total - n_unavailable
             print(f"run {run_id}: {total} trials -> {path}", file=sys.stderr)
-        for line in (not_run := describe_left_out(left_out(cfg))):
+        for line in not_run:
             print(line, file=sys.stderr)
         faults = to_container(cfg.faults)
         if faults["kill_worker_on"] > 0:

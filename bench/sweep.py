@@ -98,24 +98,22 @@ def left_out(cfg: DictConfig) -> list[dict[str, Any]]:
     """The trials the sweep leaves out, one entry per library, model, mode and source: how many
     and why. The driver prints them before the run and the summary after it."""
     plain = to_container(cfg)
-    out = []
+    out: dict[tuple, dict[str, Any]] = {}
+    per_setting = len(_deterministic_modes(plain))
     for _, model in selected_models(plain):
         search = _search_json(plain, model)
         for mode in selected_modes(plain):
-            per_setting = (
-                len(plain["sweep"].get("devices") or [0])
-                * len(plain["sweep"].get("threads") or [0])
-                * len(plain["sweep"].get("cpu_isa") or [0])
-                * len(plain["sweep"].get("deterministic") or [0])
-            )
-            for library in model_libraries(plain, model):
-                for varied in plain["sweep"]["varied"]:
-                    reason = _leave_out(plain, library, model, mode, search, varied)
-                    n = n_seeds(plain, library, varied) * per_setting
-                    if reason and n:
-                        out.append({"library": library, "model": model["name"], "mode": mode,
-                                    "varied": varied, "n": n, "reason": reason})  # fmt: skip
-    return out
+            for library, _, _, _, varied in _axes(plain, model):  # the settings _expand_one skips
+                reason = _leave_out(plain, library, model, mode, search, varied)
+                n = n_seeds(plain, library, varied) * per_setting
+                if reason and n:
+                    entry = out.setdefault(
+                        (library, model["name"], mode, varied),
+                        {"library": library, "model": model["name"], "mode": mode,
+                         "varied": varied, "n": 0, "reason": reason},
+                    )  # fmt: skip
+                    entry["n"] += n
+    return list(out.values())
 
 
 def describe_left_out(entries: list[dict[str, Any]]) -> list[str]:
@@ -156,18 +154,28 @@ def _search_json(plain: dict, model: dict) -> str | None:
     return canonical_json({"folds": search["folds"], "scoring": search["scoring"], "grid": grid})
 
 
-def _expand_one(plain: dict, model: dict, mode: str, first_only: bool = False) -> Iterator[Any]:
+def _axes(plain: dict, model: dict) -> Iterator[tuple]:
+    """(library, device, threads, cpu_isa, varied) of every setting of a model, in queue order."""
     sweep = plain["sweep"]
-    axes = itertools.product(
+    return itertools.product(
         model_libraries(plain, model),
         sweep.get("devices") or [plain["device"]],
         sweep.get("threads") or [plain["threads"]],
         sweep.get("cpu_isa") or [plain.get("cpu_isa", "native")],
         sweep["varied"],
     )
+
+
+def _deterministic_modes(plain: dict) -> list[bool]:
     # Innermost, so that on and off alternate in the queue: a worker warming up, or a machine
     # getting busier during the sweep, then slows both modes alike and not one of them.
-    modes = sweep.get("deterministic") or [plain["deterministic"]]
+    return plain["sweep"].get("deterministic") or [plain["deterministic"]]
+
+
+def _expand_one(plain: dict, model: dict, mode: str, first_only: bool = False) -> Iterator[Any]:
+    sweep = plain["sweep"]
+    axes = _axes(plain, model)
+    modes = _deterministic_modes(plain)
     init_mode, order_mode = seed_modes(mode, plain["init_mode"], plain["order_mode"])
     search = _search_json(plain, model)
     # What every trial of this model and mode shares, computed once.
