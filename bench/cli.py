@@ -21,6 +21,8 @@ USAGE = """usage: python -m bench +sweep=NAME [key=value ...]
 sweeps: seeds, smoke, libraries, determinism, threads, hardware, cpu_isa
 groups: dataset=..., model=..., cluster=...
 models: logreg, mlp, linear_svm, cnn, svm_rbf, decision_tree      experiment: +experiment=heart
+yours:  model=sklearn_estimator|torch_module|keras_model model._target_=pkg.Name +model.<arg>=...
+data:   dataset=table dataset.path=FILE dataset.target=COLUMN; dataset=images dataset.path=DIR
 examples:
   python -m bench +sweep=smoke
   python -m bench +sweep=seeds dataset=digits model=mlp libraries=[torch,tensorflow] seeds.n=20

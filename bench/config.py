@@ -34,6 +34,7 @@ class DatasetName(Enum):
     synthetic = "synthetic"
     heart = "heart"
     table = "table"  # the user's CSV or Parquet file (bench.data.table)
+    images = "images"  # the user's folder of images, a sub-folder per class (bench.data.images)
 
 
 class ModelName(Enum):
@@ -44,6 +45,8 @@ class ModelName(Enum):
     svm_rbf = "svm_rbf"  # sklearn.svm.SVC(kernel="rbf"); scikit-learn only
     decision_tree = "decision_tree"  # sklearn.tree.DecisionTreeClassifier; scikit-learn only
     sklearn_estimator = "sklearn_estimator"  # any scikit-learn classifier, by model._target_
+    torch_module = "torch_module"  # any PyTorch module class, by model._target_; torch only
+    keras_model = "keras_model"  # any function that builds a Keras model, by model._target_
 
 
 # Models that exist only as scikit-learn estimators (no network, so no torch/Keras twin), and the
@@ -57,6 +60,14 @@ SKLEARN_ONLY_PARAMS: dict[str, tuple[str, ...]] = {
     ),
     "sklearn_estimator": (),  # the class's own get_params() (bench.backends.user_sklearn)
 }  # fmt: skip
+
+
+# The user's own networks (bench.backends.user_neural): the one library each runs in. They are
+# trained by bench's loop, so of the neural fields they take the training ones (USER_TRAINING);
+# their constructor's arguments are `model.params`, checked against its signature.
+USER_NETWORKS: dict[str, str] = {"torch_module": "torch", "keras_model": "tensorflow"}
+USER_TRAINING = ("lr", "beta1", "beta2", "eps", "alpha", "batch_size", "epochs")
+USER_MODELS = ("sklearn_estimator", *USER_NETWORKS)  # named by model._target_
 
 
 def sklearn_params(name: str, model: dict[str, Any] | None) -> tuple[str, ...]:
@@ -157,6 +168,9 @@ class DatasetConfig:
     # table: the label column, and columns to treat as categories (text columns always are).
     target: str | None = None
     categorical: list[str] | None = None
+    # images: each image resized to size x size pixels, grayscale (channels=1) or RGB (3).
+    size: int = 16
+    channels: int = 1
 
 
 @dataclass
@@ -183,7 +197,8 @@ class ModelConfig:
     # Libraries this model runs in; null: the run's `libraries`. Lets one run train the MLP in
     # three libraries beside scikit-learn-only models (conf/experiment/heart.yaml).
     libraries: list[Library] | None = None
-    # sklearn_estimator only: the classifier's import path, e.g. sklearn.ensemble.RandomForestClassifier
+    # sklearn_estimator, torch_module, keras_model: the import path of the user's classifier class,
+    # module class or model-building function (bench.backends.user_code), e.g. mypkg.nets.Net
     _target_: str | None = None
 
 
@@ -426,6 +441,10 @@ def validate(cfg: DictConfig) -> None:
                 f"dataset.n_informative: {d.n_informative} informative features cannot separate "
                 f"{d.n_classes} classes (needs n_classes * 2 <= 2 ** n_informative)"
             )
+    if cfg.dataset.name == DatasetName.images:
+        from bench.data.images import check_settings
+
+        check_settings(cfg.dataset)
     if cfg.sweep.threads is not None and not all(t >= 1 for t in cfg.sweep.threads):
         raise ConfigError(
             f"sweep.threads: every thread count must be >= 1, got {list(cfg.sweep.threads)}"
@@ -574,6 +593,8 @@ def _validate_sklearn_only(plain: dict[str, Any], key: str, m: dict[str, Any]) -
     own = m.get("libraries")
     if own is not None and (not own or len(set(own)) != len(own)):
         raise ConfigError(f"{key}.libraries: must name each library once, got {own}")
+    if name in USER_NETWORKS:
+        return _validate_user_network(plain, key, m)
     if name not in SKLEARN_ONLY_PARAMS:
         if m.get("params"):
             raise ConfigError(
@@ -601,6 +622,49 @@ def _validate_sklearn_only(plain: dict[str, Any], key: str, m: dict[str, Any]) -
         raise ConfigError(f"{key}.params: {name} takes {', '.join(allowed)}; got {unknown}")
 
 
+def _validate_user_network(plain: dict[str, Any], key: str, m: dict[str, Any]) -> None:
+    """torch_module / keras_model: an import path that imports, params its callable takes, and
+    the one library and mode it can run in. Importing the user's module here (and torch or Keras
+    with it) is the price of refusing a typo before any work."""
+    name, library = m["name"], USER_NETWORKS[m["name"]]
+    libraries = model_libraries(plain, m)
+    if libraries != [library]:
+        where = f"{key}.libraries" if m.get("libraries") else "libraries"
+        raise ConfigError(f"{where}: {name} runs in {library} only, got {libraries}")
+    if not m.get("_target_"):
+        raise ConfigError(
+            f"{key}._target_: {name} needs the import path of your "
+            f"{'module class' if library == 'torch' else 'model-building function'}, e.g. "
+            f"{key}._target_=mypkg.nets.Net"
+        )
+    unused = {"hidden_sizes": [], "conv_channels": [], "activation": "relu", "kernel_size": 3}
+    for sub, default in unused.items():  # bench's own networks' fields: not read for yours
+        if m[sub] != default:
+            raise ConfigError(
+                f"{key}.{sub}: {name} is your own network; give it its arguments as "
+                f"+model.params.<arg>=..."
+            )
+    from bench.backends.user_code import check_params
+    from bench.data.images import image_shape
+
+    try:
+        image = image_shape(plain["dataset"]) is not None
+        check_params(m["_target_"], m.get("params") or {}, image=image)
+    except ValueError as exc:
+        raise ConfigError(f"{key}._target_: {exc}") from None
+    if set(selected_modes(plain)) != {"aligned"} or plain["init_mode"] != "library":
+        raise ConfigError(
+            f"mode: {name} has no defaults/shared variants (bench cannot share your network's "
+            "initial weights); run it with mode=aligned and init_mode=library, the defaults"
+        )
+    batching = plain.get("batching") or {}
+    if name == "torch_module" and batching.get("enabled") and batching.get("compile"):
+        raise ConfigError(
+            f"batching.compile: {name} is stacked with torch.func, not compiled; "
+            "set batching.compile=false"
+        )
+
+
 def validate_search(plain: dict[str, Any]) -> None:
     """search.* and the per-source / per-library seed counts, naming the key."""
     search, seeds_cfg = plain["search"], plain["seeds"]
@@ -617,7 +681,9 @@ def validate_search(plain: dict[str, Any]) -> None:
     for model, grid in search["grid"].items():
         if model not in [n.value for n in ModelName]:
             raise ConfigError(f"search.grid: unknown model {model!r}")
-        if model in SKLEARN_ONLY_PARAMS:
+        if model in USER_NETWORKS:
+            allowed = USER_TRAINING
+        elif model in SKLEARN_ONLY_PARAMS:
             settings = [m for _, m in selected_models(plain) if m["name"] == model]
             try:
                 allowed = sklearn_params(model, settings[0] if settings else None)
@@ -658,6 +724,7 @@ def validate_search(plain: dict[str, Any]) -> None:
 def validate_models(plain: dict[str, Any]) -> None:
     """Every model x mode x library x dataset combination a run would train must exist: an
     unsupported one is refused here, naming the key, never dropped from the sweep."""
+    from bench.data.images import image_shape
     from bench.models import IMAGE_SHAPES, NetSpec
 
     for mode in selected_modes(plain):
@@ -711,19 +778,20 @@ def validate_models(plain: dict[str, Any]) -> None:
         if not m["conv_channels"]:
             raise ConfigError(f"{key}.conv_channels: a cnn needs at least one convolution")
         where = "model.name" if key == "model" else "models"
-        if dataset not in IMAGE_SHAPES:
+        shape = image_shape(plain["dataset"])
+        if shape is None:
             raise ConfigError(
-                f"{where}: cnn needs an image dataset ({', '.join(IMAGE_SHAPES)}), "
+                f"{where}: cnn needs an image dataset ({', '.join([*IMAGE_SHAPES, 'images'])}), "
                 f"got dataset={dataset}"
             )
         if "sklearn" in model_libraries(plain, m):
             raise ConfigError(
                 f"libraries: scikit-learn has no cnn; drop sklearn from libraries or cnn from {where}"
             )
-        h, w = IMAGE_SHAPES[dataset]
+        h, w, c = shape
         try:
-            NetSpec(h * w, (), 2, conv_channels=tuple(m["conv_channels"]),
-                    kernel_size=m["kernel_size"], image_shape=(h, w))  # fmt: skip
+            NetSpec(h * w * c, (), 2, conv_channels=tuple(m["conv_channels"]),
+                    kernel_size=m["kernel_size"], image_shape=shape)  # fmt: skip
         except ValueError as exc:
             raise ConfigError(f"{key}.{exc}") from None
 
@@ -777,10 +845,11 @@ FREE_FORM_DICTS = ("search.grid", "seeds.n_by_source", "seeds.n_by_library", "mo
 
 
 def estimator_arguments(overrides: list[str]) -> list[str]:
-    """With `model=sklearn_estimator`, `+model.n_estimators=200` is the estimator's argument
-    (Hydra's habit for a `_target_`'s arguments): it becomes `+model.params.n_estimators=200`.
-    Keys of the model schema (`model.libraries`, `model._target_`, ...) stay as they are."""
-    if "model=sklearn_estimator" not in overrides:
+    """With a model named by `_target_` (`model=sklearn_estimator`, `torch_module`,
+    `keras_model`), `+model.n_estimators=200` is the callable's argument (Hydra's habit for a
+    `_target_`'s arguments): it becomes `+model.params.n_estimators=200`. Keys of the model
+    schema (`model.libraries`, `model._target_`, `model.epochs`, ...) stay as they are."""
+    if not any(f"model={name}" in overrides for name in USER_MODELS):
         return overrides
     schema = {f.name for f in fields(ModelConfig)}
     out = []

@@ -24,7 +24,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from bench import isa, store
-from bench.config import ConfigError, check_cxx, stack_kernels, to_container
+from bench.config import USER_MODELS, ConfigError, check_cxx, stack_kernels, to_container
 from bench.spec import TrialSpec
 
 # What a bitwise result may depend on besides the spec. The host name is left out on purpose:
@@ -209,14 +209,11 @@ def replay(
     if cfg.get("dry_run", False):
         raise ConfigError(f"{run_dir}: a dry run (dry_run=true) trained nothing to replay")
     stored = {r["trial_key"]: r for r in rows.to_dict("records")}
-    user_code = sorted(
-        {json.loads(r["hparams"]).get("_target_") for r in stored.values()
-         if r["model"] == "sklearn_estimator"} - {None}
-    )  # fmt: skip
+    user_code = _user_code(ok, cfg, run_dir)
     if user_code:  # the only place a results folder names code that runs: said, not silent
         print(
-            f"replay imports {', '.join(user_code)} (the classes this run trained, as its rows "
-            "name them): replay only runs whose code you trust",
+            f"replay imports {', '.join(user_code)} (your code this run trained, as its rows "
+            "name it): replay only runs whose code you trust",
             file=sys.stderr,
         )
     units = replay_units(run_dir, ok, stored)
@@ -232,7 +229,7 @@ def replay(
             isa.check_environment({s.cpu_isa for unit, _ in units for s in unit}, "cpu_isa")
         except isa.UnsupportedLevel as exc:
             raise ConfigError(f"{run_dir}: {exc}") from None
-    started = connect({"address": address})
+    started = connect({"address": address}, user_code=user_code)
     try:
         gpu = ray.cluster_resources().get("GPU", 0) > 0
         skipped = {
@@ -269,6 +266,25 @@ def replay(
             compare({**row, "bench_version": written_by}, {**now, "bench_version": __version__})
         )
     return pd.DataFrame(lines)
+
+
+def _user_code(ok: pd.DataFrame, cfg: Any, run_dir: Path) -> list[str]:
+    """The user's code a replay would import: what the run's rows name (every ok row: a stack is
+    replayed whole), refused unless the run's saved config names exactly the same, so that a
+    row edited after the run cannot smuggle in code of its own."""
+    in_rows = {
+        json.loads(h).get("_target_")
+        for h, model in zip(ok["hparams"], ok["model"], strict=True)
+        if model in USER_MODELS
+    } - {None}
+    models = [cfg.get("model") or {}, *(cfg.get("model_zoo") or {}).values()]
+    in_config = {m.get("_target_") for m in models if m.get("name") in USER_MODELS} - {None}
+    if not in_rows <= in_config:
+        raise ConfigError(
+            f"{run_dir}: its rows name code its saved config does not "
+            f"({', '.join(sorted(in_rows - in_config))}); not importing it"
+        )
+    return sorted(in_rows)
 
 
 def main(argv: list[str]) -> int:

@@ -30,7 +30,8 @@ SCHEMA = pa.schema(
         ("trial_key", _str), ("run_id", _str), ("sweep", _str), ("status", _str), ("error", _str),
         *SPEC_COLUMNS,
         ("seed_sources", _str),  # sources that reached the training (bench.backends.seed_use)
-        ("dataset_sha256", _str),  # dataset=table: the digest of the file the trial read
+        ("dataset_sha256", _str),  # dataset=table / images: the digest of the file / folder read
+        ("code_sha256", _str),  # the user's own model code (bench.backends.user_code), else null
         ("accuracy", _float), ("balanced_accuracy", _float), ("f1", _float), ("roc_auc", _float),
         ("log_loss", _float), ("n_train", _int), ("n_test", _int), ("n_params", _int),
         ("cv_score", _float), ("best_params", _str),  # grid search: best mean CV score, its params

@@ -31,7 +31,7 @@ import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 
 from bench import __version__, isa, rows, store
-from bench.config import ConfigError, cpu_isa_key, stack_kernels, to_container
+from bench.config import ConfigError, cpu_isa_key, selected_models, stack_kernels, to_container
 from bench.data import RawDataset, load
 from bench.determinism import spec_env
 from bench.spec import TrialSpec
@@ -192,19 +192,36 @@ def check_cpu_isa(specs: list[TrialSpec], key: str) -> None:
         raise ConfigError(str(exc)) from None
 
 
-def connect(cluster: dict[str, Any], base_env: dict[str, str] | None = None) -> bool:
+def connect(
+    cluster: dict[str, Any],
+    base_env: dict[str, str] | None = None,
+    user_code: list[str] | None = None,
+) -> bool:
     """Join the configured cluster, or start an embedded Ray. True if this call started Ray.
 
     `base_env`: the worker environment most trials need. An embedded Ray's workers inherit the
     driver's environment, so it is put in force while Ray starts (and only then); a joined
-    cluster's workers have their own, and every task there carries its environment."""
+    cluster's workers have their own, and every task there carries its environment.
+    `user_code`: import paths of the user's models (bench.backends.user_code). The folders they
+    were imported from here go on PYTHONPATH for an embedded Ray's workers; a joined cluster
+    is sent their packages (Ray's `py_modules`) unless they are installed."""
     global _inherited
     import ray
 
     if ray.is_initialized():
         return False
     address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
-    common = {"logging_level": logging.ERROR, "log_to_driver": False}
+    common: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    folders, packages, loose = _user_code_locations(user_code or [])
+    if address and packages:
+        common["runtime_env"] = {"py_modules": packages}
+    if address and loose:
+        print(
+            f"model._target_: {', '.join(loose)} is a single file, which bench does not send to a "
+            "joined cluster; make it a package (a folder with __init__.py) or install it on "
+            "every node",
+            file=sys.stderr,
+        )
     if address:
         _probe_address(address)
         _token_auth_if_available()
@@ -216,8 +233,12 @@ def connect(cluster: dict[str, Any], base_env: dict[str, str] | None = None) -> 
             ) from None
         return True
     base_env = base_env or {}
-    saved = {k: os.environ.get(k) for k in base_env}
-    os.environ.update(base_env)
+    start_env = dict(base_env)
+    if folders:  # the workers import the user's code from where this process found it
+        paths = [*folders, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        start_env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    saved = {k: os.environ.get(k) for k in start_env}
+    os.environ.update(start_env)
     try:
         ray.init(
             address="local",  # always a new embedded instance, never a stale cluster's address
@@ -235,6 +256,24 @@ def connect(cluster: dict[str, Any], base_env: dict[str, str] | None = None) -> 
                 os.environ[key] = value
     _inherited = (ray.get_runtime_context().get_node_id(), dict(base_env))
     return True
+
+
+def _user_code_locations(targets: list[str]) -> tuple[list[str], list[str], list[str]]:
+    if not targets:
+        return [], [], []
+    from bench.backends.user_code import locations
+
+    try:
+        return locations(targets)
+    except ValueError as exc:
+        raise ConfigError(f"model._target_: {exc}") from None
+
+
+def user_targets(plain: dict[str, Any]) -> list[str]:
+    """The import paths of the user's models a run trains (its config's `_target_` values)."""
+    from bench.config import USER_MODELS
+
+    return sorted({m["_target_"] for _, m in selected_models(plain) if m["name"] in USER_MODELS})
 
 
 def task_env(env: dict[str, str]) -> dict[str, Any]:
@@ -563,7 +602,7 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
     cluster = plain["cluster"]
     if embedded(cluster):
         check_cpu_isa(examples, cpu_isa_key(cfg))
-    started = connect(cluster, common_env(examples, [n for _, n in settings]))
+    started = connect(cluster, common_env(examples, [n for _, n in settings]), user_targets(plain))
     lock: store.RunLock | None = None
     try:
         no_gpu = ray.cluster_resources().get("GPU", 0) == 0

@@ -30,6 +30,8 @@ from bench import seeds
 from bench.backends.seed_use import leave_out, seed_groups
 from bench.config import (
     SKLEARN_ONLY_PARAMS,
+    USER_NETWORKS,
+    USER_TRAINING,
     model_libraries,
     seed_modes,
     selected_models,
@@ -43,6 +45,7 @@ _DATASET_KEYS = {
     "synthetic": ("n_samples", "n_features", "n_informative", "n_classes", "data_seed"),
     "heart": ("sha256",),
     "table": ("sha256", "target", "categorical"),  # the file's digest: always in the rows too
+    "images": ("sha256", "size", "channels"),  # the folder's digest: always in the rows too
 }
 
 
@@ -133,6 +136,9 @@ def model_hparams(model: dict) -> dict:
         return {"_target_": model["_target_"], **(model.get("params") or {})}
     if model["name"] in SKLEARN_ONLY_PARAMS:
         return dict(model.get("params") or {})
+    if model["name"] in USER_NETWORKS:  # the network, its arguments, bench's training settings
+        training = {k: model[k] for k in USER_TRAINING}
+        return {"_target_": model["_target_"], "params": model.get("params") or {}, **training}
     return {
         k: v
         for k, v in model.items()

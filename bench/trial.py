@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from bench import determinism, fingerprint
-from bench.config import SKLEARN_ONLY_PARAMS
+from bench.config import SKLEARN_ONLY_PARAMS, USER_MODELS, USER_NETWORKS, USER_TRAINING
 from bench.data import RawDataset, Split, load, split, split_many
 from bench.data.split import preprocessing, takes_sklearn_path, train_index
 from bench.faults import inject
@@ -152,11 +152,36 @@ def _json_value(value: Any) -> Any:
     return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
+def user_network(spec: TrialSpec):
+    """torch_module / keras_model: the user's network as bench's estimator
+    (bench.backends.user_neural), with the spec's seeds and training settings."""
+    from bench.data.images import image_shape
+
+    hp = spec.hparams_dict()
+    if spec.library == "torch":
+        from bench.backends.user_torch import UserTorchClassifier as cls
+    else:
+        from bench.backends.user_keras import UserKerasClassifier as cls
+    return cls(
+        target=hp["_target_"],
+        params=hp["params"],
+        **{k: hp[k] for k in USER_TRAINING},
+        seed_init=spec.seed_init,
+        seed_order=spec.seed_order,
+        order_mode=spec.order_mode,
+        device=spec.device,
+        image_shape=image_shape({"name": spec.dataset, **spec.dataset_dict()}),
+    )
+
+
 def make_estimator(spec: TrialSpec):
     from bench.backends import estimator_class
+    from bench.data.images import image_shape
 
     if spec.model in SKLEARN_ONLY_PARAMS:
         return sklearn_only_estimator(spec)
+    if spec.model in USER_NETWORKS:
+        return user_network(spec)
     hp = spec.hparams_dict()
     return estimator_class(spec.library)(
         model=spec.model,
@@ -177,6 +202,7 @@ def make_estimator(spec: TrialSpec):
         init_mode=spec.init_mode,
         order_mode=spec.order_mode,
         device=spec.device,
+        image_shape=image_shape({"name": spec.dataset, **spec.dataset_dict()}),
     )
 
 
@@ -237,6 +263,8 @@ def _prepare(specs: list[TrialSpec], raw: RawDataset, dry_run: bool) -> tuple[li
         return data, None
     from bench.backends.torch_batched import Member, prepare_stack
 
+    if specs[0].model == "torch_module":  # a user's module: stacked by torch.func
+        from bench.backends.torch_func import prepare_stack
     members = [Member(s.seed_init, s.seed_order, d) for s, d in zip(specs, data, strict=True)]
     return data, prepare_stack(make_estimator(specs[0]), members)
 
@@ -245,6 +273,8 @@ def _train_stack(prepared: Any, fused: bool, compile: bool) -> tuple[Any, list[s
     """The stack's training and predictions, and the nondeterministic kernels it ran."""
     from bench.backends.torch_batched import train_stack
 
+    if getattr(prepared.estimator, "target", None):  # a user's module (bench.backends.torch_func)
+        from bench.backends.torch_func import train_stack
     flagged: list[str] = []
     with determinism.nondeterministic_ops(flagged):
         result = train_stack(prepared, fused=fused, compile=compile)
@@ -341,6 +371,7 @@ def run_batch(
         if raw is None:
             raw = load(dataset_cfg or {"name": spec.dataset, **spec.dataset_dict()})
         row["dataset_sha256"] = raw.sha256
+        row["code_sha256"] = code_digest(spec)
         with _deadline(timeout_s):
             inject(spec, faults)
             if dry_run:
@@ -357,6 +388,26 @@ def run_batch(
     row.update(fingerprint.environment(spec.library, spec.device))
     row["total_seconds"] = time.perf_counter() - start
     return to_batch([row], lists)
+
+
+def code_digest(spec: TrialSpec) -> str | None:
+    """The digest of the user's code a trial trains (bench.backends.user_code), else None."""
+    if spec.model not in USER_MODELS:
+        return None
+    from bench.backends.user_code import code_sha256
+
+    return code_sha256(spec.hparams_dict()["_target_"])
+
+
+def _unstackable(spec: TrialSpec, raw: RawDataset) -> str | None:
+    """Why a user's module cannot be stacked (bench.backends.torch_func.unstackable), or None
+    (also for every other model: the sweep stacks only what bench's trainers can stack)."""
+    if spec.model != "torch_module":
+        return None
+    from bench.backends.torch_func import unstackable
+
+    data = split(raw, spec.seed_split, spec.dataset_dict()["test_size"])
+    return unstackable(make_estimator(spec), data.X_train.shape[1], np.unique(data.y_train))
 
 
 def error_text(exc: BaseException) -> str:
@@ -422,6 +473,11 @@ def run_group_batch(
         if raw is None:
             raw = load(dataset_cfg or {"name": first.dataset, **first.dataset_dict()})
         common["dataset_sha256"] = raw.sha256
+        common["code_sha256"] = code_digest(first)
+        if not dry_run and _unstackable(first, raw):  # a user's module, trained one by one
+            options = {"faults": faults, "timeout_s": timeout_s, "keep_weights": keep_weights,
+                       "predictions": predictions}  # fmt: skip
+            return pa.concat_batches([run_batch(s, raw, **options) for s in specs])
     except Exception as exc:  # noqa: BLE001 - every failure must become a row
         batches = [_Failed(error_text(exc))] * len(stacks)
     common.update(fingerprint.environment(first.library, first.device))

@@ -14,7 +14,7 @@ from bench.spec import TrialSpec
 def batchable(spec: TrialSpec) -> bool:
     return (
         spec.library == "torch"
-        and spec.model in ("logreg", "mlp")
+        and spec.model in ("logreg", "mlp", "torch_module")
         and spec.mode != "defaults"
         and spec.search is None  # a grid search fits many models per trial: one by one
     )

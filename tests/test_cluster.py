@@ -122,3 +122,29 @@ def test_cluster_ray_without_a_cluster_names_the_key(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("bench: error: cluster.address:")
+
+
+def test_the_users_module_is_sent_to_a_joined_cluster(
+    two_nodes: LocalRayCluster, tmp_path: Path
+) -> None:
+    """A user's package in the folder they run from, which the cluster's nodes cannot see: the
+    driver sends it with Ray's runtime_env (py_modules), and both nodes train it."""
+    import pandas as pd
+
+    package = tmp_path / "clusternets"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from torch import nn\n\n\n"
+        "def Net(n_features, n_classes):\n"
+        "    return nn.Sequential(nn.Linear(n_features, 4), nn.ReLU(), nn.Linear(4, n_classes))\n"
+    )
+    result = _bench(
+        ["+sweep=smoke", "libraries=[torch]", "model=torch_module", "progress=false",
+         "model._target_=clusternets.Net", "model.epochs=2", "cluster=ray",
+         f"cluster.address={two_nodes.address}", "run_id=user"],
+        tmp_path, {k: v for k, v in two_nodes.env.items() if k != "PYTHONPATH"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = pd.read_parquet(tmp_path / "results/smoke/user")
+    assert (rows["status"] == "ok").all(), rows["error"].dropna().head(1).tolist()
+    assert rows["ray_node_id"].nunique() == 2 and len(rows) == 4

@@ -76,7 +76,7 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):
         mode: str = "aligned",
         conv_channels: tuple[int, ...] = (8, 16),
         kernel_size: int = 3,
-        image_shape: tuple[int, int] | None = None,
+        image_shape: tuple[int, ...] | None = None,  # (h, w) or (h, w, c); None: a square, c=1
     ) -> None:
         self.hidden_sizes = hidden_sizes
         self.activation = activation

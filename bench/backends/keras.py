@@ -61,6 +61,23 @@ def tf_orders(n: int, seed_order: int, epochs: int) -> list[np.ndarray]:
     ]
 
 
+def fit_on_orders(
+    model: keras.Model, X: np.ndarray, y: np.ndarray, orders: list[np.ndarray], batch_size: int
+) -> None:
+    """Train a compiled model on exactly these epoch orders, in minibatches of `batch_size` (the
+    last one smaller), through one tf.data pipeline and one `fit` call (the module docstring says
+    why); the user's own Keras models train the same way (bench.backends.user_keras)."""
+    bs, Xc, yc = batch_size, tf.constant(X), tf.constant(y)
+    batches = (
+        tf.data.Dataset.from_tensor_slices(np.stack(orders))
+        .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(bs))
+        .map(lambda idx: (tf.gather(Xc, idx), tf.gather(yc, idx)))
+        .apply(tf.data.experimental.assert_cardinality(sum(-(-len(o) // bs) for o in orders)))
+        .with_options(_SINGLE_THREADED)
+    )
+    model.fit(batches, epochs=1, shuffle=False, verbose=0)
+
+
 class KerasNeuralClassifier(NeuralClassifier):
     library = "tensorflow"
     _library_state = ("model_",)
@@ -86,7 +103,8 @@ class KerasNeuralClassifier(NeuralClassifier):
         layers: list = [keras.Input((net.n_features,))]
         if net.conv_channels:
             assert net.image_shape is not None
-            layers.append(keras.layers.Reshape((*net.image_shape, 1)))
+            h, w = net.image_shape[:2]
+            layers.append(keras.layers.Reshape((h, w, net.in_channels)))
             for c in net.conv_channels:
                 layers.append(
                     keras.layers.Conv2D(
@@ -157,15 +175,7 @@ class KerasNeuralClassifier(NeuralClassifier):
         )
         if orders is None:
             orders = tf_orders(len(X), self.seed_order, self.epochs)
-        bs, Xc, yc = self.batch_size, tf.constant(X), tf.constant(y)
-        batches = (
-            tf.data.Dataset.from_tensor_slices(np.stack(orders))
-            .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(bs))
-            .map(lambda idx: (tf.gather(Xc, idx), tf.gather(yc, idx)))
-            .apply(tf.data.experimental.assert_cardinality(sum(-(-len(o) // bs) for o in orders)))
-            .with_options(_SINGLE_THREADED)
-        )
-        model.fit(batches, epochs=1, shuffle=False, verbose=0)
+        fit_on_orders(model, X, y, orders, self.batch_size)
 
     def _forward_output(self, X):
         logits = self.model_(X, training=False)

@@ -58,8 +58,9 @@ def _sklearn(model: str, mode: str, target: str | None = None) -> Groups:
 
 
 def _neural(model: str, mode: str, target: str | None = None) -> Groups:
-    """PyTorch and Keras, every model and mode: initial weights drawn under `seed_init`, batch
-    orders from `seed_order` (the library's own generator, or bench's in shared order mode)."""
+    """PyTorch and Keras, every model and mode, the user's own networks too (trained by bench's
+    loop, bench.backends.user_neural): initial weights drawn under `seed_init`, batch orders from
+    `seed_order` (the library's own generator, or bench's in shared order mode)."""
     return SEPARATE
 
 
@@ -133,6 +134,8 @@ def table() -> str:
             shown = "any" if model in _SKLEARN_ONLY else mode  # one estimator in every mode
             lines.append(f"| {model} | {shown} | " + " | ".join(cells) + " |")
     lines.append("| sklearn_estimator | any | init, if the class has a random_state | - | - |")
+    lines.append("| torch_module | aligned | - | order, init | - |")  # bench.backends.user_torch
+    lines.append("| keras_model | aligned | - | - | order, init |")  # bench.backends.user_keras
     return "\n".join(lines)
 
 

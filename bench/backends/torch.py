@@ -15,7 +15,8 @@ bc2 = 1 - beta2^t. The two agree exactly when torch's eps at step t is eps / sqr
 so the same `eps` means the same update in all three libraries. `defaults` mode leaves torch's.
 
 The convolutional net flattens (c, h, w) as PyTorch does; the canonical layout flattens (h, w, c)
-as Keras does, so the first dense layer's rows are permuted on load and on read-back.
+as Keras does, so the first dense layer's rows are permuted on load and on read-back. Input rows
+are (h, w, c) too: a multi-channel image is moved channels-first before the first convolution.
 """
 
 from __future__ import annotations
@@ -30,6 +31,17 @@ from torch import nn
 from bench.backends.base import NeuralClassifier, minibatches
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "logistic": nn.Sigmoid}
+
+
+class _ChannelsFirst(nn.Module):
+    """Rows flattened in (h, w, c) order (the canonical layout) -> (n, c, h, w) for Conv2d."""
+
+    def __init__(self, h: int, w: int, c: int) -> None:
+        super().__init__()
+        self.shape = (h, w, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, *self.shape).permute(0, 3, 1, 2).contiguous()
 
 
 class TorchNeuralClassifier(NeuralClassifier):
@@ -80,8 +92,12 @@ class TorchNeuralClassifier(NeuralClassifier):
             torch.manual_seed(self.seed_init)
             if net.conv_channels:
                 assert net.image_shape is not None
-                layers.append(nn.Unflatten(1, (1, *net.image_shape)))
-                c_in = 1
+                h, w = net.image_shape[:2]
+                c_in = net.in_channels
+                if c_in == 1:  # (h, w, 1) rows are (1, h, w) images as they stand
+                    layers.append(nn.Unflatten(1, (1, h, w)))
+                else:
+                    layers.append(_ChannelsFirst(h, w, c_in))
                 for c in net.conv_channels:
                     layers += [nn.Conv2d(c_in, c, net.kernel_size), act()]
                     c_in = c

@@ -11,27 +11,16 @@ any work; `random_state`, when the class has one, receives `seed_init` (so the r
 from __future__ import annotations
 
 import functools
-import importlib
 from typing import Any
+
+from bench.backends.user_code import import_object
 
 SEED_PARAM = "random_state"
 
 
-@functools.cache
 def import_estimator(target: str) -> type:
     """The class at `target` ('package.module.Class'); ValueError naming what is missing."""
-    module, _, name = (target or "").rpartition(".")
-    if not module:
-        raise ValueError(
-            f"{target!r} is not a dotted path such as sklearn.ensemble.RandomForestClassifier"
-        )
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import {module!r} for {target!r}: {exc}") from None
-    except AttributeError:
-        raise ValueError(f"module {module!r} has no {name!r}") from None
-    return cls
+    return import_object(target)
 
 
 @functools.cache

@@ -1,5 +1,5 @@
-"""The datasets bench knows, and the user's own tables, each loaded into a RawDataset of plain
-numpy arrays."""
+"""The datasets bench knows, and the user's own tables and image folders, each loaded into a
+RawDataset of plain numpy arrays."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ class RawDataset:
     y: np.ndarray  # int64 class indices 0..k-1
     feature_names: tuple[str, ...]
     categorical: tuple[int, ...] = ()  # columns to one-hot encode (after imputation)
-    sha256: str | None = None  # a file's digest (dataset=table): recorded in every row
-    classes: tuple[str, ...] = ()  # the target's values, class index order (dataset=table)
+    sha256: str | None = None  # a file's (folder's) digest (dataset=table, images): in every row
+    classes: tuple[str, ...] = ()  # the target's values / class folders, class index order
     dropped: int = 0  # rows left out for a missing target (dataset=table)
 
     @property
@@ -71,12 +71,19 @@ def _table(cfg: dict[str, Any]) -> RawDataset:
     return load_table(cfg)
 
 
+def _images(cfg: dict[str, Any]) -> RawDataset:
+    from bench.data.images import load_images
+
+    return load_images(cfg)
+
+
 LOADERS: dict[str, Callable[[dict[str, Any]], RawDataset]] = {
     "breast_cancer": _breast_cancer,
     "digits": _digits,
     "synthetic": _synthetic,
     "heart": _heart,
     "table": _table,
+    "images": _images,
 }
 
 

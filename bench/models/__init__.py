@@ -5,7 +5,8 @@ Four models share one shape language:
 - `mlp`: dense hidden layers (`hidden_sizes`), log loss;
 - `linear_svm`: no hidden layer, hinge loss (one-vs-rest for k > 2 classes, as LinearSVC);
 - `cnn`: `conv_channels` 2-D convolutions (stride 1, no padding, `kernel_size` square kernels) on
-  a one-channel image, then flatten, then dense hidden layers, then the output (torch and Keras).
+  an image of one or more channels (grayscale, RGB), then flatten, then dense hidden layers, then
+  the output (torch and Keras).
 
 The output has one unit for two classes (sigmoid + binary cross-entropy, or a signed margin for the
 hinge loss) and k units for k > 2 classes (softmax + cross-entropy, or k one-vs-rest margins), as
@@ -26,7 +27,8 @@ import numpy as np
 
 MODELS = ("logreg", "mlp", "linear_svm", "cnn")
 LOSSES = {"logreg": "log", "mlp": "log", "linear_svm": "hinge", "cnn": "log"}
-# Datasets whose rows are images (height, width), one channel: the only ones a cnn accepts.
+# Built-in datasets whose rows are images (height, width), one channel; a cnn also accepts the
+# user's own images (`dataset=images`, bench.data.images.image_shape).
 IMAGE_SHAPES: dict[str, tuple[int, int]] = {"digits": (8, 8)}
 
 
@@ -48,16 +50,21 @@ class NetSpec:
     activation: str = "relu"  # relu | tanh | logistic
     conv_channels: tuple[int, ...] = ()
     kernel_size: int = 3
-    image_shape: tuple[int, int] | None = None  # (h, w); needed when conv_channels is not empty
+    # (h, w) for one channel or (h, w, c); needed when conv_channels is not empty. Rows hold the
+    # image flattened in (h, w, c) order.
+    image_shape: tuple[int, ...] | None = None
     loss: str = "log"  # log | hinge
 
     def __post_init__(self) -> None:
         if self.conv_channels:
-            if self.image_shape is None:
-                raise ValueError("image_shape: a convolutional net needs the image's (h, w)")
-            h, w = self.image_shape
-            if h * w != self.n_features:
-                raise ValueError(f"image_shape: {h}x{w} does not match {self.n_features} features")
+            if self.image_shape is None or len(self.image_shape) not in (2, 3):
+                raise ValueError("image_shape: a convolutional net needs the image's (h, w[, c])")
+            h, w = self.image_shape[:2]
+            c = self.in_channels
+            if h * w * c != self.n_features:
+                raise ValueError(
+                    f"image_shape: {h}x{w}x{c} does not match {self.n_features} features"
+                )
             oh, ow = self.conv_output_hw
             if oh < 1 or ow < 1:
                 raise ValueError(
@@ -70,6 +77,12 @@ class NetSpec:
     @property
     def n_outputs(self) -> int:
         return 1 if self.n_classes == 2 else self.n_classes
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the input image: 1 unless image_shape names a third dimension."""
+        shape = self.image_shape or ()
+        return int(shape[2]) if len(shape) == 3 else 1
 
     @property
     def conv_output_hw(self) -> tuple[int, int]:
@@ -96,7 +109,7 @@ class NetSpec:
         them: a conv kernel's fans are its receptive field times its input / output channels."""
         out: list[tuple[int, int]] = []
         field = self.kernel_size * self.kernel_size
-        c_in = 1
+        c_in = self.in_channels
         for c in self.conv_channels:
             out.append((field * c_in, field * c))
             c_in = c
@@ -107,7 +120,7 @@ class NetSpec:
     def shapes(self) -> list[tuple[int, ...]]:
         """Canonical parameter shapes, in the canonical order."""
         out: list[tuple[int, ...]] = []
-        k, c_in = self.kernel_size, 1
+        k, c_in = self.kernel_size, self.in_channels
         for c in self.conv_channels:
             out += [(k, k, c_in, c), (c,)]
             c_in = c
