@@ -31,7 +31,14 @@ import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 
 from bench import __version__, isa, rows, store
-from bench.config import ConfigError, cpu_isa_key, selected_models, stack_kernels, to_container
+from bench.config import (
+    USER_MODELS,
+    ConfigError,
+    cpu_isa_key,
+    selected_models,
+    stack_kernels,
+    to_container,
+)
 from bench.data import RawDataset, load
 from bench.determinism import spec_env
 from bench.spec import TrialSpec
@@ -213,16 +220,16 @@ def connect(
     address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
     common: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
     folders, packages, loose = _user_code_locations(user_code or [])
-    if address and packages:
-        common["runtime_env"] = {"py_modules": packages}
-    if address and loose:
-        print(
-            f"model._target_: {', '.join(loose)} is a single file, which bench does not send to a "
-            "joined cluster; make it a package (a folder with __init__.py) or install it on "
-            "every node",
-            file=sys.stderr,
-        )
     if address:
+        if packages:
+            common["runtime_env"] = {"py_modules": packages}
+        if loose:
+            print(
+                f"model._target_: {', '.join(loose)} is a single file, which bench does not send "
+                "to a joined cluster; make it a package (a folder with __init__.py) or install it "
+                "on every node",
+                file=sys.stderr,
+            )
         _probe_address(address)
         _token_auth_if_available()
         try:
@@ -271,8 +278,6 @@ def _user_code_locations(targets: list[str]) -> tuple[list[str], list[str], list
 
 def user_targets(plain: dict[str, Any]) -> list[str]:
     """The import paths of the user's models a run trains (its config's `_target_` values)."""
-    from bench.config import USER_MODELS
-
     return sorted({m["_target_"] for _, m in selected_models(plain) if m["name"] in USER_MODELS})
 
 

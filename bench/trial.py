@@ -152,11 +152,9 @@ def _json_value(value: Any) -> Any:
     return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
-def user_network(spec: TrialSpec):
+def user_network(spec: TrialSpec, image_shape: tuple[int, int, int] | None):
     """torch_module / keras_model: the user's network as bench's estimator
     (bench.backends.user_neural), with the spec's seeds and training settings."""
-    from bench.data.images import image_shape
-
     hp = spec.hparams_dict()
     if spec.library == "torch":
         from bench.backends.user_torch import UserTorchClassifier as cls
@@ -170,7 +168,7 @@ def user_network(spec: TrialSpec):
         seed_order=spec.seed_order,
         order_mode=spec.order_mode,
         device=spec.device,
-        image_shape=image_shape({"name": spec.dataset, **spec.dataset_dict()}),
+        image_shape=image_shape,
     )
 
 
@@ -180,8 +178,9 @@ def make_estimator(spec: TrialSpec):
 
     if spec.model in SKLEARN_ONLY_PARAMS:
         return sklearn_only_estimator(spec)
+    shape = image_shape({"name": spec.dataset, **spec.dataset_dict()})
     if spec.model in USER_NETWORKS:
-        return user_network(spec)
+        return user_network(spec, shape)
     hp = spec.hparams_dict()
     return estimator_class(spec.library)(
         model=spec.model,
@@ -202,7 +201,7 @@ def make_estimator(spec: TrialSpec):
         init_mode=spec.init_mode,
         order_mode=spec.order_mode,
         device=spec.device,
-        image_shape=image_shape({"name": spec.dataset, **spec.dataset_dict()}),
+        image_shape=shape,
     )
 
 
@@ -271,10 +270,11 @@ def _prepare(specs: list[TrialSpec], raw: RawDataset, dry_run: bool) -> tuple[li
 
 def _train_stack(prepared: Any, fused: bool, compile: bool) -> tuple[Any, list[str]]:
     """The stack's training and predictions, and the nondeterministic kernels it ran."""
+    from bench.backends import torch_func
     from bench.backends.torch_batched import train_stack
 
-    if getattr(prepared.estimator, "target", None):  # a user's module (bench.backends.torch_func)
-        from bench.backends.torch_func import train_stack
+    if isinstance(prepared, torch_func.FuncStack):  # a user's module, stacked by torch.func
+        train_stack = torch_func.train_stack
     flagged: list[str] = []
     with determinism.nondeterministic_ops(flagged):
         result = train_stack(prepared, fused=fused, compile=compile)

@@ -33,7 +33,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from bench.backends.base import minibatches
 from bench.backends.torch_batched import GLOBAL_RNG, Member, StackResult
-from bench.backends.user_torch import UserTorchClassifier, is_weight
+from bench.backends.user_torch import UserTorchClassifier, is_weight, l2_penalty
 from bench.data.order import epoch_orders
 
 
@@ -70,13 +70,7 @@ def prepare_stack(estimator: UserTorchClassifier, members: list[Member]) -> Func
     d = members[0].data.X_train.shape[1]
     with GLOBAL_RNG:  # construction seeds torch's process-wide generator (inside fork_rng)
         modules = [e.construct(d) for e in ests]
-    buffers = [name for name, _ in modules[0].named_buffers()]
-    if buffers:
-        raise ValueError(
-            f"batching: {estimator.target} has buffers ({', '.join(buffers[:3])}), updated in "
-            "place while it trains; torch.func cannot stack it; set batching.enabled=false"
-        )
-    params, _ = stack_module_state(modules)
+    params, _ = stack_module_state(modules)  # no buffers: `unstackable` let it through
     base = copy.deepcopy(modules[0]).to("meta")
     y_index = np.stack(
         [np.searchsorted(e.classes_, m.data.y_train) for e, m in zip(ests, members, strict=True)]
@@ -156,22 +150,13 @@ def train_stack(prepared: FuncStack, fused: bool = False, compile: bool = False)
             rows = flat[:, int(idx[0]) : int(idx[-1]) + 1].reshape(-1)
             b = len(idx)
             xb, yb = X.index_select(0, rows).view(N, b, -1), y.index_select(0, rows)
-            try:
-                logits = forward(params, xb)
-            except RuntimeError as exc:
-                if "randomness" not in str(exc):
-                    raise
-                raise ValueError(
-                    f"batching: {est.target} draws random numbers in its forward pass (dropout?); "
-                    "vmap would draw them unlike one-by-one training; set batching.enabled=false"
-                ) from None
+            logits = forward(params, xb)
             if not checked:
                 members[0].check_output(tuple(logits.shape[1:]), b)
                 checked = True
             loss = F.cross_entropy(logits.reshape(N * b, k), yb, reduction="none")
             loss = loss.view(N, b).mean(dim=1).sum()
-            if est.alpha and weights:
-                loss = loss + 0.5 * est.alpha * sum(w.pow(2).sum() for w in weights) / b
+            loss = loss + l2_penalty(weights, est.alpha, b)  # the members' own terms, summed
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
