@@ -2,21 +2,25 @@
 
 Hydra's compose API rather than `@hydra.main`: bench owns its output folders (results/<sweep>/
 <run_id>) and turns every config error into one line that names the key, before any work starts.
+Hydra's own flags (-m, --cfg job|hydra|all, --resolve, --info) and launchers are taken as a Hydra
+app takes them (bench.hydra_flags, bench.multirun; docs/hydra.md).
 """
 
 from __future__ import annotations
 
 import sys
 
-from omegaconf import OmegaConf
-
 from bench.config import ConfigError, compose
 from bench.runner import Interrupted
 
 USAGE = """usage: python -m bench +sweep=NAME [key=value ...]
-       python -m bench --cfg +sweep=NAME [key=value ...]   print the composed config and exit
-       python -m bench report RUN_DIR [--out DIR] [--metric M] [--threshold T]   write RUN_DIR/_report/report.md
+       python -m bench -m +sweep=NAME key=a,b [...]   one run per combination (docs/hydra.md)
+       python -m bench -m hydra/launcher=submitit_slurm hydra.launcher.partition=P ...   via Hydra's launcher
+       python -m bench --cfg job|hydra|all [--resolve] [-p KEY] +sweep=NAME ...   print the config and exit
+       python -m bench --info [all|config|defaults|defaults-tree|plugins|searchpath] +sweep=NAME ...
+       python -m bench report RUN_DIR [--out DIR] [--metric M] [--threshold T]   write .<run_id>/report/report.md beside RUN_DIR
        python -m bench replay RUN_DIR [--trial KEY]   re-run stored trials, compare bits
+       python -m bench export mlflow RUN_DIR [--tracking-uri URI] [--experiment NAME]   one MLflow run per trial
 
 sweeps: seeds, smoke, libraries, determinism, threads, hardware, cpu_isa
 groups: dataset=..., model=..., cluster=...
@@ -40,16 +44,29 @@ def main(argv: list[str] | None = None) -> int:
         from bench.replay import main as replay_main
 
         return replay_main(args[1:])
+    if args and args[0] == "export":
+        from bench.export import main as export_main
+
+        return export_main(args[1:])
     if any(a in ("-h", "--help") for a in args):
         print(USAGE)
         return 0
-    show_cfg = "--cfg" in args
-    args = [a for a in args if a != "--cfg"]
+    from bench.hydra_flags import parse_flags, show_cfg, show_info, show_version
+
     try:
+        flags = parse_flags(args)
+        if flags.version:
+            return show_version()
+        if flags.cfg is not None:
+            return show_cfg(flags)
+        if flags.info is not None:
+            return show_info(flags)
+        if flags.multirun:
+            from bench.multirun import main as multirun
+
+            return multirun(flags.overrides, flags.typed)
+        args = flags.overrides
         cfg = compose(args)
-        if show_cfg:
-            print(OmegaConf.to_yaml(cfg, resolve=True))
-            return 0
         from bench.cluster.slurm import should_submit
 
         if should_submit(cfg):  # cluster=slurm outside a job: write and sbatch one, then return
@@ -58,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             return submit(cfg, args)
         from bench.runner import run_sweep
 
-        outcome = run_sweep(cfg)
+        outcome = run_sweep(cfg, overrides=args)  # recorded in every row
     except ConfigError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2

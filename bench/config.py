@@ -18,7 +18,10 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-CONF_DIR = Path(os.environ.get("BENCH_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
+from bench import paths
+
+# bench/conf in an installed package, the checkout's conf/ otherwise (bench.paths).
+CONF_DIR = Path(os.environ.get("BENCH_CONF_DIR") or paths.CONF_DIR)
 UINT32_MAX = 2**32 - 1
 
 
@@ -357,12 +360,12 @@ class BenchConfig:
     predictions: Predictions = Predictions.full
     # Who writes the rows: the driver (default), or each Ray task into the run folder itself,
     # which must then be on storage every node sees. One driver takes about 30,000 rows/s; a
-    # cluster of GPUs training stacks makes far more (README, "Rows in bulk").
+    # cluster of GPUs training stacks makes far more (docs/batching.md, "Rows in bulk").
     rows_to: RowsTo = RowsTo.driver
     # Make every row without training (real splits, metrics of made-up probabilities, `dry_run`
     # true in the row): for measuring bench itself at millions of trials, never for results.
     dry_run: bool = False
-    report: bool = False  # write RUN_DIR/_report/report.md (+ .html, PNGs) when the sweep ends
+    report: bool = False  # write .<run_id>/report/report.md (+ .html, PNGs) at the end
     retries: int = 2  # Ray re-runs a trial whose worker process died, up to this many times
     trial_timeout_s: float | None = None  # a trial running longer becomes an error row
     faults: FaultsConfig = field(default_factory=FaultsConfig)
@@ -393,9 +396,11 @@ def check_cxx(prefix: str, hint: str = "") -> None:
         )
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: DictConfig, require_installed: bool = True) -> None:
     """Reject values the schema's types allow but that make no sense, naming the key. Model
-    settings are checked once, for every model the run trains, by `validate_models`."""
+    settings are checked once, for every model the run trains, by `validate_models`.
+    `require_installed`: refuse a sweep whose libraries (or Ray) are not installed, naming the
+    extra that installs them (bench.extras), before the checks that import them."""
     if OmegaConf.is_missing(cfg.sweep, "name"):
         raise ConfigError(
             "sweep: no sweep chosen; add +sweep=seeds (or +sweep=smoke, +experiment=heart)"
@@ -481,6 +486,12 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"seeds.n: base + n exceeds the uint32 seed range ({UINT32_MAX})")
     validate_cluster(cfg)
     plain = to_container(cfg)
+    if require_installed:
+        from bench.extras import missing
+
+        gap = missing(plain)
+        if gap:
+            raise ConfigError(gap)
     validate_models(plain)
     validate_search(plain)
 
@@ -880,14 +891,18 @@ def _whole_key(message: str, overrides: list[str]) -> str:
     return message
 
 
-def compose(overrides: list[str]) -> DictConfig:
-    """Compose conf/ with command-line overrides, exactly as `python -m bench` does, and validate."""
+def compose(overrides: list[str], require_installed: bool = True) -> DictConfig:
+    """Compose conf/ with command-line overrides, exactly as `python -m bench` does, and validate.
+    `require_installed=False` (`--cfg`) composes a sweep whose libraries are not installed."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from bench.overrides import check
+
+    check(overrides)  # a sweep needs -m; a hydra.* key is honoured by -m or refused, never ignored
     GlobalHydra.instance().clear()
     overrides = estimator_arguments(overrides)
     try:
@@ -899,7 +914,7 @@ def compose(overrides: list[str]) -> DictConfig:
     if unknown:
         raise ConfigError(f"{unknown[0]}: not a key of the config schema (bench/config.py)")
     try:
-        validate(cfg)
+        validate(cfg, require_installed)
     except OmegaConfBaseException as exc:  # e.g. an interpolation to a key that does not exist
         raise ConfigError(one_line(exc)) from exc
     return cfg

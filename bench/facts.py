@@ -2,7 +2,7 @@
 
 Whether two runs give the same bits depends on which vector kernels run, and those depend on the
 CPU and on the kernel level in force (bench.isa). The tests assert only what holds on every x86
-CPU; the rest is measured here, for the README's tables and for anyone asking "does this hold on
+CPU; the rest is measured here, for the tables in docs/determinism.md and for anyone asking "does this hold on
 my machine?". Each fact is one small experiment, reported as holds / does not hold with the
 figure behind the answer:
 

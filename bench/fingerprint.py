@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import isa
+from bench import isa, provenance
 
 _DISTRIBUTIONS = {
     "numpy": ("numpy",),
@@ -84,6 +84,7 @@ def _static() -> dict[str, Any]:
         "cpu_model": isa.cpu().model,
         **isa.cpu_columns(),
         **{f"{name}_version": version(name) for name in _DISTRIBUTIONS},
+        **provenance.code(),  # the bench code this process runs (version, git commit, dirty)
     }
 
 

@@ -64,14 +64,18 @@ def outcomes(
     calibrated: bool = True,
     keep_weights: bool = False,
     predictions: str = "full",
+    losses: list[np.ndarray | None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, list[np.ndarray | None]]]:
     """Each member's scalar columns, and its list columns (bench.rows.to_batch's `lists`).
-    `calibrated=False`: the scores are squashed margins, so log loss is NaN, not made up."""
+    `calibrated=False`: the scores are squashed margins, so log loss is NaN, not made up.
+    `losses`: each member's per-epoch training loss (bench.backends.loss_curve), kept whatever
+    `predictions` says (a few numbers per row)."""
     if predictions not in PREDICTIONS:
         raise ValueError(f"predictions: expected one of {PREDICTIONS}, got {predictions!r}")
     flagged_text = ",".join(sorted(set(flagged))) or None
     rows: list[dict[str, Any]] = []
     lists: dict[str, list[np.ndarray | None]] = {c: [] for c in (*_KEPT["full"], "weights")}
+    lists["train_loss"] = list(losses) if losses is not None else [None] * len(splits)
     for data, p, cls, w, metrics in zip(
         splits, proba, classes, weights, _metrics(splits, proba), strict=True
     ):

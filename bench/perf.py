@@ -75,6 +75,7 @@ def bench_and_loop(
     with the thread environment a bench worker gets. Raises SystemExit if a bench trial failed."""
     import pandas as pd
 
+    from bench import store
     from bench.determinism import worker_env
 
     bench_cmd = [
@@ -86,7 +87,7 @@ def bench_and_loop(
     rows = pd.read_parquet(run_dir)
     if (rows["status"] != "ok").any():
         raise SystemExit(f"bench run had failed trials; see the rows in {run_dir}")
-    loop_out = run_dir / "_perf_loop.json"
+    loop_out = store.run_files(run_dir).meta / "perf_loop.json"  # beside the run, not in it
     loop_env = {**os.environ, **worker_env(1, False, "cpu")}
     loop_wall, loop_load = timed(loop_command(loop_out, overrides), loop_env)
     loop = json.loads(loop_out.read_text())

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import store
 from bench.perf import bench_and_loop
 
 EXPERIMENT = ["+experiment=heart", "progress=false", "report=false"]
@@ -51,7 +52,9 @@ def measure(overrides: list[str], workers: int, results_dir: Path) -> dict[str, 
         "cpus": os.cpu_count(),
         "overrides": overrides,
     }
-    (m["run_dir"] / "_perf_heart.json").write_text(json.dumps(result, indent=2))
+    (store.run_files(m["run_dir"]).meta / "perf_heart.json").write_text(
+        json.dumps(result, indent=2)
+    )
     return result
 
 

@@ -3,10 +3,10 @@
 Each stored row holds its full spec, so the trial can be run again exactly as the runner ran it (a
 Ray worker started with the same thread environment). Per trial the replay reports whether the
 final weights and the test predictions are bitwise equal, and when they are not, which recorded
-parts of the environment differ between the stored row and now (bench's own version, library
-versions, device, GPU, threads, determinism flags). The exit code is 1 when a trial that should have reproduced did not:
-same environment, and either on the CPU (fixed threads make CPU training repeatable) or with
-deterministic mode in force.
+parts of the environment differ between the stored row and now (bench's own version, git commit
+and uncommitted changes, library versions, device, GPU, threads, determinism flags). The exit code
+is 1 when a trial that should have reproduced did not: same environment, and either on the CPU
+(fixed threads make CPU training repeatable) or with deterministic mode in force.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from bench.spec import TrialSpec
 # What a bitwise result may depend on besides the spec. The host name is left out on purpose:
 # another machine with the same CPU model, versions and settings should give the same bits.
 ENV_COLUMNS = (
-    "bench_version",  # of the run (store.run_version), not a row column: bench's code counts too
+    # bench's own code counts as a library does: its version (rows before the column: the run's
+    # store.run_version), its commit and uncommitted changes (bench.provenance)
+    "bench_version", "bench_commit", "bench_dirty",
     "python_version", "numpy_version", "sklearn_version", "torch_version", "tensorflow_version",
     "keras_version", "library_version", "platform", "cpu_model", "blas", "gpu_name",
     "cuda_version", "cudnn_version", "driver_version", "torch_threads", "torch_interop_threads",
@@ -43,6 +45,11 @@ ENV_COLUMNS = (
 JSON_COLUMNS = ("determinism_env",)  # compared key by key, over the keys the stored row has
 # Recorded since bench 0.4.0: a row written before has them null, which is not a change.
 SINCE_0_4 = ("cpu_vendor", "cpu_flags", "torch_cpu_capability", "numpy_simd", "onednn_max_cpu_isa")
+# Recorded in rows with bench_version: a row without bench_version recorded neither.
+BENCH_CODE = ("bench_commit", "bench_dirty")
+# Both sides from a checkout with uncommitted changes at one commit: recorded alike, but the
+# changes themselves are not compared. A failure all the same, which says so.
+DIRTY_BOTH = " (bench ran with uncommitted changes both times: its code may differ)"
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -116,6 +123,8 @@ def compare(stored: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
         verdict = "differs; environment changed"
     elif expected_to_reproduce(stored):
         verdict = "NOT REPRODUCED on the same environment"
+        if _is_true(stored.get("bench_dirty")) and _is_true(now.get("bench_dirty")):
+            verdict += DIRTY_BOTH
     else:
         verdict = "differs (non-deterministic GPU kernels allowed)"
     return {
@@ -150,7 +159,7 @@ def replay_units(
 ) -> list[tuple[list[TrialSpec], bool]]:
     """The selected trials as they were trained: one by one, or in their stack, rebuilt whole and
     in its order from `group_key` and `group_index` (on some CPUs a member's last bits depend on
-    the size of its stack: README, "Bits and the CPU"). A stack's kernels (fused Adam,
+    the size of its stack: docs/determinism.md, "Bits and the CPU"). A stack's kernels (fused Adam,
     torch.compile) come from the run's config, which every version of bench has written. Runs
     from before bench 0.4.0 have no `group_key`: their stacked trials replay in a stack of one
     each, which reproduces them only where a member's bits do not depend on its stack."""
@@ -190,9 +199,10 @@ def replay(
     from bench.runner import connect, embedded, execute
 
     run_dir = Path(run_dir)
-    config_file = run_dir / store.CONFIG_FILE
+    files = store.run_files(run_dir)
+    config_file = files.config
     if not config_file.is_file():
-        raise ConfigError(f"{run_dir}: not a bench run folder (no {store.CONFIG_FILE})")
+        raise ConfigError(f"{run_dir}: not a bench run folder (no {config_file})")
     try:
         ok = store.read_results(run_dir)
     except store.CorruptPartError as exc:
@@ -240,9 +250,11 @@ def replay(
         }
         units = [u for u in units if not any(s.trial_key in skipped for s in u[0])]
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
-        out = run_dir / "_replay" / stamp
+        out = files.replays / stamp  # bookkeeping, not results: `*.pq`, not `*.parquet`
         out.mkdir(parents=True)
-        writer = store.PartWriter(out, rows_per_part=1000)
+        writer = store.PartWriter(
+            out, rows_per_part=1000, config=config_file.read_text(), suffix=store.ASIDE_SUFFIX
+        )
         try:
             batches = execute(
                 [s for unit, _ in units for s in unit], raw, writer, f"replay-{stamp}",
@@ -262,10 +274,21 @@ def replay(
     for key, row in stored.items():
         why = skipped.get(key, "its stack did not run")
         now = fresh.get(key, {"status": "not run", "error": why})
-        lines.append(
-            compare({**row, "bench_version": written_by}, {**now, "bench_version": __version__})
-        )
+        lines.append(compare(with_bench(row, written_by), with_bench(now, __version__)))
     return pd.DataFrame(lines)
+
+
+def with_bench(row: dict[str, Any], version: str) -> dict[str, Any]:
+    """A row whose `bench_version` is null (written before bench recorded itself in rows, or one
+    that never ran) takes `version` (the run's `_bench_version`, or this process's) and loses
+    `bench_commit` and `bench_dirty`: they were not recorded, which is not a change (a null
+    commit in a newer row is: bench ran outside a checkout)."""
+    if not _missing(row.get("bench_version")):
+        return row
+    return {
+        **{k: v for k, v in row.items() if k not in BENCH_CODE},
+        "bench_version": version,
+    }
 
 
 def _user_code(ok: pd.DataFrame, cfg: Any, run_dir: Path) -> list[str]:

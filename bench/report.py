@@ -1,9 +1,10 @@
 """`python -m bench report RUN_DIR [--out DIR]`: a readable report of one results folder.
 
 Reads the run's Parquet table, runs `bench.analysis` on it and writes `report.md`, `report.html`
-and the PNG plots they show into `RUN_DIR/_report/` (or `--out DIR`). The default folder starts
-with an underscore because pyarrow skips such paths: `pandas.read_parquet(RUN_DIR)` keeps working
-after a report was written (a `report.md` beside the part files would break it).
+and the PNG plots they show into `report/` of the run's bookkeeping folder (the hidden sibling
+`results/<sweep>/.<run_id>/report/`; `RUN_DIR/_report/` for runs written before that layout), or
+`--out DIR`. Not inside the run folder: polars reads every file under a folder it is given and
+fails on one that is not Parquet, so the run folder holds part files only.
 
 A section appears only when the data supports it: the variance split needs a seeds sweep, a
 comparison or a matched churn needs two levels of the compared column (two libraries, cpu and cuda,
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import html
 import itertools
+import json
 import re
 import sys
 from collections.abc import Sequence
@@ -28,9 +30,9 @@ import pandas as pd
 
 from bench import analysis as ba
 from bench.analysis import plots
-from bench.analysis.common import SEED_COLUMNS, SOURCES, ok_rows, present, varying
+from bench.analysis.common import SEED_COLUMNS, SOURCES, groups, ok_rows, present, varying
 
-REPORT_DIR = "_report"
+REPORT_DIR = "report"  # in the run's bookkeeping folder (bench.store.RunFiles.report)
 METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss", "cv_score")  # per-trial
 DPI = 110
 # Columns two groups of trials can be compared along (pairs match on everything else).
@@ -116,6 +118,13 @@ class Context:
         return Image(name, alt)
 
 
+def report_dir(run_dir: str | Path) -> Path:
+    """Where a run's report goes by default: `report/` of its bookkeeping folder."""
+    from bench.store import run_files
+
+    return run_files(run_dir).report
+
+
 def write_report(
     run_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -138,7 +147,7 @@ def write_report(
             f"--metric: {metric!r} is not a numeric column of these results; use one of "
             f"{', '.join(METRICS)}"
         )
-    out = Path(out_dir) if out_dir is not None else run_dir / REPORT_DIR
+    out = Path(out_dir) if out_dir is not None else report_dir(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     ok = ok_rows(df, metric)
     ctx = Context(
@@ -155,6 +164,7 @@ def write_report(
         lambda: _errors(df),
         lambda: _spread(ctx),
         lambda: _variance(ctx),
+        lambda: _curves(ctx),
         lambda: _churn(ctx),
         lambda: _comparisons(ctx),
         lambda: _determinism(ctx),
@@ -194,6 +204,7 @@ def _overview(df: pd.DataFrame, run_dir: Path, ctx: Context) -> Section:
             for r in pairs.sort_values("library").itertuples()
         )
         rows.append(("libraries", libs))
+    rows.append(("bench", _bench_code(df)))
     for label, col in [
         ("models", "model"),
         ("datasets", "dataset"),
@@ -238,6 +249,7 @@ def _overview(df: pd.DataFrame, run_dir: Path, ctx: Context) -> Section:
         ("ray", "ray_version"),
     ]:
         rows.append((label, _values(df, col)))
+    rows.append(("command-line overrides", _overrides(df)))
     table = pd.DataFrame([r for r in rows if r[1]], columns=["item", "value"])
     s.table(table)
     s.text(
@@ -250,8 +262,35 @@ def _overview(df: pd.DataFrame, run_dir: Path, ctx: Context) -> Section:
     return s
 
 
+def _bench_code(df: pd.DataFrame) -> str:
+    """Each bench that ran trials: its version, and its git commit (12 digits) with "+
+    uncommitted changes" when its checkout had them; empty for runs before these columns."""
+    if "bench_version" not in df.columns:
+        return ""
+    columns = [c for c in ("bench_version", "bench_commit", "bench_dirty") if c in df.columns]
+    seen = set()
+    for r in df[columns].drop_duplicates().dropna(subset=["bench_version"]).to_dict("records"):
+        commit, dirty = r.get("bench_commit"), r.get("bench_dirty")
+        text = str(r["bench_version"])
+        if isinstance(commit, str):
+            dirty = isinstance(dirty, bool | np.bool_) and bool(dirty)
+            text += f" at {commit[:12]}" + (" + uncommitted changes" if dirty else "")
+        seen.add(text)
+    return ", ".join(sorted(seen))
+
+
+def _overrides(df: pd.DataFrame) -> str:
+    """The command lines (their overrides) the rows were made with, one per resume."""
+    if "overrides" not in df.columns:
+        return ""
+    lines = [" ".join(json.loads(text)) or "(none)" for text in df["overrides"].dropna().unique()]
+    return "; ".join(sorted(lines))
+
+
 def _config(run_dir: Path) -> str:
-    path = run_dir / "_config.yaml"
+    from bench.store import run_files
+
+    path = run_files(run_dir).config
     if not path.exists():
         return ""
     try:
@@ -365,6 +404,35 @@ def _variance(ctx: Context) -> Section | None:
             "A factorial decomposition (random-effects ANOVA over the three seeds) is not "
             f"identifiable from this design: {note}."
         )
+    return s
+
+
+def _curves(ctx: Context) -> Section | None:
+    """The seeds' training-loss curves of each setup on one plot (models trained in epochs)."""
+    from bench.analysis.curves import curves, with_curves
+
+    rows, label, extra = ctx.draws()
+    rows = with_curves(rows)
+    if rows.empty:
+        return None
+    by = [*ctx.group, *(c for c in extra if c not in ctx.group)]
+    s = Section("Training loss per epoch")
+    s.text(
+        f"Each trial's training loss after every epoch ({label}): the mean over the epoch's rows "
+        "of the minibatch objective, L2 term included (`train_loss`). Curves that fan out and meet "
+        "again: the seed changes when training converges; curves that stay apart: where."
+    )
+    s.table(ba.curve_summary(rows, by))
+    names = {}
+    for key, sub in groups(rows, by):
+        names[" / ".join(str(v) for v in key) or "all"] = curves(sub)
+    for i in range(0, min(len(names), MAX_FIGURES * 6), 6):  # six setups per figure
+        chunk = dict(list(names.items())[i : i + 6])
+        fig = plots.loss_curves(chunk, title=f"training loss per epoch ({' / '.join(by)})")
+        name = f"loss_curves_{i // 6 + 1}.png" if len(names) > 6 else "loss_curves.png"
+        s.blocks.append(ctx.save(fig, name, "training loss per epoch, one line per seed"))
+    if len(names) > MAX_FIGURES * 6:
+        s.text(f"Plots of the first {MAX_FIGURES * 6} of {len(names)} setups; the table has all.")
     return s
 
 
@@ -685,7 +753,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write report.md, report.html and PNG plots for one results folder.",
     )
     parser.add_argument("run_dir", help="results/<sweep>/<run_id>")
-    parser.add_argument("--out", help=f"output folder (default: RUN_DIR/{REPORT_DIR})")
+    parser.add_argument(
+        "--out", help=f"output folder (default: results/<sweep>/.<run_id>/{REPORT_DIR})"
+    )
     parser.add_argument("--metric", default="accuracy", help="metric column (default: accuracy)")
     parser.add_argument(
         "--threshold",

@@ -42,6 +42,7 @@ SCHEMA = pa.schema(
         ("test_index", pa.list_(_int)), ("y_true", pa.list_(_int)), ("y_pred", pa.list_(_int)),
         ("y_score", pa.list_(_float)), ("y_proba", pa.list_(pa.list_(pa.float32()))),
         ("weights", pa.list_(_float)),  # keep_weights=true: final weights, flattened
+        ("train_loss", pa.list_(_float)),  # per epoch (bench.backends.loss_curve); null: no epochs
         ("cpu_vendor", _str), ("cpu_flags", _str),  # the CPU, and its vector flags that matter
         ("torch_cpu_capability", _str), ("numpy_simd", _str), ("onednn_max_cpu_isa", _str),
         ("deterministic_in_force", _bool), ("torch_threads", _int), ("torch_interop_threads", _int),
@@ -59,12 +60,23 @@ SCHEMA = pa.schema(
         ("tensorflow_version", _str), ("keras_version", _str), ("ray_version", _str),
         ("library_version", _str), ("cuda_version", _str), ("cudnn_version", _str),
         ("gpu_name", _str), ("driver_version", _str), ("ray_node_id", _str), ("worker_pid", _int),
+        # Provenance (bench.provenance): the bench that ran the trial, its git commit and whether
+        # that checkout had uncommitted changes (null outside a checkout), and the command line's
+        # overrides (JSON list; null when run_sweep was called without them).
+        ("bench_version", _str), ("bench_commit", _str), ("bench_dirty", _bool),
+        ("overrides", _str),
     ]
 )  # fmt: skip
+# Raised with every change of SCHEMA (a column added, removed or retyped); each part file's
+# metadata holds it (bench.store.part_metadata). Parts written before it have none.
+# tests/test_provenance.py pins the schema each version stands for.
+SCHEMA_VERSION = 2  # 2: train_loss
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 _COLUMN_SET = frozenset(COLUMNS)
 # Per-row arrays: given to `to_batch` as numpy arrays, one per row (or None), never as lists.
-LIST_COLUMNS = ("test_index", "y_true", "y_pred", "y_score", "y_proba", "weights")
+LIST_COLUMNS = (
+    "test_index", "y_true", "y_pred", "y_score", "y_proba", "weights", "train_loss",
+)  # fmt: skip
 _SCALARS = pa.schema([f for f in SCHEMA if f.name not in LIST_COLUMNS])
 SCALAR_COLUMNS: tuple[str, ...] = tuple(_SCALARS.names)
 

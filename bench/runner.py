@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 
-from bench import __version__, isa, rows, store
+from bench import __version__, isa, provenance, rows, store
 from bench.config import (
     USER_MODELS,
     ConfigError,
@@ -99,11 +99,16 @@ def _execute(
     dry_run: bool = False,
     part_dir: str | None = None,
     stack_size: int | None = None,
+    overrides: str | None = None,
+    config: str | None = None,
+    staging: str | None = None,
 ) -> pa.RecordBatch:
     """The Ray task body: a worker turns one spec, or, given a stack's `kernels`
     (config.stack_kernels), one stacked group (stacks of at most `stack_size`, trained back to
-    back), into one record batch of rows. With `part_dir` (rows_to=workers) it writes them there
-    as a part of its own and returns only their trial keys and statuses."""
+    back), into one record batch of rows, each with the run's id and command-line `overrides`
+    (JSON). With `part_dir` (rows_to=workers) it writes them there as a part of its own (by way
+    of `staging`, the run's bookkeeping folder), the run's composed `config` in its metadata, and
+    returns only their trial keys and statuses."""
     from bench import trial
 
     specs = [TrialSpec.from_dict(s) for s in spec_jsons]
@@ -115,16 +120,30 @@ def _execute(
         batch = trial.run_group_batch(specs, **options, **kernels, stack_size=stack_size)
     else:
         batch = pa.concat_batches([trial.run_batch(spec, **options) for spec in specs])
-    batch = with_run_id(batch, run_id)
+    batch = with_run_id(batch, run_id, overrides)
     if part_dir is None:
         return batch
-    store.write_worker_part(batch, store.worker_part(Path(part_dir), specs))
+    store.write_worker_part(
+        batch, store.worker_part(Path(part_dir), specs), Path(staging) if staging else None, config
+    )
     return batch.select(["trial_key", "status"])
 
 
-def with_run_id(batch: pa.RecordBatch, run_id: str | None) -> pa.RecordBatch:
-    i = batch.schema.get_field_index("run_id")
-    return batch.set_column(i, "run_id", pa.array([run_id] * batch.num_rows, pa.string()))
+def with_run_id(
+    batch: pa.RecordBatch, run_id: str | None, overrides: str | None = None
+) -> pa.RecordBatch:
+    """The run's own columns, the same in every row: its id and command-line overrides."""
+    for name, value in (("run_id", run_id), ("overrides", overrides)):
+        i = batch.schema.get_field_index(name)
+        batch = batch.set_column(i, name, pa.array([value] * batch.num_rows, pa.string()))
+    return batch
+
+
+def driver_row(spec: TrialSpec, message: str, run_id: str, overrides: str | None) -> dict[str, Any]:
+    """An error row the driver makes itself (a worker that died, a trial skipped): the run's
+    columns and the driver's own bench (no worker's code ran the trial)."""
+    return {**error_row(spec, message), "run_id": run_id, "overrides": overrides,
+            **provenance.code()}  # fmt: skip
 
 
 def _probe_address(address: str) -> None:
@@ -353,11 +372,13 @@ def _lock(path: Path) -> store.RunLock:
 
 
 def prepare_run_dir(cfg: DictConfig) -> tuple[str, Path, set[str], store.RunLock]:
-    """Create (or reopen, to resume) the run folder and lock it; return run id, folder, finished
-    keys and the lock, which the caller releases when its last row is written."""
+    """Create (or reopen, to resume) the run folder and its bookkeeping folder and lock the run;
+    return run id, folder, finished keys and the lock, which the caller releases when its last
+    row is written."""
     run_id = cfg.run_id or store.new_run_id()
     path = store.run_dir(cfg.results_dir, cfg.sweep.name, run_id)
-    config_file = path / store.CONFIG_FILE
+    files = store.run_files(path)
+    config_file = files.config
     if config_file.exists():
         lock = _lock(path)  # before compacting: another driver may still be appending
         try:
@@ -374,18 +395,20 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[str, Path, set[str], store.RunLock
                     f"{'; '.join(diff)}"
                 )
             try:
-                return run_id, path, store.compact_for_resume(path), lock
+                config = OmegaConf.to_yaml(cfg, resolve=True)
+                return run_id, path, store.compact_for_resume(path, config), lock
             except store.CorruptPartError as exc:
                 raise ConfigError(str(exc)) from None
         except BaseException:
             lock.release()
             raise
-    if path.exists() and (store.part_files(path) or store.journal_files(path)):
+    if path.exists() and (store.part_files(path) or store.journal_files(files.staging)):
         raise ConfigError(
-            f"run_id: {path} holds results but no {store.CONFIG_FILE}; choose another run_id"
+            f"run_id: {path} holds results but no {config_file}; choose another run_id"
         )
     try:
         path.mkdir(parents=True, exist_ok=True)
+        files.meta.mkdir(exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"results_dir: cannot write to {path}: {exc.strerror or exc}") from None
     lock = _lock(path)
@@ -452,6 +475,7 @@ def execute(
     dry_run: bool = False,
     rows_to: str = "driver",
     totals: dict[tuple, int] | None = None,
+    overrides: str | None = None,
 ) -> Iterable[pa.RecordBatch]:
     """Submit `specs` to the connected Ray cluster; write and yield each task's record batch as it
     finishes (a task's rows travel as one Arrow batch, and are journaled with one fsync).
@@ -471,7 +495,8 @@ def execute(
     says which per-row arrays rows keep (bench.outcomes). `rows_to="workers"`: each task writes
     its rows into `writer`'s folder itself and the driver gets their keys and statuses (the
     batches yielded then hold just those two columns); rows the driver makes (a task whose
-    worker died) it still writes.
+    worker died) it still writes. `overrides` (JSON text) goes into every row, and `writer`'s
+    config into the metadata of every part, the workers' included.
     """
     import ray
 
@@ -508,6 +533,8 @@ def execute(
 
     # Absolute: a worker's current folder is wherever its Ray node was started.
     part_dir = str(writer.directory.resolve()) if rows_to == "workers" else None
+    config = ray.put(writer.config) if part_dir is not None else None  # once, not per task
+    staging = str(writer.staging.resolve()) if rows_to == "workers" else None
 
     def finish(batch: pa.RecordBatch) -> pa.RecordBatch:
         if batch.schema.equals(rows.SCHEMA):  # rows, not a worker's receipt for its own part
@@ -522,7 +549,7 @@ def execute(
             written = store.worker_part(Path(part_dir), unit)
             if written.exists():
                 return store.read_part(written).select(["trial_key", "status"]).to_batches()[0]
-        return rows.to_batch([{**error_row(spec, message), "run_id": run_id} for spec in unit])
+        return rows.to_batch([driver_row(spec, message, run_id, overrides) for spec in unit])
 
     with _progress(progress) as bar:
         job = bar.add_task(description, total=total, **counts)
@@ -543,7 +570,7 @@ def execute(
                     ).remote(
                         [s.fields_dict() for s in unit], raw_ref, faults, timeout_s,
                         kernels if stacked else None, keep_weights, run_id, predictions,
-                        dry_run, part_dir, stack_size,
+                        dry_run, part_dir, stack_size, overrides, config, staging,
                     )  # fmt: skip
                     # each stack's training and host work get timeout_s: 2 x timeout_s a stack
                     stacks = math.ceil(len(unit) / stack_size) if stacked and stack_size else 1
@@ -580,8 +607,9 @@ def execute(
                 ray.cancel(ref, force=True)
 
 
-def run_sweep(cfg: DictConfig) -> SweepOutcome:
+def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutcome:
     """Everything `python -m bench` does after composing: expand, check, run, write, summarise.
+    `overrides`: the command-line overrides `cfg` was composed from, recorded in every row.
 
     Order matters for "bad input loses nothing": the data file and the results folder are checked,
     and Ray is joined (address and GPU checks) before the run folder is created or a trial runs.
@@ -644,15 +672,19 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
             print(line, file=sys.stderr)
         faults = to_container(cfg.faults)
         if faults["kill_worker_on"] > 0:
-            faults["marker_dir"] = str(path / "_faults")
+            faults["marker_dir"] = str(store.run_files(path).faults)
         injecting = any(faults[k] > 0 for k in ("raise_on", "kill_worker_on", "hang_on"))
-        writer = store.PartWriter(path, cfg.rows_per_part)
+        config = OmegaConf.to_yaml(cfg, resolve=True)  # what config.yaml holds
+        writer = store.PartWriter(
+            path, cfg.rows_per_part, config=config, staging=store.run_files(path).staging
+        )
+        command = provenance.overrides_text(overrides)
         counts = {"ok": 0, "error": 0, "skipped": 0}
         if n_skip:
             skipped = [
-                {**error_row(s, "skipped: no GPU in the Ray cluster "
-                             "(hardware.skip_unavailable=true)"), "status": "skipped",
-                 "run_id": run_id}
+                {**driver_row(s, "skipped: no GPU in the Ray cluster "
+                              "(hardware.skip_unavailable=true)", run_id, command),
+                 "status": "skipped"}
                 for s in iter_specs(cfg) if not runnable(s) and s.trial_key not in done
             ]  # fmt: skip
             writer.add_batch(rows.to_batch(skipped))
@@ -678,6 +710,7 @@ def run_sweep(cfg: DictConfig) -> SweepOutcome:
             dry_run=cfg.dry_run,
             rows_to=plain["rows_to"],
             totals=None if done else stack_totals((s, n) for s, n in settings if runnable(s)),
+            overrides=command,
         )
         try:
             for batch in batches:

@@ -1,10 +1,18 @@
 """Parquet results: one explicit schema, part files that appear only complete, one folder per run.
 
-`results/<sweep>/<run_id>/` holds `part-*.parquet` and `_config.yaml` (the resolved config; the
-leading underscore makes pyarrow skip it), so `pd.read_parquet("results/<sweep>/<run_id>")` returns
-the tidy table directly. Each part is written under a dot-name (ignored by readers) and renamed
-when complete: a reader or a crash never sees half a file. The schema lives in bench.rows; rows
-arrive here as Arrow record batches and are journaled before they reach a part.
+`results/<sweep>/<run_id>/` holds the run's `part-*.parquet` files and nothing else, so that every
+reader (pandas, pyarrow.dataset, polars, DuckDB, Ray Data; a folder or a `**/*.parquet` glob) reads
+exactly the run's rows. Everything else about the run, its bookkeeping, lives in the hidden
+sibling `results/<sweep>/.<run_id>/` (`RunFiles`): the resolved config, the bench version, the
+lock, the journals, part files while they are written, superseded rows, replays, the report.
+Bookkeeping that holds rows (superseded rows, replays) is Parquet named `*.pq`: polars and DuckDB
+glob into hidden folders, and `*.parquet` must match result parts only. Runs written before this
+layout keep their bookkeeping inside the run folder under `_`-names and are read, resumed and
+replayed where they are (`RunFiles.legacy`).
+
+Each part is written in the bookkeeping folder and renamed into the run folder when complete: a
+reader or a crash never sees half a file. The schema lives in bench.rows; rows arrive here as
+Arrow record batches and are journaled before they reach a part.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +34,73 @@ from bench import rows
 COLUMNS, SCHEMA, SPEC_COLUMNS = rows.COLUMNS, rows.SCHEMA, rows.SPEC_COLUMNS
 check_columns, to_table = rows.check_columns, rows.to_table
 _COLUMN_SET = frozenset(COLUMNS)
-CONFIG_FILE = "_config.yaml"
 JOURNAL_GLOB = ".journal-*.arrows"
-LOCK_FILE = "_lock"
-VERSION_FILE = "_bench_version"  # which bench wrote the run: a resume by another one is refused
+ASIDE_SUFFIX = ".pq"  # Parquet that holds rows but not results (superseded, replays): no *.parquet
+LEGACY_CONFIG_FILE = "_config.yaml"  # a run folder holding it keeps its bookkeeping inside
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where a run's rows (`rows`: part files only) and its bookkeeping (`meta`) live.
+
+    A run `results/<sweep>/<run_id>` keeps its bookkeeping in the hidden sibling
+    `results/<sweep>/.<run_id>/`; a run written before this layout (`legacy`) keeps it inside
+    its run folder under the names it was written with (`_config.yaml`, `_bench_version`,
+    `_lock`, `.journal-*`, `_superseded/`, `_replay/`, `_report/`, `_faults/`, `_slurm/`)."""
+
+    rows: Path
+    meta: Path
+    legacy: bool = False
+
+    def _name(self, name: str) -> Path:
+        return self.meta / (f"_{name}" if self.legacy else name)
+
+    @property
+    def config(self) -> Path:  # the fully resolved config
+        return self._name("config.yaml")
+
+    @property
+    def version(self) -> Path:  # which bench wrote the run: a resume by another one is refused
+        return self._name("bench_version")
+
+    @property
+    def lock(self) -> Path:
+        return self._name("lock")
+
+    @property
+    def staging(self) -> Path:
+        """Journals, and part files while they are written (under dot-names)."""
+        return self.meta
+
+    @property
+    def superseded(self) -> Path:
+        return self._name("superseded")
+
+    @property
+    def replays(self) -> Path:
+        return self._name("replay")
+
+    @property
+    def report(self) -> Path:
+        return self._name("report")
+
+    @property
+    def faults(self) -> Path:
+        return self._name("faults")
+
+    @property
+    def slurm(self) -> Path:
+        return self._name("slurm")
+
+
+def run_files(directory: str | Path) -> RunFiles:
+    """The files of the run whose rows are in `directory` (which need not exist yet)."""
+    directory = Path(directory)
+    if (directory / LEGACY_CONFIG_FILE).is_file():
+        return RunFiles(directory, directory, legacy=True)
+    named = directory if directory.name not in ("", ".", "..") else Path.cwd() / directory
+    named = Path(os.path.normpath(named))
+    return RunFiles(directory, named.with_name(f".{named.name}"))
 
 
 class CorruptPartError(ValueError):
@@ -42,7 +114,7 @@ class RunInUseError(ValueError):
 class RunLock:
     """An exclusive lock on a run folder, held from before a resume compacts it until the run's
     last part is written. flock: the kernel drops it when the holder dies, even by SIGKILL, so a
-    crashed run can always be resumed; the `_lock` file (skipped by Parquet readers, never
+    crashed run can always be resumed; the lock file (in the run's bookkeeping folder, never
     deleted, so that two drivers cannot lock two different files) names the holder while held.
     Advisory and per host; where the file system has no locks (some network mounts) the run goes
     on unlocked, with a warning."""
@@ -52,7 +124,7 @@ class RunLock:
         import socket
         import sys
 
-        self.path = directory / LOCK_FILE
+        self.path = run_files(directory).lock
         try:
             self._file = open(self.path, "a+")  # noqa: SIM115 - held for the run's lifetime
         except OSError as exc:
@@ -90,14 +162,14 @@ class RunLock:
 
 def run_version(directory: Path) -> str:
     """The bench version that wrote a run (runs without the file predate it: 0.1.0)."""
-    path = directory / VERSION_FILE
+    path = run_files(directory).version
     return path.read_text().strip() if path.is_file() else "0.1.0"
 
 
 def write_version(directory: Path) -> None:
     from bench import __version__
 
-    (directory / VERSION_FILE).write_text(__version__ + "\n")
+    run_files(directory).version.write_text(__version__ + "\n")
 
 
 def new_run_id() -> str:
@@ -107,6 +179,14 @@ def new_run_id() -> str:
 
 def run_dir(results_dir: str | Path, sweep: str, run_id: str) -> Path:
     return Path(results_dir) / sweep / run_id
+
+
+def run_dirs(sweep_dir: str | Path) -> list[Path]:
+    """The run folders of a sweep folder (`results/<sweep>`), in name (start time) order, without
+    their hidden bookkeeping folders."""
+    return sorted(
+        p for p in Path(sweep_dir).iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+    )
 
 
 def part_files(directory: Path) -> list[Path]:
@@ -125,6 +205,7 @@ def scan_parts(
 
 
 def journal_files(directory: Path) -> list[Path]:
+    """The journals in `directory` (a run's are in its `RunFiles.staging`)."""
     return sorted(directory.glob(JOURNAL_GLOB))
 
 
@@ -148,10 +229,33 @@ def read_journal(path: Path) -> pa.Table:
 # for the scalar columns only.
 _DICTIONARY = [f.name for f in SCHEMA if pa.types.is_string(f.type)]
 _STATISTICS = list(rows.SCALAR_COLUMNS)
+# Keys of a part's Parquet key-value metadata (`pyarrow.parquet.read_metadata(part).metadata`).
+META_SCHEMA_VERSION = b"bench.schema_version"  # bench.rows.SCHEMA_VERSION, as decimal text
+META_CONFIG = b"bench.config"  # the run's composed config, resolved, as YAML (= _config.yaml)
 
 
-def _write_part(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+def part_metadata(config: str | None = None) -> dict[bytes, bytes]:
+    """A part's key-value metadata: the schema version, and the composed config when known."""
+    meta = {META_SCHEMA_VERSION: str(rows.SCHEMA_VERSION).encode()}
+    if config is not None:
+        meta[META_CONFIG] = config.encode()
+    return meta
+
+
+def _write_part(
+    table: pa.Table, path: Path, staging: Path | None = None, config: str | None = None
+) -> None:
+    """Write `table` under a dot-name in `staging` (default: beside `path`), fsync it, rename it
+    to `path` (the same file system: a run's bookkeeping folder is its run folder's sibling). Its
+    metadata holds the schema version and `config`, the run's composed config (`part_metadata`)."""
+    if staging is None:
+        staging = path.parent
+    else:
+        staging.mkdir(parents=True, exist_ok=True)  # a bare folder of parts has none yet
+    tmp = staging / f".{path.name}.tmp"
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), **part_metadata(config)}
+    )
     pq.write_table(table, tmp, use_dictionary=_DICTIONARY, write_statistics=_STATISTICS)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
@@ -186,6 +290,14 @@ def _schema_problem(schema: pa.Schema) -> str | None:
     return None
 
 
+def _aside(path: Path) -> Path:
+    """Where a bad part is moved out of readers' way: the run's bookkeeping folder, under a name
+    that no Parquet reader or `*.parquet` glob takes for rows."""
+    files = run_files(path.parent)
+    name = f"{path.name}.corrupt"
+    return files.meta / (f"_{name}" if files.legacy else name)
+
+
 def check_parts(directory: Path) -> list[Path]:
     """Every part file, each opened; the first unreadable one stops everything, by name."""
     parts = part_files(directory)
@@ -196,15 +308,20 @@ def check_parts(directory: Path) -> list[Path]:
         except (OSError, pa.ArrowException) as exc:
             raise CorruptPartError(
                 f"{path}: not a readable Parquet part ({' '.join(str(exc).split())[:200]}); "
-                f"move it aside with: mv '{path}' '{path.parent / ('_corrupt-' + path.name)}'"
+                f"move it aside with: {_mv_aside(path)}"
             ) from None
         problem = _schema_problem(schema)
         if problem:
-            raise CorruptPartError(
-                f"{path}: {problem}; move it aside with: "
-                f"mv '{path}' '{path.parent / ('_corrupt-' + path.name)}'"
-            )
+            raise CorruptPartError(f"{path}: {problem}; move it aside with: {_mv_aside(path)}")
     return parts
+
+
+def _mv_aside(path: Path) -> str:
+    import shlex
+
+    aside = _aside(path)
+    make = "" if aside.parent.is_dir() else f"mkdir -p {shlex.quote(str(aside.parent))} && "
+    return f"{make}mv {shlex.quote(str(path))} {shlex.quote(str(aside))}"
 
 
 def read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -226,16 +343,18 @@ def read_results(directory: str | Path):
     return pa.concat_tables([read_part(p) for p in parts]).to_pandas()
 
 
-def compact_for_resume(directory: Path) -> set[str]:
+def compact_for_resume(directory: Path, config: str | None = None) -> set[str]:
     """Prepare a run folder for resuming; return the trial keys that already have an ok row.
 
     Keeps exactly one ok row per trial key (journal rows of a killed driver included) in a new
-    part, moves error rows and duplicates into `_superseded/` (their trials run again), then
-    removes the old parts and journals. A crash in between leaves duplicates that the next
-    resume removes the same way.
+    part, moves error rows and duplicates into the bookkeeping's `superseded/` (their trials run
+    again; `*.pq`, out of readers' way), then removes the old parts and journals. A crash in
+    between leaves duplicates that the next resume removes the same way. `config`: the composed
+    config, for the parts' metadata.
     """
+    files = run_files(directory)
     parts = check_parts(directory)
-    journals = journal_files(directory)
+    journals = journal_files(files.staging)
     tables = [read_part(p) for p in parts]
     tables += [t for t in (read_journal(j) for j in journals) if t.num_rows]
     if not tables:
@@ -254,10 +373,10 @@ def compact_for_resume(directory: Path) -> set[str]:
         return done
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
     if keep:
-        _write_part(table.take(keep), directory / f"part-r{stamp}.parquet")
+        _write_part(table.take(keep), directory / f"part-r{stamp}.parquet", files.staging, config)
     if drop:
-        (directory / "_superseded").mkdir(exist_ok=True)
-        _write_part(table.take(drop), directory / "_superseded" / f"{stamp}.parquet")
+        files.superseded.mkdir(parents=True, exist_ok=True)
+        _write_part(table.take(drop), files.superseded / f"{stamp}{ASIDE_SUFFIX}", config=config)
     for path in [*parts, *journals]:
         path.unlink()
     return done
@@ -271,10 +390,13 @@ def worker_part(directory: Path, specs: list) -> Path:
     return directory / f"part-w{group_key(specs)[:24]}.parquet"
 
 
-def write_worker_part(batch: pa.RecordBatch, path: Path) -> None:
+def write_worker_part(
+    batch: pa.RecordBatch, path: Path, staging: Path | None = None, config: str | None = None
+) -> None:
     """A Ray task's rows as a part file of its own, durable before this returns: written under a
-    dot-name, fsynced, renamed over any earlier attempt's, the folder fsynced."""
-    _write_part(pa.Table.from_batches([batch], schema=SCHEMA), path)
+    dot-name in `staging`, fsynced, renamed over any earlier attempt's, the folder fsynced.
+    `config`: the run's composed config, for the part's metadata."""
+    _write_part(pa.Table.from_batches([batch], schema=SCHEMA), path, staging, config)
 
 
 class Journal:
@@ -303,6 +425,10 @@ PART_MAX_AGE_S = 30.0
 class PartWriter:
     """Record batches into numbered part files, each written atomically, behind journals.
 
+    Journals and part files being written go to `staging` (a run's bookkeeping folder; default:
+    `directory` itself, under dot-names); `suffix` names the parts (`.parquet` for results,
+    `ASIDE_SUFFIX` for rows that are not: replays).
+
     Every batch (a Ray task's rows: one trial, or a stack of hundreds) is appended to the current
     journal with one fsync the moment it arrives: a driver killed with SIGKILL loses no finished
     trial, and resuming the run moves journal rows into a part (one row per trial key, should a
@@ -311,14 +437,24 @@ class PartWriter:
     written on a helper thread while the driver goes on with a fresh journal; the old
     journal is deleted when its part is on disk. Encoding Parquet was most of the driver's time
     per row; pyarrow does it without the GIL, so the driver keeps taking batches meanwhile.
+    `config` (the run's composed config, YAML) goes into every part's metadata.
     """
 
     def __init__(
-        self, directory: Path, rows_per_part: int = 1000, max_age_s: float = PART_MAX_AGE_S
+        self,
+        directory: Path,
+        rows_per_part: int = 1000,
+        max_age_s: float = PART_MAX_AGE_S,
+        config: str | None = None,
+        staging: Path | None = None,
+        suffix: str = ".parquet",
     ) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.directory = directory
+        self.config = config
+        self.staging = directory if staging is None else staging  # journals, parts being written
+        self.suffix = suffix
         self.rows_per_part = rows_per_part
         self.max_age_s = max_age_s
         self._oldest = 0.0
@@ -332,7 +468,7 @@ class PartWriter:
         self._journal = self._new_journal()
 
     def _new_journal(self) -> Journal:
-        return Journal(self.directory / f".journal-{self._token}-{self._parts:05d}.arrows")
+        return Journal(self.staging / f".journal-{self._token}-{self._parts:05d}.arrows")
 
     def add(self, row: dict[str, Any]) -> None:
         """One row made in the driver (a skipped trial, a trial whose worker died)."""
@@ -358,7 +494,7 @@ class PartWriter:
     def _rotate(self) -> None:
         """Hand the waiting rows to the part writer; start a new journal for what comes next."""
         table = pa.Table.from_batches(self._buffer, schema=SCHEMA)
-        path = self.directory / f"part-{self._parts:05d}-{self._token}.parquet"
+        path = self.directory / f"part-{self._parts:05d}-{self._token}{self.suffix}"
         journal, n = self._journal, self._buffered
         journal.close()
         self._parts += 1
@@ -366,7 +502,7 @@ class PartWriter:
         self._buffer, self._buffered = [], 0
 
         def write() -> None:
-            _write_part(table, path)
+            _write_part(table, path, self.staging, self.config)
             journal.path.unlink(missing_ok=True)
             self.rows_written += n
 

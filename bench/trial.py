@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from bench import determinism, fingerprint
+from bench.backends import loss_curve
 from bench.config import SKLEARN_ONLY_PARAMS, USER_MODELS, USER_NETWORKS, USER_TRAINING
 from bench.data import RawDataset, Split, load, split, split_many
 from bench.data.split import preprocessing, takes_sklearn_path, train_index
@@ -249,6 +250,7 @@ def _train(
     rows, lists = outcomes(
         [data], [np.asarray(proba)], [estimator.classes_], [fitted_weights(estimator)],
         t1 - t0, t2 - t1, flagged, calibrated, keep_weights, predictions,
+        losses=[loss_curve.of(estimator)],
     )  # fmt: skip
     return {**rows[0], **tuned}, lists
 
@@ -302,6 +304,7 @@ def _finish(
     return outcomes(
         data, result.proba, result.classes, result.weights, result.fit_seconds / n,
         result.predict_seconds / n, flagged, keep_weights=keep_weights, predictions=predictions,
+        losses=result.losses or None,
     )  # fmt: skip
 
 

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from bench import store
 from bench.backends.torch import TorchNeuralClassifier
 from bench.backends.torch_batched import Member, fit_stack
 from bench.data import load, split
@@ -73,6 +74,9 @@ def test_every_stacked_trial_equals_its_one_by_one_run(
         proba = one.predict_proba(m.data.X_test)
         np.testing.assert_array_equal(proba.argmax(1), stacked.proba[i].argmax(1))
         np.testing.assert_allclose(proba, stacked.proba[i], atol=1e-5)
+        # Each member's own loss curve, not the stack's sum: the one-by-one run's, epoch by epoch.
+        assert stacked.losses[i].shape == (20,)
+        np.testing.assert_allclose(stacked.losses[i], one.loss_curve_, rtol=1e-5)
 
 
 @pytest.mark.slow
@@ -103,6 +107,7 @@ def test_a_compiled_stack_equals_the_one_by_one_runs_and_repeats_itself(
         np.testing.assert_array_equal(
             one.predict_proba(m.data.X_test).argmax(1), stacked.proba[i].argmax(1)
         )
+        np.testing.assert_allclose(stacked.losses[i], one.loss_curve_, rtol=1e-5)
     again = fit_stack(est, members, fused=True, compile=True)
     for first, second in zip(stacked.weights, again.weights, strict=True):
         for a, b in zip(first, second, strict=True):
@@ -200,7 +205,7 @@ def _sweep(results: Path, *extra: str) -> pd.DataFrame:
     args = ["+sweep=seeds", "libraries=[torch,sklearn]", "model=mlp", "seeds.n=2"]
     done = _bench(*args, "model.epochs=4", f"results_dir={results}", "progress=false", *extra)
     assert done.returncode == 0, done.stderr
-    (run,) = (results / "seeds").iterdir()
+    (run,) = store.run_dirs(results / "seeds")
     return pd.read_parquet(run).set_index("trial_key")
 
 
@@ -240,6 +245,13 @@ def test_a_batched_sweep_writes_one_row_per_trial_equal_to_the_unbatched_sweep(
     for key in torch_rows.index:
         a, b = np.asarray(batched.at[key, "weights"]), np.asarray(plain.at[key, "weights"])
         assert a.shape == b.shape and np.max(np.abs(a - b)) <= 2e-6, key
+    # Every row keeps its loss per epoch (4 epochs), stacked or not, each member its own.
+    for key in batched.index:
+        a, b = np.asarray(batched.at[key, "train_loss"]), np.asarray(plain.at[key, "train_loss"])
+        assert a.shape == b.shape == (4,), key
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+    curves = batched.loc[torch_rows.index, "train_loss"].map(tuple)  # each member its own:
+    assert curves.nunique() == torch_rows["weights_sha256"].nunique() > 1  # repeats alike
     # The stacked torch rows pair with the one-by-one scikit-learn rows (same seeds).
     from bench import analysis as ba
 
@@ -269,7 +281,7 @@ def test_a_compiled_batched_run_records_its_kernels_and_replays_bitwise(tmp_path
     sklearn_rows = rows[rows["library"] == "sklearn"]  # one by one: neither
     assert sklearn_rows[["batch_fused_adam", "batch_compiled"]].eq(False).all().all()
     assert sklearn_rows["cxx_version"].isna().all()
-    (run,) = (tmp_path / "seeds").iterdir()
+    (run,) = store.run_dirs(tmp_path / "seeds")
     _replayed(run, len(rows))
     for key, group in torch_rows.groupby("group_key"):  # the rows name their stack
         members = group.sort_values("group_index").index
@@ -278,7 +290,7 @@ def test_a_compiled_batched_run_records_its_kernels_and_replays_bitwise(tmp_path
     last = torch_rows["group_index"].idxmax()  # a trial deep inside its stack, replayed alone
     result = _bench("replay", str(run), "--trial", last[:16], "--no-progress")
     assert result.returncode == 0 and "1 of 1 trials reproduced bitwise" in result.stdout
-    latest = sorted((run / "_replay").iterdir())[-1]
+    latest = sorted(store.run_files(run).replays.iterdir())[-1]
     assert len(pd.read_parquet(latest)) == torch_rows.loc[last, "group_size"]  # its whole stack
     import os
 
@@ -297,17 +309,16 @@ def test_a_fused_run_written_by_bench_0_2_0_replays_bitwise(tmp_path: Path) -> N
     replayed fused stacks unfused: NOT REPRODUCED for every one of them."""
     import yaml
 
-    from bench import store
-
     rows = _sweep(tmp_path, "batching.enabled=true", "batching.fused=true")
-    (run,) = (tmp_path / "seeds").iterdir()
+    (run,) = store.run_dirs(tmp_path / "seeds")
     new = ["batch_fused_adam", "batch_compiled", "cxx_version"]
     for part in store.part_files(run):
         pq.write_table(pq.read_table(part).drop_columns(new), part)
-    config = yaml.safe_load((run / store.CONFIG_FILE).read_text())
+    files = store.run_files(run)
+    config = yaml.safe_load(files.config.read_text())
     del config["batching"]["compile"]
-    (run / store.CONFIG_FILE).write_text(yaml.safe_dump(config))
-    (run / store.VERSION_FILE).write_text("0.2.0\n")
+    files.config.write_text(yaml.safe_dump(config))
+    files.version.write_text("0.2.0\n")
     _replayed(run, len(rows))
 
 

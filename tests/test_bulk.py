@@ -131,8 +131,10 @@ def test_compact_and_no_predictions_keep_what_they_say_and_the_rest_equal() -> N
     assert compact.column("y_score").null_count == compact.num_rows
     assert compact.column("y_pred").equals(full.column("y_pred"))
     assert compact.column("test_index").equals(full.column("test_index"))
-    for column in rows.LIST_COLUMNS:
+    for column in set(rows.LIST_COLUMNS) - {"train_loss"}:  # the curve is kept whatever
         assert none.column(column).null_count == none.num_rows
+    assert none.column("train_loss").equals(full.column("train_loss"))
+    assert none.column("train_loss").null_count == 0
     for column in ("accuracy", "roc_auc", "weights_sha256", "predictions_sha256"):
         assert none.column(column).equals(full.column(column))
 

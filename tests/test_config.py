@@ -1,7 +1,7 @@
 """The real conf/ composes through `bench.config.compose` (what the CLI calls) with the right values.
 
 Values are compared as plain containers (enums as strings) because that is what the sweep, the
-rows and `_config.yaml` see.
+rows and the run's saved `config.yaml` see.
 """
 
 from __future__ import annotations

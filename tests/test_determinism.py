@@ -29,7 +29,7 @@ def bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
 
 
 def run_of(results: Path, sweep: str) -> Path:
-    (run,) = (results / sweep).iterdir()
+    (run,) = store.run_dirs(results / sweep)
     return run
 
 
@@ -94,47 +94,50 @@ def test_replay_of_a_cpu_run_reproduces_bitwise(determinism_run: Path) -> None:
 
 
 def _rewrite(run: Path, change) -> None:
-    """Change stored rows in place (as a different past would have written them)."""
+    """Change stored rows in place (as a different past would have written them): `change`
+    returns each part's rows as they should be."""
     for part in store.part_files(run):
-        df = pq.read_table(part).to_pandas()
-        change(df)
+        df = change(pq.read_table(part).to_pandas())
         pq.write_table(pa.Table.from_pandas(df, schema=store.SCHEMA, preserve_index=False), part)
 
 
 def test_replay_fails_when_a_trial_does_not_reproduce_on_the_same_environment(
     determinism_run: Path, tmp_path: Path
 ) -> None:
+    """Three torch trials whose stored weights hash no longer matches, in one replay of a copy
+    that keeps only them: on the same environment (a failure), after another torch version (a
+    change the environment explains), and in rows an older bench wrote (likewise)."""
     import shutil
 
-    run = tmp_path / "copy"
-    shutil.copytree(determinism_run, run, ignore=shutil.ignore_patterns("_replay"))
-    torch_row = pd.read_parquet(run).query("library == 'torch'").iloc[0]
-    key, torch_version = torch_row["trial_key"], torch_row["torch_version"]
+    run = tmp_path / "copy"  # the run folder and its bookkeeping, without its replays
+    shutil.copytree(determinism_run, run)
+    meta = store.run_files(determinism_run).meta
+    shutil.copytree(meta, store.run_files(run).meta, ignore=shutil.ignore_patterns("replay"))
+    torch_rows = pd.read_parquet(run).query("library == 'torch'")
+    same, other_torch, older_bench = torch_rows["trial_key"].iloc[:3]
+    torch_version = torch_rows["torch_version"].iloc[1]  # other_torch's, as stored
 
-    def corrupt(df: pd.DataFrame) -> None:
-        df.loc[df["trial_key"] == key, "weights_sha256"] = "0" * 64
+    def tamper(df: pd.DataFrame) -> pd.DataFrame:
+        df = df[df["trial_key"].isin([same, other_torch, older_bench])].copy()
+        df["weights_sha256"] = "0" * 64  # each of the three mismatches
+        df.loc[df["trial_key"] == other_torch, "torch_version"] = "0.0.1"
+        for column in ("bench_version", "bench_commit", "bench_dirty"):
+            # rows before bench recorded itself: the run's _bench_version says
+            df[column] = df[column].astype(object)
+            df.loc[df["trial_key"] == older_bench, column] = None
+        return df
 
-    _rewrite(run, corrupt)
-    result = bench("replay", str(run), "--trial", key[:16], "--no-progress")
-    assert result.returncode == 1
-    assert "NOT REPRODUCED" in result.stdout
-
-    def other_version(df: pd.DataFrame) -> None:
-        df.loc[df["trial_key"] == key, "torch_version"] = "0.0.1"
-
-    _rewrite(run, other_version)  # the same mismatch, now explained by the environment
-    result = bench("replay", str(run), "--trial", key[:16], "--no-progress")
-    assert result.returncode == 0, result.stdout
-    assert "environment changed" in result.stdout and "torch_version: 0.0.1 -> " in result.stdout
-
-    def same_version(df: pd.DataFrame) -> None:
-        df.loc[df["trial_key"] == key, "torch_version"] = torch_version
-
-    _rewrite(run, same_version)  # the same mismatch, now from a run an older bench wrote
-    (run / store.VERSION_FILE).write_text("0.1.0\n")
-    result = bench("replay", str(run), "--trial", key[:16], "--no-progress")
-    assert result.returncode == 0, result.stdout
-    assert f"bench_version: 0.1.0 -> {bench_version}" in result.stdout
+    _rewrite(run, tamper)
+    store.run_files(run).version.write_text("0.1.0\n")  # as an older bench wrote the run
+    result = bench("replay", str(run), "--no-progress")
+    out = " ".join(result.stdout.split())  # rich wraps long lines
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{same}: NOT REPRODUCED on the same environment" in out, result.stdout
+    assert "0 of 3 trials reproduced bitwise; 1 failed to" in out, result.stdout  # only `same`
+    changed = f"{other_torch[:12]}: differs; environment changed: torch_version: 0.0.1 -> "
+    assert changed + torch_version in out, result.stdout
+    changed = f"{older_bench[:12]}: differs; environment changed: bench_version: 0.1.0 -> "
+    assert changed + bench_version in out, result.stdout
 
 
 def test_each_thread_count_repeats_itself_and_the_summary_says_what_the_bits_did(

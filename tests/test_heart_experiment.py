@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from bench import seeds, trial
+from bench import seeds, store, trial
 from bench.config import ConfigError, compose, to_container
 from bench.data import load, split
 from bench.experiments import heart_report
@@ -379,11 +379,11 @@ def test_small_run_end_to_end(small_run) -> None:
     assert all(isinstance(json.loads(p), dict) for p in df["best_params"])
     svm_params = df.loc[df["model"] == "svm_rbf", "best_params"]
     assert all(set(json.loads(p)) == {"C", "gamma"} for p in svm_params)
-    report = (run_dir / "_report" / "report.md").read_text()
+    report = (store.run_files(run_dir).report / "report.md").read_text()
     assert "## Grid search with cross-validation: does 80% hold?" in report
     assert "80% is reached in" in report and "of splits" in report
     assert "SVM vs decision tree" in report
-    assert (run_dir / "_report" / "tuned_accuracy.png").stat().st_size > 1000
+    assert (store.run_files(run_dir).report / "tuned_accuracy.png").stat().st_size > 1000
     assert "report:" in stdout
 
 

@@ -12,8 +12,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from bench import analysis as ba
 from bench import store
-from bench.report import REPORT_DIR, write_report
+from bench.report import report_dir, write_report
 
 SOURCES = ("split", "order", "init", "all", "none")
 
@@ -82,9 +83,9 @@ def test_cpu_only_run_has_library_sections_and_no_device_section(tmp_path: Path)
     rows = _fake_rows("torch", "cpu", False) + _fake_rows("sklearn", "cpu", False)
     run = _write_run(tmp_path / "run", rows)
     md_path = write_report(run, n_resamples=200)
-    assert md_path == run / REPORT_DIR / "report.md"
+    assert md_path == report_dir(run) / "report.md"
     md = md_path.read_text()
-    html = (run / REPORT_DIR / "report.html").read_text()
+    html = (report_dir(run) / "report.html").read_text()
     for heading in ("Spread of accuracy", "Variance by seed source", "Churn", "Comparisons",
                     "Determinism", "Threshold probability"):  # fmt: skip
         assert heading in md and heading in html
@@ -92,9 +93,9 @@ def test_cpu_only_run_has_library_sections_and_no_device_section(tmp_path: Path)
     assert "**device**" not in md and "device levels" not in md
     assert "Fit time with deterministic mode" not in md
     assert {"accuracy_by_group.png", "variance_share.png", "churn_library.png",
-            "scatter_library.png"} <= set(_pngs(run / REPORT_DIR))  # fmt: skip
+            "scatter_library.png"} <= set(_pngs(report_dir(run)))  # fmt: skip
     for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", md):
-        assert (run / REPORT_DIR / image).is_file()
+        assert (report_dir(run) / image).is_file()
     assert len(pd.read_parquet(run)) == len(rows)  # the report never breaks reading the run
 
 
@@ -178,19 +179,21 @@ def test_smoke_sweep_with_report_true_and_report_subcommand(tmp_path: Path, benc
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    (run,) = (results / "smoke").iterdir()
-    report_dir = run / REPORT_DIR
-    assert f"report: {report_dir / 'report.md'}" in done.stdout
-    md = (report_dir / "report.md").read_text()
-    html = (report_dir / "report.html").read_text()
+    (run,) = (p for p in (results / "smoke").iterdir() if not p.name.startswith("."))
+    out_dir = report_dir(run)  # the run's bookkeeping folder, beside it: the run holds parts only
+    assert out_dir == results / "smoke" / f".{run.name}" / "report"
+    assert f"report: {out_dir / 'report.md'}" in done.stdout
+    md = (out_dir / "report.md").read_text()
+    html = (out_dir / "report.html").read_text()
     libraries = set(pd.read_parquet(run)["library"])
     assert libraries == {"sklearn", "torch", "tensorflow"}
     for library in libraries:
         assert library in md and library in html
-    pngs = _pngs(report_dir)
+    pngs = _pngs(out_dir)
     assert "accuracy_by_group.png" in pngs and "churn_library.png" in pngs
+    assert "loss_curves.png" in pngs and "## Training loss per epoch" in md  # 5 epochs each
     for png in pngs:
-        assert (report_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     out = tmp_path / "again"
     again = bench_cli(["report", str(run), "--out", str(out), "--threshold", "0.9"], cwd=tmp_path)
@@ -203,6 +206,31 @@ def test_smoke_sweep_with_report_true_and_report_subcommand(tmp_path: Path, benc
     assert missing.returncode == 2 and "no results" in missing.stderr
 
 
+def test_loss_curves_of_each_setups_seeds_are_drawn_and_summarised(tmp_path: Path) -> None:
+    """Seeds whose curves fan out by a known amount: the table's final spread is theirs; rows
+    without curves (scikit-learn's solver) form no setup there."""
+    rows = _fake_rows("torch", "cpu", False) + _fake_rows("sklearn", "cpu", False)
+    torch_all = [r for r in rows if r["library"] == "torch" and r["varied"] == "all"]
+    for i, row in enumerate(torch_all):
+        row["train_loss"] = list(np.linspace(1.0, 0.1 + 0.01 * i, 6))
+    run = _write_run(tmp_path / "run", rows)
+    md = write_report(run, out_dir=tmp_path / "out", n_resamples=200).read_text()
+    section = md.split("## Training loss per epoch")[1].split("\n## ")[0]
+    table = ba.curve_summary(pd.DataFrame(torch_all), ["library"])
+    assert table[["n", "epochs"]].values.tolist() == [[len(torch_all), 6]]
+    finals = 0.1 + 0.01 * np.arange(len(torch_all))
+    assert table.at[0, "final_min"] == pytest.approx(finals.min())
+    assert table.at[0, "final_max"] == pytest.approx(finals.max())
+    assert table.at[0, "final_sd"] == pytest.approx(np.std(finals, ddof=1))
+    assert table.at[0, "widest_epoch"] == 6  # the curves part only at the end
+    assert "| torch |" in section and "| sklearn |" not in section
+    assert "loss_curves.png" in _pngs(tmp_path / "out")
+    for row in rows:
+        row.pop("train_loss", None)
+    again = _write_run(tmp_path / "plain", rows)
+    assert "Training loss" not in write_report(again, out_dir=tmp_path / "o2").read_text()
+
+
 def test_an_unknown_metric_or_a_folder_without_results_is_refused_writing_nothing(
     tmp_path: Path,
 ) -> None:
@@ -211,7 +239,7 @@ def test_an_unknown_metric_or_a_folder_without_results_is_refused_writing_nothin
     run = _write_run(tmp_path / "run", _fake_rows("torch", "cpu", False))
     for metric in ("nope", "library", "deterministic"):  # no column; not a number; a yes/no
         assert main([str(run), "--metric", metric]) == 2
-    assert not (run / REPORT_DIR).exists()
+    assert not report_dir(run).exists()
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.sh").write_text("echo hi\n")

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from bench import store
 from bench.config import compose
 from bench.sweep import expand
 
@@ -37,7 +38,7 @@ def smoke(bench_cli, tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
         timeout=300,
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-    runs = sorted((results_dir / "smoke").iterdir())
+    runs = store.run_dirs(results_dir / "smoke")
     assert len(runs) == 1, runs
     return SmokeRun(proc, results_dir, runs[0], pd.read_parquet(runs[0]))
 
@@ -87,8 +88,9 @@ def test_counts_per_library_and_source(smoke: SmokeRun) -> None:
 
 
 def test_config_is_saved_beside_the_parts(smoke: SmokeRun) -> None:
-    """_config.yaml reproduces the sweep: expanding it gives the trial keys in the table."""
-    config_file = smoke.run_dir / "_config.yaml"
+    """The saved config reproduces the sweep: expanding it gives the trial keys in the table."""
+    config_file = store.run_files(smoke.run_dir).config
+    assert config_file == smoke.results_dir / "smoke" / f".{smoke.run_dir.name}" / "config.yaml"
     assert config_file.is_file()
     saved = OmegaConf.load(config_file)
     assert saved.sweep.name == "smoke"
@@ -97,15 +99,16 @@ def test_config_is_saved_beside_the_parts(smoke: SmokeRun) -> None:
 
 
 def test_no_temporary_files_left(smoke: SmokeRun) -> None:
-    """Parts appear only complete; anything else in the folder is `_`-named, which readers skip."""
-    names = [p.relative_to(smoke.results_dir).as_posix() for p in smoke.results_dir.rglob("*")]
+    """Parts appear only complete, and the run folder holds nothing else: its bookkeeping is in
+    the hidden sibling folder, and nothing there is named `*.parquet`."""
+    meta = store.run_files(smoke.run_dir).meta
+    names = [p.relative_to(meta).as_posix() for p in meta.rglob("*")]
     leftovers = [n for n in names if Path(n).name.startswith(".") or n.endswith(".tmp")]
     assert not leftovers
+    assert sorted(names) == ["bench_version", "config.yaml", "lock"]
     parts = sorted(smoke.run_dir.glob("part-*.parquet"))
-    assert parts
-    others = [p.name for p in smoke.run_dir.iterdir() if p not in parts]
-    assert "_config.yaml" in others
-    assert all(name.startswith("_") for name in others), others
+    assert parts and sorted(smoke.run_dir.iterdir()) == parts
+    assert sorted(smoke.results_dir.rglob("*.parquet")) == parts
 
 
 def test_types_read_back_as_written(smoke: SmokeRun) -> None:

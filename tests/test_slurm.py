@@ -26,7 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from bench import store
 from bench.cluster.localray import free_port, processes_naming
+from bench.store import run_dirs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SBATCH = REPO_ROOT / "slurm" / "bench.sbatch"
@@ -283,12 +285,14 @@ def test_cluster_slurm_writes_submits_and_waits(slurm: Slurm, tmp_path: Path) ->
     out = result.stdout
     job_id = re.search(r"submitted SLURM job (\d+)", out).group(1)  # type: ignore[union-attr]
     run_dir = results / "smoke" / "viacli"
-    output = run_dir / "_slurm" / f"slurm-{job_id}.out"
+    job_dir = store.run_files(run_dir).slurm  # beside the run folder, which holds parts only
+    assert job_dir == results / "smoke" / ".viacli" / "slurm"
+    output = job_dir / f"slurm-{job_id}.out"
     assert f"output:   {output}" in out
     assert f"tail -f {shlex.quote(str(output))}" in out and f"squeue -j {job_id}" in out
     assert f"SLURM job {job_id} completed" in out
 
-    script = (run_dir / "_slurm" / "job.sbatch").read_text()
+    script = (job_dir / "job.sbatch").read_text()
     assert "#SBATCH --job-name=bench-test" in script and "#SBATCH --time=10" in script
     assert f"#SBATCH --cpus-per-task={CPUS}" in script
     command = shlex.split(script.strip().splitlines()[-1])
@@ -324,6 +328,47 @@ def test_cluster_slurm_returns_at_once_and_a_failed_job_shows_it(
         time.sleep(0.5)
     assert job["JobState"] == "FAILED" and job["ExitCode"] != "0:0", job
     assert time.monotonic() - start < 90
+
+
+@pytest.mark.slow
+def test_hydra_submitit_slurm_launcher_runs_each_combination_as_an_array_task(
+    slurm: Slurm, tmp_path: Path
+) -> None:
+    """A team on Hydra launchers: `python -m bench -m hydra/launcher=submitit_slurm ...` with the
+    real hydra-submitit-launcher. Each combination is one task of a SLURM array job that runs
+    bench with an embedded Ray on its node; the rows land in results_dir (docs/hydra.md)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep_dir = tmp_path / "multirun"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "bench", "-m", "hydra/launcher=submitit_slurm",
+            "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10",
+            "hydra.launcher.partition=debug", f"hydra.sweep.dir={sweep_dir}",
+            "+sweep=smoke", "libraries=[sklearn]", "seeds.n=1", "model=logreg,decision_tree",
+            f"results_dir={tmp_path / 'results'}",
+        ],
+        cwd=tmp_path, env=slurm.env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in sweep_dir.rglob("*_log.*"))
+    assert result.returncode == 0, f"{result.stderr[-3000:]}\n{logs}\n{slurm.log()}"
+    runs = run_dirs(tmp_path / "results" / "smoke")
+    models = set()
+    for run in runs:
+        rows = _rows(run)
+        assert len(rows) == 2 and (rows["status"] == "ok").all()
+        models.add(rows["model"].iloc[0])
+    assert models == {"logreg", "decision_tree"}
+    # submitit's folders are named by SLURM's array job id; SLURM ran both tasks to completion
+    array_ids = {p.name.split("_")[0] for p in sweep_dir.glob(".submitit/[0-9]*_[0-9]*")}
+    assert len(array_ids) == 1, sorted(sweep_dir.rglob("*"))
+    job_id = array_ids.pop()
+    deadline = time.monotonic() + 60  # submitit reads a result before SLURM closes its task
+    for task in ("0", "1"):
+        while (job := slurm.job(f"{job_id}_{task}")).get("JobState") in ("RUNNING", "COMPLETING"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.5)
+        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
+    assert not processes_naming(str(sweep_dir)), "job processes outlived the array job"
 
 
 def test_cluster_slurm_without_sbatch_is_one_line_naming_it(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench import store
 from bench.config import ConfigError
 from bench.data import load, split
 from bench.data.split import split_sklearn
@@ -126,7 +127,7 @@ def test_a_seed_sweep_on_a_users_csv(csv: Path, tmp_path: Path) -> None:
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "1 row(s) without a target left out" in done.stderr
-    (run,) = (results / "seeds").iterdir()
+    (run,) = store.run_dirs(results / "seeds")
     rows = pd.read_parquet(run)
     assert len(rows) == 2 and (rows["status"] == "ok").all() and set(rows["dataset"]) == {"table"}
     assert set(rows["dataset_sha256"]) == {hashlib.sha256(csv.read_bytes()).hexdigest()}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench import store
 from bench.config import ConfigError, compose
 from bench.sweep import expand, iter_specs, left_out
 from bench.trial import run_batch
@@ -111,10 +112,10 @@ def test_a_users_own_classifier_from_a_folder_outside_bench(tmp_path: Path) -> N
         env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    (run,) = (results / "seeds").iterdir()
+    (run,) = store.run_dirs(results / "seeds")
     rows = pd.read_parquet(run)
     assert (rows["status"] == "ok").all() and len(rows) == 8  # split, init, all, none x 2
     assert set(rows["seed_sources"]) == {"split,init"}
     init = rows[rows["varied"] == "init"]
     assert init["weights_sha256"].nunique() == 2  # seed_init reached the user's random_state
-    assert (run / "_report" / "report.md").is_file()
+    assert (store.run_files(run).report / "report.md").is_file()

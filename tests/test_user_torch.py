@@ -168,6 +168,8 @@ def test_stacked_with_torch_func_equals_one_by_one(user_package, single_threaded
         gap = np.max(np.abs(np.asarray(row["weights"]) - np.asarray(alone["weights"])))
         assert gap <= 2e-6, gap  # the same training, summed in another order
         assert row["y_pred"] == alone["y_pred"]
+        assert len(row["train_loss"]) == spec.hparams_dict()["epochs"]  # each member its own
+        np.testing.assert_allclose(row["train_loss"], alone["train_loss"], rtol=1e-5)
     assert stacked[0]["weights"] != stacked[1]["weights"]  # each member its own seeds
 
 

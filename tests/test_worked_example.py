@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import store
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -48,7 +50,7 @@ def test_the_readme_example_runs_as_written(tmp_path: Path, bench_cli) -> None:
 
     done = bench_cli(shrunk, cwd=tmp_path, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
-    run_dir = next((tmp_path / "results" / "seeds").iterdir())
+    (run_dir,) = store.run_dirs(tmp_path / "results" / "seeds")
     rows = pd.read_parquet(run_dir)
     assert len(rows) == 10 and set(rows["status"]) == {"ok"}  # 2 seeds x 5 sources
     assert set(rows["seed_sources"]) == {"split,order,init"}
@@ -59,7 +61,7 @@ def test_the_readme_example_runs_as_written(tmp_path: Path, bench_cli) -> None:
     (tmp_path / "mynets").rename(tmp_path / "elsewhere")  # reading a run imports nothing from it
     made = bench_cli([run if a.startswith("results/") else a for a in report], cwd=tmp_path)
     assert made.returncode == 0, made.stderr[-2000:]
-    text = (run_dir / "_report" / "report.md").read_text()
+    text = (store.run_files(run_dir).report / "report.md").read_text()
     assert "torch_module" in text and "## Variance by seed source" in text
     (tmp_path / "elsewhere").rename(tmp_path / "mynets")
 
@@ -70,7 +72,8 @@ def test_the_readme_example_runs_as_written(tmp_path: Path, bench_cli) -> None:
     assert "replay imports mynets.Net" in again.stderr
     assert "reproduced" in again.stdout and "NOT" not in again.stdout, again.stdout
 
-    config = run_dir / "_config.yaml"  # rows that name code the run's config does not: refused
+    # Rows that name code the run's config does not: refused.
+    config = store.run_files(run_dir).config
     config.write_text(config.read_text().replace("mynets.Net", "mynets.Other"))
     refused = bench_cli(args, cwd=tmp_path)
     assert refused.returncode == 2 and "not importing it" in refused.stderr, refused.stderr

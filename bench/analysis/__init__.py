@@ -29,6 +29,7 @@ from bench.analysis.churn import (
 )
 from bench.analysis.common import load, ok_rows, parse_seed_sources
 from bench.analysis.compare import EXCEEDS, WITHIN, compare, compare_levels, compare_samples
+from bench.analysis.curves import curve_summary
 from bench.analysis.determinism import determinism_cost, determinism_summary, repeat_groups
 from bench.analysis.levels import churn_between_levels
 from bench.analysis.per_class import per_class_accuracy, per_class_spread
@@ -51,6 +52,7 @@ __all__ = [
     "compare",
     "compare_levels",
     "compare_samples",
+    "curve_summary",
     "describe",
     "determinism_cost",
     "determinism_summary",

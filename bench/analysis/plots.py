@@ -187,3 +187,36 @@ def matched_scatter(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def loss_curves(
+    panels: Mapping[str, np.ndarray], ylabel: str = "training loss", title: str | None = None
+) -> Figure:
+    """One panel per setup: every seed's curve ((trials, epochs) per panel) as a thin line, their
+    median in bold, on one y scale (log when the losses span more than a factor of 20), so that
+    how far the seeds fan out reads the same in every panel."""
+    names = list(panels)
+    cols = min(len(names), 3)
+    rows = -(-len(names) // cols) if names else 1
+    fig = Figure(figsize=(4.2 * max(cols, 1) + 0.6, 3.4 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, max(cols, 1), sharey=True, squeeze=False).ravel()
+    finite = np.concatenate([c[np.isfinite(c)].ravel() for c in panels.values()] or [np.ones(1)])
+    log = finite.size and finite.min() > 0 and finite.max() / finite.min() > 20
+    for k, (ax, name) in enumerate(zip(axes, names, strict=False)):
+        c = panels[name]
+        epochs = np.arange(1, c.shape[1] + 1)
+        color = _CYCLE[k % len(_CYCLE)]
+        for row in c:
+            ax.plot(epochs, row, color=color, alpha=0.35, linewidth=0.8)
+        ax.plot(epochs, np.nanmedian(c, axis=0), color="black", linewidth=1.8, label="median")
+        ax.set_title(f"{name} ({len(c)} seeds)", fontsize="medium")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if log:
+            ax.set_yscale("log")
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(fontsize="small", loc="upper right")
+    fig.suptitle(title or "training loss per epoch, one line per trial")
+    return fig

@@ -1,6 +1,6 @@
 """Each library's defaults for bench's models, read from the installed libraries.
 
-`python -m bench.backends.defaults` prints the markdown table that the README's "Equivalent
+`python -m bench.backends.defaults` prints the markdown table that docs/equivalence.md's "Equivalent
 models" section holds, so the table changes when a library's defaults change, not when someone
 remembers to edit it. Values come from constructor signatures (`inspect.signature`), initialisers
 from the source of the layers' `reset_parameters` / Keras layer signatures, and Keras's batch size

@@ -61,12 +61,30 @@ def tf_orders(n: int, seed_order: int, epochs: int) -> list[np.ndarray]:
     ]
 
 
+class _EpochEnds(keras.callbacks.Callback):
+    """The loss of each of bench's epochs. One `fit` call runs them all, so Keras sees one epoch
+    and its loss metric would be a running mean over all of them: at the last step of each of
+    bench's epochs (the steps per call divide an epoch's steps) the callback reads it and resets
+    the metrics, so each value is that epoch's own mean. Metrics never feed back into training."""
+
+    def __init__(self, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+        self.means: list[float] = []
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if (batch + 1) % self.steps_per_epoch == 0 and logs and "loss" in logs:
+            self.means.append(float(logs["loss"]))
+            self.model.reset_metrics()
+
+
 def fit_on_orders(
     model: keras.Model, X: np.ndarray, y: np.ndarray, orders: list[np.ndarray], batch_size: int
-) -> None:
+) -> np.ndarray:
     """Train a compiled model on exactly these epoch orders, in minibatches of `batch_size` (the
     last one smaller), through one tf.data pipeline and one `fit` call (the module docstring says
-    why); the user's own Keras models train the same way (bench.backends.user_keras)."""
+    why); the user's own Keras models train the same way (bench.backends.user_keras). Returns the
+    loss per epoch (bench.backends.loss_curve)."""
     bs, Xc, yc = batch_size, tf.constant(X), tf.constant(y)
     batches = (
         tf.data.Dataset.from_tensor_slices(np.stack(orders))
@@ -75,7 +93,9 @@ def fit_on_orders(
         .apply(tf.data.experimental.assert_cardinality(sum(-(-len(o) // bs) for o in orders)))
         .with_options(_SINGLE_THREADED)
     )
-    model.fit(batches, epochs=1, shuffle=False, verbose=0)
+    ends = _EpochEnds(-(-len(orders[0]) // bs))
+    model.fit(batches, epochs=1, shuffle=False, verbose=0, callbacks=[ends])
+    return np.asarray(ends.means, dtype=np.float64)
 
 
 class KerasNeuralClassifier(NeuralClassifier):
@@ -164,7 +184,8 @@ class KerasNeuralClassifier(NeuralClassifier):
         if self.mode == "defaults":
             model.compile(optimizer=optimizer, loss=self._loss_fn(model), jit_compile=False)
             keras.utils.set_random_seed(self.seed_order)
-            model.fit(X, y, epochs=self.epochs, shuffle=True, verbose=0)
+            history = model.fit(X, y, epochs=self.epochs, shuffle=True, verbose=0)
+            self.loss_curve_ = np.asarray(history.history.get("loss", []), dtype=np.float64)
             return
         steps = self._steps_per_execution or -(-len(X) // self.batch_size)
         model.compile(
@@ -175,7 +196,7 @@ class KerasNeuralClassifier(NeuralClassifier):
         )
         if orders is None:
             orders = tf_orders(len(X), self.seed_order, self.epochs)
-        fit_on_orders(model, X, y, orders, self.batch_size)
+        self.loss_curve_ = fit_on_orders(model, X, y, orders, self.batch_size)
 
     def _forward_output(self, X):
         logits = self.model_(X, training=False)

@@ -107,8 +107,8 @@ def leave_out(varied: str, groups: Groups, swept: tuple[str, ...] | list[str] = 
 
 
 def table() -> str:
-    """The README's markdown table: which seeds reach each model's training in each mode
-    (`python -m bench.backends.seed_use`; tests/test_seed_use.py checks the README holds it)."""
+    """The markdown table in docs/design.md: which seeds reach each model's training in each mode
+    (`python -m bench.backends.seed_use`; tests/test_seed_use.py checks the page holds it)."""
     from bench.backends import LIBRARIES
     from bench.backends.base import MODES
     from bench.models import MODELS

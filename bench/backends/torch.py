@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.backends.base import NeuralClassifier, minibatches
+from bench.backends.loss_curve import EpochLoss
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "logistic": nn.Sigmoid}
 
@@ -165,6 +166,7 @@ class TorchNeuralClassifier(NeuralClassifier):
         if orders is None:
             orders = self.library_orders(len(X))
         step = 0
+        curve = EpochLoss()
         for order in orders:
             for idx in minibatches(order, self.batch_size):
                 step += 1
@@ -172,8 +174,12 @@ class TorchNeuralClassifier(NeuralClassifier):
                     optimizer.param_groups[0]["eps"] = self.eps / math.sqrt(1 - self.beta2**step)
                 index = torch.from_numpy(idx).to(device)
                 optimizer.zero_grad(set_to_none=True)
-                self._loss(self.model_(Xt[index]), yt[index]).backward()
+                loss = self._loss(self.model_(Xt[index]), yt[index])
+                curve.add(loss, len(idx))
+                loss.backward()
                 optimizer.step()
+            curve.end_epoch()
+        self.loss_curve_ = curve.curve()
 
     @torch.no_grad()
     def _forward_output(self, X):

@@ -18,7 +18,7 @@ What equals the one-by-one run (`TorchNeuralClassifier`) and how exactly:
   again), so weights agree within float32 rounding (measured and asserted in
   tests/test_batched.py), not bitwise. Predictions and accuracy agree exactly on the test sets
   tried there. The same stack in the same order repeats its bits; a member's bits in another
-  stack may differ in the last place on some CPUs (README, "Bits and the CPU").
+  stack may differ in the last place on some CPUs (docs/determinism.md, "Bits and the CPU").
 Only `logreg` and `mlp` in `aligned` or `shared` mode are stacked (`batchable`); anything else runs
 one by one.
 """
@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.backends.base import minibatches
+from bench.backends.loss_curve import EpochLoss
 from bench.backends.torch import TorchNeuralClassifier
 from bench.data import Split
 from bench.models import shared_init
@@ -77,6 +78,7 @@ class StackResult:
     compile_seconds: float = 0.0  # torch.compile's first calls, before training (compile=True)
     steps_seconds: float = 0.0  # the optimisation steps alone (part of fit_seconds)
     classes: list[np.ndarray] = field(default_factory=list)  # per member: its proba's columns
+    losses: list[np.ndarray] = field(default_factory=list)  # per member: loss per epoch
 
 
 def _template(estimator: TorchNeuralClassifier, member: Member) -> TorchNeuralClassifier:
@@ -220,9 +222,10 @@ def _stack_loss(
     alpha: float,
     activation: str,
     binary: bool,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The sum over members of each member's own loss (mean data loss plus the one-by-one run's
-    L2 term), so that each member's gradient is exactly its own."""
+    L2 term), so that each member's gradient is exactly its own; and those losses, detached, for
+    the members' loss curves (bench.backends.loss_curve)."""
     logits = _forward(params, xb, activation)
     if binary:
         data = F.binary_cross_entropy_with_logits(
@@ -231,9 +234,10 @@ def _stack_loss(
     else:
         data = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(dim=1)
     if not alpha:
-        return data.sum()
+        return data.sum(), data.detach()
     l2 = sum(params[k].pow(2).sum(dim=(1, 2)) for k in range(0, len(params), 2))
-    return (data + 0.5 * alpha * l2 / xb.shape[1]).sum()
+    each = data + 0.5 * alpha * l2 / xb.shape[1]
+    return each.sum(), each.detach()
 
 
 _COMPILED: list = []  # one compiled loss per process: its compiled graphs are reused by later stacks
@@ -375,7 +379,7 @@ def train_stack(prepared: PreparedStack, fused: bool = False, compile: bool = Fa
             with GLOBAL_RNG:
                 for length in sorted({b - a for a, b in steps}):
                     xb, yb = batch(flat_rows.expand(N, n), 0, length)
-                    loss = loss_fn(copies, xb, yb, estimator.alpha, estimator.activation, binary)
+                    loss, _ = loss_fn(copies, xb, yb, estimator.alpha, estimator.activation, binary)
                     loss.backward()
             compile_seconds = time.perf_counter() - began
         optimizer = torch.optim.Adam(
@@ -383,6 +387,7 @@ def train_stack(prepared: PreparedStack, fused: bool = False, compile: bool = Fa
             **({"fused": True} if fused else {}),
         )  # fmt: skip
         step = 0
+        curve = EpochLoss()
         began_steps = time.perf_counter()
         for order in prepared.orders:
             flat = flat_rows + torch.from_numpy(order).to(device)  # (N, n) row numbers
@@ -392,10 +397,12 @@ def train_stack(prepared: PreparedStack, fused: bool = False, compile: bool = Fa
                     1 - estimator.beta2**step
                 )
                 xb, yb = batch(flat, a, b)
-                loss = loss_fn(params, xb, yb, estimator.alpha, estimator.activation, binary)
+                loss, each = loss_fn(params, xb, yb, estimator.alpha, estimator.activation, binary)
+                curve.add(each, b - a)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+            curve.end_epoch()
     if device.type == "cuda":
         torch.cuda.synchronize()
     steps_seconds = time.perf_counter() - began_steps
@@ -416,6 +423,8 @@ def train_stack(prepared: PreparedStack, fused: bool = False, compile: bool = Fa
     stacked = [p.detach()[:real].cpu().numpy() for p in params]
     weights = [[w[i].T if w.ndim == 3 else w[i] for w in stacked] for i in range(real)]
     classes = [t.classes_ for t in templates[:real]]
+    losses = list(curve.curve()[:real]) if estimator.epochs else [np.zeros(0)] * real
     return StackResult(
-        weights, proba, fit_seconds, predict_seconds, compile_seconds, steps_seconds, classes
-    )
+        weights, proba, fit_seconds, predict_seconds, compile_seconds, steps_seconds, classes,
+        losses,
+    )  # fmt: skip

@@ -32,6 +32,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from bench.backends.base import minibatches
+from bench.backends.loss_curve import EpochLoss
 from bench.backends.torch_batched import GLOBAL_RNG, Member, StackResult
 from bench.backends.user_torch import UserTorchClassifier, is_weight, l2_penalty
 from bench.data.order import epoch_orders
@@ -144,6 +145,7 @@ def train_stack(prepared: FuncStack, fused: bool = False, compile: bool = False)
     )  # fmt: skip
     base.train()
     checked = False
+    curve = EpochLoss()
     for order in _orders(members, n):
         flat = offsets + torch.from_numpy(order).to(device)
         for idx in minibatches(np.arange(n), est.batch_size):
@@ -154,12 +156,14 @@ def train_stack(prepared: FuncStack, fused: bool = False, compile: bool = False)
             if not checked:
                 members[0].check_output(tuple(logits.shape[1:]), b)
                 checked = True
-            loss = F.cross_entropy(logits.reshape(N * b, k), yb, reduction="none")
-            loss = loss.view(N, b).mean(dim=1).sum()
-            loss = loss + l2_penalty(weights, est.alpha, b)  # the members' own terms, summed
+            data = F.cross_entropy(logits.reshape(N * b, k), yb, reduction="none").view(N, b)
+            each = data.mean(dim=1)
+            loss = each.sum() + l2_penalty(weights, est.alpha, b)  # the members' own terms, summed
+            curve.add(each + _member_l2(weights, est.alpha, b), b)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        curve.end_epoch()
     if device.type == "cuda":
         torch.cuda.synchronize()
     fit_seconds = time.perf_counter() - start + prepared.seconds
@@ -177,4 +181,13 @@ def train_stack(prepared: FuncStack, fused: bool = False, compile: bool = False)
         predict_seconds=predict_seconds,
         steps_seconds=fit_seconds - prepared.seconds,
         classes=[m.classes_ for m in members],
+        losses=list(curve.curve()) if est.epochs else [np.zeros(0)] * N,
     )
+
+
+@torch.no_grad()
+def _member_l2(weights: list[torch.Tensor], alpha: float, rows: int) -> torch.Tensor | float:
+    """Each member's own L2 term (l2_penalty's, per member), for its loss curve only."""
+    if alpha == 0 or not weights:
+        return 0.0
+    return 0.5 * alpha * sum(w.pow(2).flatten(1).sum(dim=1) for w in weights) / rows

@@ -7,7 +7,7 @@ and a digest of the code (`code_sha256`); `python -m bench replay` imports the p
 name only when the run's saved config names the same ones, and says so before it does. The module must be importable wherever trials run: on the driver's machine for
 the checks made before the run, and on every Ray worker (a package installed on the workers, a
 shared folder on `PYTHONPATH`, or Ray's `runtime_env` with `working_dir`/`py_modules`; see the
-README's "Where your code must be importable").
+docs/your-model.md).
 
 The callable (a class or a function) receives its arguments from `model.params`, plus the shapes
 bench knows only after loading the data, for whichever of these names its signature has:

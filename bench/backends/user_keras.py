@@ -135,9 +135,10 @@ class UserKerasClassifier(UserNeuralClassifier):
             jit_compile=False,
             steps_per_execution=-(-len(X) // bs),
         )
+        self.loss_curve_ = np.zeros(0)
         if not orders:  # no epochs: the model stays as built
             return
-        fit_on_orders(model, X, y, orders, bs)
+        self.loss_curve_ = fit_on_orders(model, X, y, orders, bs)
 
     def _proba(self, X):
         out = self.model_(X, training=False)

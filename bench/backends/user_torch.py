@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.backends.base import minibatches
+from bench.backends.loss_curve import EpochLoss
 from bench.backends.user_neural import UserNeuralClassifier
 
 
@@ -63,6 +64,7 @@ class UserTorchClassifier(UserNeuralClassifier):
         )
         module.train()
         checked = False
+        curve = EpochLoss()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(self.seed_order)  # what the module's forward draws (dropout)
             for order in orders:
@@ -74,9 +76,12 @@ class UserTorchClassifier(UserNeuralClassifier):
                         checked = True
                     loss = F.cross_entropy(logits, yt[index])
                     loss = loss + l2_penalty(weights, self.alpha, len(idx))
+                    curve.add(loss, len(idx))
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                curve.end_epoch()
+        self.loss_curve_ = curve.curve()
         module.eval()
 
     @torch.no_grad()

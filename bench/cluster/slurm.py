@@ -1,11 +1,12 @@
 """`python -m bench ... cluster=slurm` outside a SLURM job: write a job, submit it, say how to follow it.
 
-The job is a small generated file in the run's own folder (`<results>/<sweep>/<run_id>/_slurm/`,
-ignored by `pandas.read_parquet` because of the leading underscore) so that it is the record of what
-ran and can be resubmitted as is. Its #SBATCH lines come from `cluster.*` (each value validated by
-bench.config.validate_cluster to be one sbatch option); its body runs slurm/bench.sbatch, which
-starts Ray across the job's nodes and runs `python -m bench` with the same overrides plus a fixed
-`run_id` and an absolute `results_dir`, every word quoted with shlex.quote. Inside the job
+The job is a small generated file in the run's bookkeeping folder
+(`<results>/<sweep>/.<run_id>/slurm/`, beside the run folder, which holds part files only) so that
+it is the record of what ran and can be resubmitted as is. Its #SBATCH lines come from
+`cluster.*` (each value validated by bench.config.validate_cluster to be one sbatch option); its
+body runs slurm/bench.sbatch, which starts Ray across the job's nodes and runs `python -m bench`
+with the same overrides plus a fixed `run_id` and an absolute `results_dir`, every word quoted
+with shlex.quote. Inside the job
 (SLURM_JOB_ID set) the same command line runs the sweep on that Ray cluster instead.
 """
 
@@ -22,11 +23,10 @@ from typing import Any, TextIO
 
 from omegaconf import DictConfig
 
+from bench import paths
 from bench.config import ConfigError, to_container
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SBATCH_SCRIPT = REPO_ROOT / "slurm" / "bench.sbatch"
-JOB_FOLDER = "_slurm"
+SBATCH_SCRIPT = paths.SBATCH_SCRIPT  # bench/slurm/ when installed, the checkout's slurm/ otherwise
 # Overrides the generated job sets itself: the run it writes and where, and submission-only keys.
 _REPLACED = {"run_id", "results_dir", "cluster.wait"}
 
@@ -119,13 +119,14 @@ def render(cfg: DictConfig, args: list[str], run_id: str, results_dir: Path, job
 
 
 def write_job(cfg: DictConfig, args: list[str]) -> tuple[Path, Path, str]:
-    """Create the run folder's _slurm/ and the job file; return (job file, run folder, run id)."""
+    """Create the run's slurm/ bookkeeping folder and the job file; return (job file, run folder,
+    run id)."""
     from bench import store
 
     run_id = cfg.run_id or store.new_run_id()
     results_dir = Path(cfg.cluster.results_dir or cfg.results_dir).expanduser().absolute()
     run_dir = store.run_dir(results_dir, cfg.sweep.name, run_id)
-    job_dir = run_dir / JOB_FOLDER
+    job_dir = store.run_files(run_dir).slurm
     try:
         job_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
