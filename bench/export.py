@@ -281,13 +281,9 @@ def read_rows(run_dir: str | Path):
     prediction arrays are most of a run's bytes and are not exported."""
     from bench.analysis import load
     from bench.rows import SCHEMA
+    from bench.store import results_path
 
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise FileNotFoundError(f"no results at {run_dir}")
-    if run_dir.is_dir() and not any(run_dir.rglob("part-*.parquet")):
-        raise FileNotFoundError(f"{run_dir}: no bench results here (no part-*.parquet files)")
-    return load(run_dir, columns=[c for c in COLUMNS if c in SCHEMA.names])
+    return load(results_path(run_dir), columns=[c for c in COLUMNS if c in SCHEMA.names])
 
 
 def export_mlflow(

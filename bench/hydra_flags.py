@@ -60,6 +60,17 @@ def _value(args: list[str], i: int, flag: str, choices: tuple[str, ...] | None) 
     return None
 
 
+def _choice(
+    args: list[str], i: int, name: str, inline: str, eq: str, choices: tuple[str, ...], bare: str
+) -> tuple[str, int]:
+    """A flag whose value is optional and one of `choices` (`--cfg job`, `--cfg=job`, bare
+    `--cfg`): the value (`bare` when none is given) and how many words it took after the flag."""
+    value = inline if eq else _value(args, i, name, choices)
+    if value is not None and value not in choices:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+    return value or bare, int(value is not None and not eq)
+
+
 def parse_flags(args: list[str]) -> Flags:
     f = Flags()
     i = 0
@@ -73,13 +84,9 @@ def parse_flags(args: list[str]) -> Flags:
             f.typed.append(a)
         elif name in ("-r", "--run"):
             pass  # the default
-        elif name in ("--cfg", "-c"):
-            value = inline if eq else _value(args, i, name, CFG_CHOICES)
-            if value is not None and value not in CFG_CHOICES:
-                raise ConfigError(f"--cfg: {value!r} is not one of {', '.join(CFG_CHOICES)}")
-            if value is not None and not eq:
-                i += 1
-            f.cfg = value or "job"  # bare --cfg: the job config, as bench always printed it
+        elif name in ("--cfg", "-c"):  # bare --cfg: the job config, as bench always printed it
+            f.cfg, taken = _choice(args, i, "--cfg", inline, eq, CFG_CHOICES, "job")
+            i += taken
         elif name == "--resolve":
             f.resolve = True
         elif name in ("--package", "-p"):
@@ -89,12 +96,8 @@ def parse_flags(args: list[str]) -> Flags:
             f.package = value
             i += 0 if eq else 1
         elif name in ("--info", "-i"):
-            value = inline if eq else _value(args, i, name, INFO_CHOICES)
-            if value is not None and value not in INFO_CHOICES:
-                raise ConfigError(f"--info: {value!r} is not one of {', '.join(INFO_CHOICES)}")
-            if value is not None and not eq:
-                i += 1
-            f.info = value or "all"
+            f.info, taken = _choice(args, i, "--info", inline, eq, INFO_CHOICES, "all")
+            i += taken
         elif name == "--version":
             f.version = True
         else:

@@ -135,11 +135,9 @@ def write_report(
     """Write report.md, report.html and PNGs for the results in `run_dir`; return report.md."""
     import pandas as pd
 
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise FileNotFoundError(f"no results at {run_dir}")
-    if run_dir.is_dir() and not any(run_dir.rglob("part-*.parquet")):
-        raise FileNotFoundError(f"{run_dir}: no bench results here (no part-*.parquet files)")
+    from bench.store import results_path
+
+    run_dir = results_path(run_dir)
     df = ba.load(run_dir)
     numeric = metric in df.columns and pd.api.types.is_numeric_dtype(df[metric])
     if not numeric or pd.api.types.is_bool_dtype(df[metric]):

@@ -189,6 +189,17 @@ def run_dirs(sweep_dir: str | Path) -> list[Path]:
     )
 
 
+def results_path(path: str | Path) -> Path:
+    """`path` if it holds bench results (a part file, or a folder with part files anywhere
+    below: a run, a sweep, a tree), else FileNotFoundError saying which is missing."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no results at {path}")
+    if path.is_dir() and not any(path.rglob("part-*.parquet")):
+        raise FileNotFoundError(f"{path}: no bench results here (no part-*.parquet files)")
+    return path
+
+
 def part_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("part-*.parquet"))
 
@@ -293,9 +304,7 @@ def _schema_problem(schema: pa.Schema) -> str | None:
 def _aside(path: Path) -> Path:
     """Where a bad part is moved out of readers' way: the run's bookkeeping folder, under a name
     that no Parquet reader or `*.parquet` glob takes for rows."""
-    files = run_files(path.parent)
-    name = f"{path.name}.corrupt"
-    return files.meta / (f"_{name}" if files.legacy else name)
+    return run_files(path.parent)._name(f"{path.name}.corrupt")
 
 
 def check_parts(directory: Path) -> list[Path]:

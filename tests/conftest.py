@@ -6,11 +6,15 @@ of this interpreter, and the libraries are the installed ones.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +66,46 @@ def bench_cli() -> CliRunner:
         )
 
     return run
+
+
+def _at_once(
+    commands: list[list[str]], timeout: float, **popen: Any
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run `commands` all at the same time (each one's output in a file: no pipe to fill), and
+    return each one's exit status and output once every one has ended; past `timeout` seconds
+    the ones still running are killed."""
+    with contextlib.ExitStack() as stack:
+        files = [
+            [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2)] for _ in commands
+        ]
+        procs = [
+            subprocess.Popen(command, stdout=out, stderr=err, text=True, **popen)
+            for command, (out, err) in zip(commands, files, strict=True)
+        ]
+        deadline = time.monotonic() + timeout
+        try:
+            for proc in procs:
+                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        done = []
+        for command, proc, (out, err) in zip(commands, procs, files, strict=True):
+            out.seek(0)
+            err.seek(0)
+            done.append(
+                subprocess.CompletedProcess(command, proc.returncode, out.read(), err.read())
+            )
+        return done
+
+
+@pytest.fixture(scope="session")
+def run_at_once() -> Callable[..., list[subprocess.CompletedProcess[str]]]:
+    """Commands that share nothing and time nothing asserted, started together: much of each is
+    process and Ray start-up, which overlaps."""
+    return _at_once
 
 
 @pytest.fixture(scope="session")

@@ -8,14 +8,11 @@ x86 CPU: the row says what ran, each level repeats itself, and the summary agree
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,42 +34,6 @@ def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
         [sys.executable, "-m", "bench", *args],
         capture_output=True, text=True, timeout=900, env=CLEAN if env is None else env,
     )  # fmt: skip
-
-
-def bench_at_once(*commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
-    """Several `python -m bench` commands at the same time (each one's output in a file: no pipe
-    to fill), each one's exit status and output once all have ended."""
-    with contextlib.ExitStack() as stack:
-        files = [
-            [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2)] for _ in commands
-        ]
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "bench", *command],
-                stdout=out,
-                stderr=err,
-                text=True,
-                env=CLEAN,
-            )
-            for command, (out, err) in zip(commands, files, strict=True)
-        ]
-        deadline = time.monotonic() + 900
-        try:
-            for proc in procs:
-                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-        done = []
-        for command, proc, (out, err) in zip(commands, procs, files, strict=True):
-            out.seek(0)
-            err.seek(0)
-            done.append(
-                subprocess.CompletedProcess(command, proc.returncode, out.read(), err.read())
-            )
-        return done
 
 
 def fresh(code: str, level: str) -> str:
@@ -249,7 +210,7 @@ def test_levels_pair_by_seed_and_the_summary_agrees_with_the_hashes_and_weights(
 
 @pytest.mark.slow
 def test_replay_reproduces_each_level_and_names_a_changed_kernel(
-    isa_run: Path, tmp_path: Path
+    isa_run: Path, tmp_path: Path, run_at_once
 ) -> None:
     """The run replayed whole, and beside it (both at once: two replays of separate folders) one
     trial of a copy whose row says it ran on AVX-512 kernels and whose bits differ."""
@@ -265,10 +226,12 @@ def test_replay_reproduces_each_level_and_names_a_changed_kernel(
         df.loc[hit, "weights_sha256"] = "0" * 64
         df.loc[hit, "torch_cpu_capability"] = "AVX512"
         pq.write_table(pa.Table.from_pandas(df, schema=store.SCHEMA, preserve_index=False), part)
-    whole, one = bench_at_once(
-        ["replay", str(isa_run), "--no-progress"],
-        ["replay", str(run), "--trial", key[:16], "--no-progress"],
-    )
+    module = [sys.executable, "-m", "bench", "replay"]
+    whole, one = run_at_once(
+        [[*module, str(isa_run), "--no-progress"],
+         [*module, str(run), "--trial", key[:16], "--no-progress"]],
+        900, env=CLEAN,
+    )  # fmt: skip
     assert whole.returncode == 0, whole.stdout + whole.stderr
     assert "8 of 8 trials reproduced bitwise" in whole.stdout
     assert one.returncode == 0, one.stdout

@@ -7,14 +7,11 @@ reproduced.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import time
-from typing import Any
 
 import pytest
 
@@ -90,53 +87,24 @@ def test_facts_reports_each_measurement_with_the_cpu_it_ran_on() -> None:
         assert line.startswith(f"bench.facts: error: --cpu-isa: {lacking[0]} needs ")
 
 
-def at_once(
-    commands: list[list[str]], timeout: float, **popen: Any
-) -> list[subprocess.CompletedProcess[str]]:
-    """Run `commands` all at the same time (each one's output in a file: no pipe to fill), and
-    return each one's exit status and output once every one has ended."""
-    with contextlib.ExitStack() as stack:
-        files = [
-            [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2)] for _ in commands
-        ]
-        procs = [
-            subprocess.Popen(command, stdout=out, stderr=err, text=True, **popen)
-            for command, (out, err) in zip(commands, files, strict=True)
-        ]
-        deadline = time.monotonic() + timeout
-        try:
-            for proc in procs:
-                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-        done = []
-        for command, proc, (out, err) in zip(commands, procs, files, strict=True):
-            out.seek(0)
-            err.seek(0)
-            done.append(
-                subprocess.CompletedProcess(command, proc.returncode, out.read(), err.read())
-            )
-        return done
-
-
-def perf_rows_at_once(*commands: list[str], timeout: float) -> list[str]:
+def perf_rows_at_once(run_at_once, *commands: list[str], timeout: float) -> list[str]:
     """The stdout of each `python -m bench.perf_rows COMMAND`, all started at once: they share
     nothing, and time nothing asserted here, so they may overlap (much of each is process and
     Ray start-up). They run in the temporary folder: perf_rows keeps its temporary runs in the
     current folder (the results disk in real use)."""
     module = [sys.executable, "-m", "bench.perf_rows"]
-    done = at_once([module + c for c in commands], timeout, cwd=tempfile.gettempdir())
+    done = run_at_once([module + c for c in commands], timeout, cwd=tempfile.gettempdir())
     for proc in done:
         assert proc.returncode == 0, (proc.args, proc.stderr[-3000:])
     return [proc.stdout for proc in done]
 
 
-def test_the_rows_benchmarks_print_both_sides_their_ratios_and_the_drivers_memory() -> None:
+def test_the_rows_benchmarks_print_both_sides_their_ratios_and_the_drivers_memory(
+    run_at_once,
+) -> None:
     """`python -m bench.perf_rows` (README, "Rows in bulk"), each subcommand on a tiny workload."""
     hostwork, ingest, sweep, scale = perf_rows_at_once(
+        run_at_once,
         ["hostwork", "--members", "4", "--stacks", "2", "--repeat", "1"],
         ["ingest", "--rows", "256", "--batch", "64", "--old-rows", "20"],
         ["sweep", "--seeds", "16", "--max-group", "8", "--repeat", "1"],

@@ -26,6 +26,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 
+from bench.backends import loss_curve
 from bench.backends.base import NeuralClassifier, combined_seed
 
 
@@ -109,7 +110,7 @@ class SklearnNeuralClassifier(NeuralClassifier):
             order = orders[epoch] if orders is not None else shuffler.permutation(len(X))
             mlp.partial_fit(X[order], y[order], classes=classes)
         self.estimator_ = mlp
-        self.loss_curve_ = np.asarray(mlp.loss_curve_, dtype=np.float64)
+        self.loss_curve_ = loss_curve.of(mlp)
 
     def _fit_defaults(self, X: np.ndarray, y: np.ndarray) -> None:
         from sklearn.linear_model import LogisticRegression
@@ -132,8 +133,7 @@ class SklearnNeuralClassifier(NeuralClassifier):
             warnings.simplefilter("ignore", ConvergenceWarning)
             est.fit(X.astype(np.float64), y)
         self.estimator_ = est
-        curve = getattr(est, "loss_curve_", None)  # the MLP's; a solver's run has none
-        self.loss_curve_ = None if curve is None else np.asarray(curve, dtype=np.float64)
+        self.loss_curve_ = loss_curve.of(est)  # the MLP's; a solver's run has none
 
     def _forward_output(self, X):
         est = self.estimator_
