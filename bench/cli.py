@@ -20,11 +20,17 @@ USAGE = """usage: python -m bench +sweep=NAME [key=value ...]
        python -m bench --info [all|config|defaults|defaults-tree|plugins|searchpath] +sweep=NAME ...
        python -m bench report RUN_DIR [--out DIR] [--metric M] [--threshold T]   write .<run_id>/report/report.md beside RUN_DIR
        python -m bench replay RUN_DIR [--trial KEY]   re-run stored trials, compare bits
+       python -m bench gate BASELINE_RUN CANDIDATE_RUN [--margin 0.01] [--unlabelled] [--markdown FILE]
+           is the candidate worse beyond seed noise? exit 0 pass, 1 worse, 3 inconclusive, 2 bad input (docs/gate.md)
+       python -m bench score RUN_DIR [--dataset FILE | dataset.KEY=VALUE ...]   stored models (save_models=true) on new data
+       python -m bench monitor BASELINE_RUN BATCH_DIR [--alpha A] [--unlabelled] [--markdown FILE]   new batches vs seed noise (exit 1: alarm)
+       python -m bench stream OUT_DIR [--batches N] [--shift S] [--unlabelled]   synthetic batches drifting away from train.csv
        python -m bench export mlflow RUN_DIR [--tracking-uri URI] [--experiment NAME]   one MLflow run per trial
 
 sweeps: seeds, smoke, libraries, determinism, threads, hardware, cpu_isa
 groups: dataset=..., model=..., cluster=...
-models: logreg, mlp, linear_svm, cnn, svm_rbf, decision_tree      experiment: +experiment=heart
+models: logreg, mlp, linear_svm, cnn, svm_rbf, decision_tree
+experiments: +experiment=heart, +experiment=update
 yours:  model=sklearn_estimator|torch_module|keras_model model._target_=pkg.Name +model.<arg>=...
 data:   dataset=table dataset.path=FILE dataset.target=COLUMN; dataset=images dataset.path=DIR
 examples:
@@ -34,20 +40,24 @@ results: results/<sweep>/<run_id>/part-*.parquet, read with pandas.read_parquet(
 """
 
 
+# `python -m bench NAME ...`: the module whose main(args) runs it, imported only when named.
+SUBCOMMANDS = {
+    "report": "bench.report",
+    "replay": "bench.replay",
+    "export": "bench.export",
+    "score": "bench.score",
+    "gate": "bench.gate",
+    "monitor": "bench.monitor",
+    "stream": "bench.data.stream",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
-    if args and args[0] == "report":  # a subcommand, not an override: no Hydra composition
-        from bench.report import main as report_main
+    if args and args[0] in SUBCOMMANDS:  # a subcommand, not an override: no Hydra composition
+        import importlib
 
-        return report_main(args[1:])
-    if args and args[0] == "replay":
-        from bench.replay import main as replay_main
-
-        return replay_main(args[1:])
-    if args and args[0] == "export":
-        from bench.export import main as export_main
-
-        return export_main(args[1:])
+        return importlib.import_module(SUBCOMMANDS[args[0]]).main(args[1:])
     if any(a in ("-h", "--help") for a in args):
         print(USAGE)
         return 0
@@ -73,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.cluster.slurm import submit
 
             return submit(cfg, args)
+        if cfg.updates.enabled:  # +experiment=update: several runs, the gate, the monitor
+            from bench.experiments.update import run_update
+
+            return run_update(cfg, args)
         from bench.runner import run_sweep
 
         outcome = run_sweep(cfg, overrides=args)  # recorded in every row

@@ -174,6 +174,17 @@ class DatasetConfig:
     # images: each image resized to size x size pixels, grayscale (channels=1) or RGB (3).
     size: int = 16
     channels: int = 1
+    # Training-label corruption, to make a harmful update from config (the gate's power check,
+    # docs/gate.md): this fraction of class `flip_class`'s training rows get another class, drawn
+    # from the split seed after the split, so test labels stay clean. 0 (default): off, and the
+    # trial key and every bit are as without these keys.
+    flip_class: int | None = None
+    flip_fraction: float = 0.0
+
+
+# Classes of the datasets bench ships whose count is known without reading them (a flipped
+# class out of range fails at compose time; table and images are checked once read).
+KNOWN_CLASSES = {"breast_cancer": 2, "digits": 10, "heart": 2}
 
 
 @dataclass
@@ -215,6 +226,33 @@ class SeedsConfig:
     # At most this many seeds per source for a library, e.g. {tensorflow: 10}: a Keras fit costs
     # about ten times a torch fit on CPU, and a grid search multiplies the fits.
     n_by_library: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class UpdateStreamConfig:
+    """The drifting stream the experiment trains on and monitors (bench.data.stream)."""
+
+    batches: int = 8
+    rows: int = 300
+    shift: float = 1.5
+    start: int = 3
+    seed: int = 0
+    train_rows: int = 1000
+
+
+@dataclass
+class UpdateConfig:
+    """+experiment=update (bench.experiments.update): a baseline, candidate updates (each a list
+    of overrides of the baseline's config), the verdict each was built to have, and the gate's
+    and monitor's settings."""
+
+    enabled: bool = False
+    candidates: dict[str, list[str]] = field(default_factory=dict)
+    expected: dict[str, str] = field(default_factory=dict)
+    stream: UpdateStreamConfig = field(default_factory=UpdateStreamConfig)
+    margin: float = 0.01
+    confidence: float = 0.95
+    alpha: float = 0.05
 
 
 @dataclass
@@ -355,6 +393,7 @@ class BenchConfig:
     # Store each trial's final weights (`weights`, flattened, float64) so that analysis can give the
     # largest weight difference between two settings, not only whether the hashes match.
     keep_weights: bool = False
+    save_models: bool = False  # each trial's model in <run>/models/ (bench.modelstore)
     # Which per-row prediction arrays rows keep: full, compact (no scores or probabilities, the
     # largest part of a row), none (no churn). A sweep of millions of trials may not need them.
     predictions: Predictions = Predictions.full
@@ -372,6 +411,7 @@ class BenchConfig:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
+    updates: UpdateConfig = field(default_factory=UpdateConfig)
 
 
 def register() -> None:
@@ -450,6 +490,7 @@ def validate(cfg: DictConfig, require_installed: bool = True) -> None:
         from bench.data.images import check_settings
 
         check_settings(cfg.dataset)
+    validate_flip(cfg.dataset)
     if cfg.sweep.threads is not None and not all(t >= 1 for t in cfg.sweep.threads):
         raise ConfigError(
             f"sweep.threads: every thread count must be >= 1, got {list(cfg.sweep.threads)}"
@@ -494,6 +535,53 @@ def validate(cfg: DictConfig, require_installed: bool = True) -> None:
             raise ConfigError(gap)
     validate_models(plain)
     validate_search(plain)
+    if cfg.updates.enabled:
+        validate_updates(plain["updates"])
+
+
+VERDICTS = ("better", "not worse", "worse", "inconclusive")
+
+
+def validate_updates(up: dict[str, Any]) -> None:
+    """+experiment=update's block: what each candidate was built to be is a gate verdict, the
+    rates are rates; each candidate's overrides are composed (and refused by name) when it runs."""
+    if not up["candidates"]:
+        raise ConfigError("updates.candidates: no candidate update to compare with the baseline")
+    for name, expected in up["expected"].items():
+        if name not in up["candidates"]:
+            raise ConfigError(f"updates.expected.{name}: no candidate {name!r}")
+        if expected not in VERDICTS:
+            raise ConfigError(
+                f"updates.expected.{name}: {expected!r} is not one of {', '.join(VERDICTS)}"
+            )
+    for key in ("confidence", "alpha"):
+        if not 0 < up[key] < 1:
+            raise ConfigError(f"updates.{key}: must be in (0, 1), got {up[key]}")
+    if up["margin"] < 0:
+        raise ConfigError(f"updates.margin: must be >= 0, got {up['margin']}")
+    for name in up["candidates"]:
+        if name == "baseline" or not _RUN_ID.match(name):
+            raise ConfigError(f"updates.candidates.{name}: not usable as a run's name")
+
+
+def validate_flip(dataset: DictConfig) -> None:
+    """dataset.flip_class / flip_fraction: a fraction, and a class the dataset has (where its
+    class count is known before reading it: `KNOWN_CLASSES`, synthetic's n_classes)."""
+    fraction, cls = dataset.flip_fraction, dataset.flip_class
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"dataset.flip_fraction: must be a fraction in [0, 1], got {fraction}")
+    if fraction > 0 and cls is None:
+        raise ConfigError(
+            "dataset.flip_class: needed when dataset.flip_fraction > 0 (the class whose "
+            "training labels are flipped)"
+        )
+    if cls is None:
+        return
+    name = dataset.name.value
+    known = dataset.n_classes if name == "synthetic" else KNOWN_CLASSES.get(name)
+    if cls < 0 or (known is not None and cls >= known):
+        top = f"0..{known - 1}" if known is not None else "0 or more"
+        raise ConfigError(f"dataset.flip_class: {name} has classes {top}, got {cls}")
 
 
 # #SBATCH values go to sbatch's own option parser: a plain token keeps them one option each.

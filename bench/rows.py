@@ -65,12 +65,18 @@ SCHEMA = pa.schema(
         # overrides (JSON list; null when run_sweep was called without them).
         ("bench_version", _str), ("bench_commit", _str), ("bench_dirty", _bool),
         ("overrides", _str),
+        # save_models=true (bench.modelstore): the stored model and preprocessing, relative to
+        # the run folder, with their sha256 and size; a scored run (bench.score) names the run
+        # and trial whose model it scored.
+        ("model_file", _str), ("model_sha256", _str), ("model_bytes", _int),
+        ("preprocess_file", _str), ("preprocess_sha256", _str), ("preprocess_bytes", _int),
+        ("scored_run_id", _str), ("scored_trial_key", _str),
     ]
 )  # fmt: skip
 # Raised with every change of SCHEMA (a column added, removed or retyped); each part file's
 # metadata holds it (bench.store.part_metadata). Parts written before it have none.
 # tests/test_provenance.py pins the schema each version stands for.
-SCHEMA_VERSION = 2  # 2: train_loss
+SCHEMA_VERSION = 3  # 2: train_loss; 3: stored models (model_file, ...), scored runs
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 _COLUMN_SET = frozenset(COLUMNS)
 # Per-row arrays: given to `to_batch` as numpy arrays, one per row (or None), never as lists.

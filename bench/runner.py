@@ -40,6 +40,7 @@ from bench.config import (
     to_container,
 )
 from bench.data import RawDataset, load
+from bench.data.split import LabelFlip
 from bench.determinism import spec_env
 from bench.spec import TrialSpec
 from bench.summary import print_summary
@@ -102,19 +103,21 @@ def _execute(
     overrides: str | None = None,
     config: str | None = None,
     staging: str | None = None,
+    models_to: str | None = None,
 ) -> pa.RecordBatch:
     """The Ray task body: a worker turns one spec, or, given a stack's `kernels`
     (config.stack_kernels), one stacked group (stacks of at most `stack_size`, trained back to
     back), into one record batch of rows, each with the run's id and command-line `overrides`
     (JSON). With `part_dir` (rows_to=workers) it writes them there as a part of its own (by way
     of `staging`, the run's bookkeeping folder), the run's composed `config` in its metadata, and
-    returns only their trial keys and statuses."""
+    returns only their trial keys and statuses. `models_to` (the run folder, save_models=true)
+    is where the fitted models are stored (bench.modelstore)."""
     from bench import trial
 
     specs = [TrialSpec.from_dict(s) for s in spec_jsons]
     options = {
         "raw": raw, "faults": faults, "timeout_s": timeout_s, "keep_weights": keep_weights,
-        "predictions": predictions, "dry_run": dry_run,
+        "predictions": predictions, "dry_run": dry_run, "models_to": models_to,
     }  # fmt: skip
     if kernels is not None:
         batch = trial.run_group_batch(specs, **options, **kernels, stack_size=stack_size)
@@ -476,6 +479,7 @@ def execute(
     rows_to: str = "driver",
     totals: dict[tuple, int] | None = None,
     overrides: str | None = None,
+    models_to: str | None = None,
 ) -> Iterable[pa.RecordBatch]:
     """Submit `specs` to the connected Ray cluster; write and yield each task's record batch as it
     finishes (a task's rows travel as one Arrow batch, and are journaled with one fsync).
@@ -570,7 +574,7 @@ def execute(
                     ).remote(
                         [s.fields_dict() for s in unit], raw_ref, faults, timeout_s,
                         kernels if stacked else None, keep_weights, run_id, predictions,
-                        dry_run, part_dir, stack_size, overrides, config, staging,
+                        dry_run, part_dir, stack_size, overrides, config, staging, models_to,
                     )  # fmt: skip
                     # each stack's training and host work get timeout_s: 2 x timeout_s a stack
                     stacks = math.ceil(len(unit) / stack_size) if stacked and stack_size else 1
@@ -607,6 +611,26 @@ def execute(
                 ray.cancel(ref, force=True)
 
 
+def load_checked(cfg: DictConfig) -> RawDataset:
+    """The run's dataset, read once in the driver: a missing or wrong file, an impossible
+    dataset, or a flipped class it does not have (dataset.flip_class) is a ConfigError here,
+    before Ray starts."""
+    dataset = to_container(cfg.dataset)
+    try:
+        raw = load(dataset)
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"dataset: {' '.join(str(exc).split())}") from None
+    flip = LabelFlip.of(dataset)
+    try:
+        if flip is not None:
+            flip.check(raw.n_classes)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return raw
+
+
 def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutcome:
     """Everything `python -m bench` does after composing: expand, check, run, write, summarise.
     `overrides`: the command-line overrides `cfg` was composed from, recorded in every row.
@@ -622,12 +646,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutco
     not_run = describe_left_out(left_out(cfg))
     if not total and not_run:
         raise ConfigError(f"sweep.varied: nothing to run ({'; '.join(not_run)})")
-    try:  # a missing or wrong file, or an impossible dataset, fails here, before Ray starts
-        raw = load(to_container(cfg.dataset))
-    except ValueError as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"dataset: {' '.join(str(exc).split())}") from None
+    raw = load_checked(cfg)
     if raw.dropped:
         print(f"dataset: {raw.dropped} row(s) without a target left out", file=sys.stderr)
     _check_writable(store.run_dir(cfg.results_dir, cfg.sweep.name, cfg.run_id or "new"))
@@ -675,6 +694,10 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutco
             faults["marker_dir"] = str(store.run_files(path).faults)
         injecting = any(faults[k] > 0 for k in ("raise_on", "kill_worker_on", "hang_on"))
         config = OmegaConf.to_yaml(cfg, resolve=True)  # what config.yaml holds
+        if cfg.save_models and not cfg.dry_run:
+            from bench.modelstore import write_dataset_info
+
+            write_dataset_info(path, raw, to_container(cfg.dataset))
         writer = store.PartWriter(
             path, cfg.rows_per_part, config=config, staging=store.run_files(path).staging
         )
@@ -705,6 +728,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutco
             batching=to_container(cfg.batching),
             keep_weights=cfg.keep_weights,
             predictions=plain["predictions"],
+            models_to=str(path.resolve()) if cfg.save_models and not cfg.dry_run else None,
             total=n_todo,
             setups=[s for s in examples if runnable(s)],
             dry_run=cfg.dry_run,

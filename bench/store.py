@@ -92,6 +92,10 @@ class RunFiles:
     def slurm(self) -> Path:
         return self._name("slurm")
 
+    @property
+    def models(self) -> Path:  # save_models=true: stored models (bench.modelstore)
+        return self._name("models")
+
 
 def run_files(directory: str | Path) -> RunFiles:
     """The files of the run whose rows are in `directory` (which need not exist yet)."""

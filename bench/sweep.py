@@ -50,8 +50,11 @@ _DATASET_KEYS = {
 
 
 def dataset_key_params(dataset: dict) -> dict:
-    """The dataset settings that enter the trial key: test size plus what shapes the data."""
+    """The dataset settings that enter the trial key: test size plus what shapes the data, and
+    the training-label flip when it is on (off, the keys stay those of runs before it)."""
     keys = ("test_size", *_DATASET_KEYS.get(dataset["name"], ()))
+    if dataset.get("flip_fraction", 0.0) > 0:
+        keys = (*keys, "flip_class", "flip_fraction")
     return {k: dataset[k] for k in keys}
 
 

@@ -19,6 +19,7 @@ import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from bench import determinism, fingerprint
 from bench.backends import loss_curve
 from bench.config import SKLEARN_ONLY_PARAMS, USER_MODELS, USER_NETWORKS, USER_TRAINING
 from bench.data import RawDataset, Split, load, split, split_many
-from bench.data.split import preprocessing, takes_sklearn_path, train_index
+from bench.data.split import LabelFlip, preprocessing, takes_sklearn_path, train_index
 from bench.faults import inject
 from bench.outcomes import outcomes
 from bench.rows import to_batch
@@ -224,11 +225,23 @@ def test_scores(estimator, X: np.ndarray) -> tuple[np.ndarray, bool]:
     return e / e.sum(axis=1, keepdims=True), False
 
 
+def split_settings(spec: TrialSpec) -> tuple[float, LabelFlip | None]:
+    """What a trial's split takes beside the seed: the test size, and the training-label flip
+    (`dataset.flip_fraction`; None when off)."""
+    dataset = spec.dataset_dict()
+    return dataset["test_size"], LabelFlip.of(dataset)
+
+
 def _train(
-    spec: TrialSpec, raw: RawDataset, keep_weights: bool = False, predictions: str = "full"
+    spec: TrialSpec,
+    raw: RawDataset,
+    keep_weights: bool = False,
+    predictions: str = "full",
+    models_to: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, list]]:
-    """Train and evaluate one trial: its row's outcome columns, and its list columns."""
-    data = split(raw, spec.seed_split, spec.dataset_dict()["test_size"])
+    """Train and evaluate one trial: its row's outcome columns, and its list columns; with
+    `models_to` (a run folder), its model and preprocessing stored there (bench.modelstore)."""
+    data = split(raw, spec.seed_split, *split_settings(spec))
     estimator = make_estimator(spec)
     search = spec.search_dict()
     tuned: dict[str, Any] = {}
@@ -252,13 +265,22 @@ def _train(
         t1 - t0, t2 - t1, flagged, calibrated, keep_weights, predictions,
         losses=[loss_curve.of(estimator)],
     )  # fmt: skip
+    if models_to:
+        from bench import modelstore
+
+        run_dir = Path(models_to)
+        rows[0].update(
+            modelstore.save_estimator(run_dir, spec, estimator, rows[0]["weights_sha256"])
+        )
+        fitted = model[:-1] if search is not None else None
+        rows[0].update(modelstore.save_preprocessing(run_dir, raw, spec, data, fitted))
     return {**rows[0], **tuned}, lists
 
 
 def _prepare(specs: list[TrialSpec], raw: RawDataset, dry_run: bool) -> tuple[list[Split], Any]:
     """A stack's splits (bench.data.split_many) and, unless a dry run, its prepared stack
     (bench.backends.torch_batched.prepare_stack): the host work before its first step."""
-    splits = split_many(raw, [s.seed_split for s in specs], specs[0].dataset_dict()["test_size"])
+    splits = split_many(raw, [s.seed_split for s in specs], *split_settings(specs[0]))
     data = [splits[s.seed_split] for s in specs]
     if dry_run:
         return data, None
@@ -289,9 +311,11 @@ def _finish(
     trained: tuple[Any, list[str]] | None,
     keep_weights: bool,
     predictions: str,
+    models_to: str | None = None,
+    raw: RawDataset | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, list]]:
     """Every member's outcome columns at once (bench.outcomes); made-up probabilities for a dry
-    run (`trained` None)."""
+    run (`trained` None); with `models_to`, each member's model and preprocessing stored."""
     if trained is None:
         from bench.outcomes import made_up_proba
 
@@ -301,11 +325,24 @@ def _finish(
                         predictions=predictions)  # fmt: skip
     result, flagged = trained
     n = len(specs)
-    return outcomes(
+    rows, lists = outcomes(
         data, result.proba, result.classes, result.weights, result.fit_seconds / n,
         result.predict_seconds / n, flagged, keep_weights=keep_weights, predictions=predictions,
         losses=result.losses or None,
     )  # fmt: skip
+    if models_to:
+        from bench import modelstore
+
+        run_dir = Path(models_to)
+        for spec, split_, weights, classes, row in zip(
+            specs, data, result.weights, result.classes, rows, strict=True
+        ):
+            blob = modelstore.network_bytes(spec, weights, classes, split_.X_train.shape[1])
+            row.update(
+                modelstore.save_model(run_dir, spec, row["weights_sha256"], blob, ".safetensors")
+            )
+            row.update(modelstore.save_preprocessing(run_dir, raw, spec, split_))
+    return rows, lists
 
 
 class TrialTimeout(Exception):
@@ -349,13 +386,15 @@ def run_batch(
     keep_weights: bool = False,
     predictions: str = "full",
     dry_run: bool = False,
+    models_to: str | None = None,
 ) -> pa.RecordBatch:
     """Train and evaluate one trial; its row as a one-row record batch. `raw` is the loaded
     dataset if the caller has it; otherwise it is loaded from `dataset_cfg` (needed for a heart
     file's path), or from the spec alone. `faults` injects failures for tests (bench.faults);
     `timeout_s` turns a hang into an error row; `keep_weights` stores the final weights in the
     row; `predictions` says which per-row arrays it keeps (bench.outcomes); `dry_run` makes the
-    row without training (`dry_run=true` in its row, metrics of made-up probabilities)."""
+    row without training (`dry_run=true` in its row, metrics of made-up probabilities);
+    `models_to` (a run folder) stores the fitted model there (save_models=true)."""
     start = time.perf_counter()
     row: dict[str, Any] = {
         **spec_row(spec),
@@ -382,7 +421,7 @@ def run_batch(
                 outcome, lists = _finish([spec], data, None, False, predictions)
                 row.update(outcome[0], dry_run=True)
             else:
-                outcome, lists = _train(spec, raw, keep_weights, predictions)
+                outcome, lists = _train(spec, raw, keep_weights, predictions, models_to)
                 row.update(outcome)
         row.update(status="ok", error=None)
     except Exception as exc:  # noqa: BLE001 - every failure must become a row
@@ -409,7 +448,7 @@ def _unstackable(spec: TrialSpec, raw: RawDataset) -> str | None:
         return None
     from bench.backends.torch_func import unstackable
 
-    data = split(raw, spec.seed_split, spec.dataset_dict()["test_size"])
+    data = split(raw, spec.seed_split, *split_settings(spec))
     return unstackable(make_estimator(spec), data.X_train.shape[1], np.unique(data.y_train))
 
 
@@ -447,6 +486,7 @@ def run_group_batch(
     predictions: str = "full",
     dry_run: bool = False,
     stack_size: int | None = None,
+    models_to: str | None = None,
 ) -> pa.RecordBatch:
     """Train trials that differ only in seeds as stacked models (bench.backends.torch_batched):
     one stack, or stacks of at most `stack_size` trained back to back; one row per trial, as
@@ -479,14 +519,14 @@ def run_group_batch(
         common["code_sha256"] = code_digest(first)
         if not dry_run and _unstackable(first, raw):  # a user's module, trained one by one
             options = {"faults": faults, "timeout_s": timeout_s, "keep_weights": keep_weights,
-                       "predictions": predictions}  # fmt: skip
+                       "predictions": predictions, "models_to": models_to}  # fmt: skip
             return pa.concat_batches([run_batch(s, raw, **options) for s in specs])
     except Exception as exc:  # noqa: BLE001 - every failure must become a row
         batches = [_Failed(error_text(exc))] * len(stacks)
     common.update(fingerprint.environment(first.library, first.device))
 
     def finish(stack: list[TrialSpec], data: list[Split], trained: Any) -> pa.RecordBatch:
-        rows, lists = _finish(stack, data, trained, keep_weights, predictions)
+        rows, lists = _finish(stack, data, trained, keep_weights, predictions, models_to, raw)
         ok = {"status": "ok", "error": None, **({"dry_run": True} if dry_run else {})}
         return _stack_batch(stack, common, rows, ok, lists)
 

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import trial
 from bench.config import ConfigError, compose, to_container
 from bench.data import images as images_module
 from bench.data import load, split
 from bench.data.images import image_shape
 from bench.sweep import expand
+from bench.testing import TrialMetric, assert_over_seeds
 
 CLASSES = ("apple", "leaf", "sky")  # sorted: the class order
 COLOURS = {"apple": (200, 40, 40), "leaf": (40, 200, 40), "sky": (40, 40, 200)}
@@ -208,10 +208,12 @@ def test_a_cnn_learns_the_classes(folder: Path, cache: Path, library: str, chann
     (spec,) = expand(cfg)
     assert spec.dataset_dict() == {"test_size": 0.2, "sha256": None, "size": 8,
                                    "channels": channels}  # fmt: skip
-    row = trial.run(spec, dataset_cfg=to_container(cfg.dataset))
-    assert row["status"] == "ok", row["error"]
+    accuracy = TrialMetric(spec, dataset_cfg=to_container(cfg.dataset))
+    # 7 or 8 test images: one seed's accuracy moves in steps of 1/8; chance is 1/3. Usually
+    # 1.0 at every seed: a first look at 2 seeds decides
+    assert_over_seeds(accuracy, at_least=0.6, seeds=range(6), looks=(2, 4, 6))
+    row = accuracy.rows[0]  # the trial a one-seed run trains
     assert row["n_train"] + row["n_test"] == 36
-    assert row["accuracy"] > 0.6  # chance is 1/3
     assert row["dataset_sha256"] == _load(folder, cache).sha256
 
 

@@ -39,7 +39,7 @@ def test_schema_version_is_raised_with_every_schema_change() -> None:
     fingerprint = hashlib.sha256(
         "\n".join(f"{f.name}:{f.type}" for f in rows.SCHEMA).encode()
     ).hexdigest()[:16]
-    assert (rows.SCHEMA_VERSION, fingerprint) == (2, "b5662232e1dac047")
+    assert (rows.SCHEMA_VERSION, fingerprint) == (3, "31207766e37b574f")
 
 
 # ------------------------------------------------------------------------------- rows' provenance

@@ -13,6 +13,7 @@ import pytest
 from bench.backends import user_code
 from bench.config import ConfigError, compose
 from bench.sweep import expand
+from bench.testing import TrialMetric, assert_over_seeds
 from bench.trial import run_batch, run_group_batch
 
 NETS = '''
@@ -114,7 +115,10 @@ def test_the_module_trains_and_each_seed_reaches_it(user_package, single_threade
     assert spec.hparams_dict()["params"] == {"width": 8}
     assert spec.seed_sources == "split,order,init"
     first, again = _row(spec), _row(spec)
-    assert first["accuracy"] > 0.85  # breast_cancer: far above the majority class's 0.63
+    # breast_cancer: far above the majority class's 0.63, over seeds from this one on (4 epochs
+    # reach 0.84 to 0.95 by seed: the one-seed test's 0.85 was inside seed noise)
+    accuracy = TrialMetric(spec, run=_row, rows={0: first})
+    assert_over_seeds(accuracy, at_least=0.8, seeds=range(6), looks=(3, 6))
     assert first["n_params"] == 30 * 8 + 8 + 8 * 2 + 2
     assert first["weights_sha256"] == again["weights_sha256"]  # same seeds, same bits
     assert first["code_sha256"] and len(first["code_sha256"]) == 64
@@ -152,9 +156,10 @@ def test_each_seed_moves_only_its_own_part(user_package) -> None:
 
 def test_a_users_cnn_gets_the_image_shape(user_package, single_threaded) -> None:
     spec = expand(_cfg("dataset=digits", "model.epochs=3", target="mynets.SmallCNN"))[0]
-    row = _row(spec)
+    accuracy = TrialMetric(spec, run=_row)
+    assert_over_seeds(accuracy, at_least=0.8, seeds=range(6), looks=(3, 6))  # chance: 0.1
+    row = accuracy.rows[0]
     assert row["n_params"] == 4 * 1 * 9 + 4 + 4 * 6 * 6 * 10 + 10  # built for 8 x 8 x 1 images
-    assert row["accuracy"] > 0.8  # ten digits: chance is 0.1
 
 
 def test_stacked_with_torch_func_equals_one_by_one(user_package, single_threaded) -> None:

@@ -20,6 +20,8 @@ class RawDataset:
     sha256: str | None = None  # a file's (folder's) digest (dataset=table, images): in every row
     classes: tuple[str, ...] = ()  # the target's values / class folders, class index order
     dropped: int = 0  # rows left out for a missing target (dataset=table)
+    # dataset=table: each text column's values, in code order (bench.score maps new files by them)
+    categories: tuple[tuple[str, ...], ...] = ()
 
     @property
     def n_classes(self) -> int:

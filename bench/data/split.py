@@ -10,12 +10,19 @@ Two paths that give identical arrays (tests compare them on every dataset bench 
   all members as one array operation with scikit-learn's own formulas. scikit-learn's validation
   layers made the split 19 ms a trial, more than a stacked MLP's training; this is tens of
   microseconds. Trials that share a split seed share one split.
+
+Both paths end with the same optional training-label flip (`LabelFlip`, `dataset.flip_class` /
+`dataset.flip_fraction`): a harmful update made from config, for measuring whether
+`bench gate` catches one. It changes training labels only, after the split, so the test rows and
+their labels are those of the unflipped trial with the same split seed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from math import ceil
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +52,47 @@ def _preprocessor(raw: RawDataset):
         cat = make_pipeline(SimpleImputer(strategy="most_frequent"), onehot)
         parts.append(("cat", cat, list(raw.categorical)))
     return ColumnTransformer(parts)
+
+
+# A stream of its own beside the split's RandomState: the flip never moves which rows are drawn.
+_FLIP_STREAM = 0x666C6970  # "flip"
+
+
+@dataclass(frozen=True)
+class LabelFlip:
+    """`fraction` of class `cls`'s training rows relabelled to another class (uniformly among
+    the others), the rows and new labels drawn from the split seed."""
+
+    cls: int
+    fraction: float
+
+    @classmethod
+    def of(cls, dataset: Mapping[str, Any]) -> LabelFlip | None:
+        """The flip a dataset config (or a trial's `dataset_params`) asks for; None when off."""
+        fraction = float(dataset.get("flip_fraction") or 0.0)
+        if fraction <= 0:
+            return None
+        return cls(int(dataset["flip_class"]), fraction)
+
+    def check(self, n_classes: int) -> None:
+        """ValueError naming the key when the class or fraction cannot be flipped."""
+        if not 0 <= self.cls < n_classes:
+            raise ValueError(
+                f"dataset.flip_class: the data has classes 0..{n_classes - 1}, got {self.cls}"
+            )
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"dataset.flip_fraction: must be in [0, 1], got {self.fraction}")
+
+    def apply(self, data: Split, seed_split: int) -> Split:
+        """`data` with round(fraction * rows of the class) of its training labels flipped."""
+        self.check(data.n_classes)
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed_split), _FLIP_STREAM]))
+        rows = np.flatnonzero(data.y_train == self.cls)
+        chosen = rng.choice(rows, size=int(self.fraction * len(rows) + 0.5), replace=False)
+        others = np.delete(np.arange(data.n_classes), self.cls)
+        y = data.y_train.copy()
+        y[chosen] = rng.choice(others, size=len(chosen))
+        return replace(data, y_train=y)
 
 
 def _float32(X: np.ndarray) -> np.ndarray:
@@ -197,8 +245,18 @@ def takes_sklearn_path(raw: RawDataset) -> bool:
     return bool(raw.categorical) or bool(np.isnan(raw.X).any())
 
 
-def split_many(raw: RawDataset, seeds: list[int], test_size: float) -> dict[int, Split]:
-    """Every distinct seed's split, equal to `split_sklearn(raw, seed, test_size)`."""
+def split_many(
+    raw: RawDataset, seeds: list[int], test_size: float, flip: LabelFlip | None = None
+) -> dict[int, Split]:
+    """Every distinct seed's split, equal to `split_sklearn(raw, seed, test_size)`, its training
+    labels then flipped by `flip` (None: untouched)."""
+    out = _split_many(raw, seeds, test_size)
+    if flip is None:
+        return out
+    return {seed: flip.apply(data, seed) for seed, data in out.items()}
+
+
+def _split_many(raw: RawDataset, seeds: list[int], test_size: float) -> dict[int, Split]:
     unique = list(dict.fromkeys(int(s) for s in seeds))
     if takes_sklearn_path(raw):
         return {s: split_sklearn(raw, s, test_size) for s in unique}
@@ -217,6 +275,8 @@ def split_many(raw: RawDataset, seeds: list[int], test_size: float) -> dict[int,
     return out
 
 
-def split(raw: RawDataset, seed_split: int, test_size: float) -> Split:
+def split(
+    raw: RawDataset, seed_split: int, test_size: float, flip: LabelFlip | None = None
+) -> Split:
     """One trial's split (`split_many` for one seed)."""
-    return split_many(raw, [seed_split], test_size)[int(seed_split)]
+    return split_many(raw, [seed_split], test_size, flip)[int(seed_split)]

@@ -100,7 +100,7 @@ def load_table(cfg: dict[str, Any]) -> RawDataset:
     features = labelled.drop(columns=[target])
     if features.shape[1] == 0:
         raise ConfigError(f"dataset.path: {path} has no feature column besides {target!r}")
-    columns, categorical = [], []
+    columns, categorical, categories = [], [], []
     for i, name in enumerate(features.columns):
         column = features[name]
         numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
@@ -115,12 +115,14 @@ def load_table(cfg: dict[str, Any]) -> RawDataset:
                 f"distinct values in {len(values)} rows (an identifier or free text?); drop it "
                 "from the file, or name it in dataset.categorical if it is a category"
             )
-        codes, _ = pd.factorize(column.astype("string"), sort=True)
+        codes, values = pd.factorize(column.astype("string"), sort=True)
         columns.append(np.where(codes < 0, np.nan, codes).astype(np.float64))
         categorical.append(i)
+        categories.append(tuple(str(v) for v in values))
     X = np.column_stack(columns)
     names = tuple(str(c) for c in features.columns)
     return RawDataset(
         "table", X, y, names, tuple(categorical), sha256=digest,
         classes=tuple(str(c) for c in classes), dropped=len(frame) - len(labelled),
+        categories=tuple(categories),
     )  # fmt: skip
