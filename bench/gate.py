@@ -17,12 +17,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 import pandas as pd
 
 from bench.analysis.common import SEED_COLUMNS, SETUP_COLUMNS
 from bench.analysis.gate import BAD_INPUT, CONFIDENCE, MARGIN, METRICS
+from bench.cli_common import RefusingParser, check_writable, write_atomic
 
 PROG = "python -m bench gate"
 # Metrics the gate compares: columns where higher is better (log_loss is not: left out).
@@ -37,14 +37,6 @@ COLUMNS = (
 
 class BadInput(Exception):
     """Input the gate cannot compare: one line, exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that refuses in one line (its default is the usage, then the error)."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"bench gate: error: {message}", file=sys.stderr)
-        raise SystemExit(BAD_INPUT)
 
 
 def _fraction(text: str) -> float:
@@ -65,7 +57,8 @@ def _confidence(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = RefusingParser(
+        refusal=BadInput,
         prog=PROG,
         description="Compare a candidate run with its baseline over their seeds; exit 0 pass "
         "(better / not worse), 1 worse, 3 inconclusive, 2 bad input (docs/gate.md).",
@@ -277,14 +270,12 @@ def compare(args: argparse.Namespace):
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:  # --help (0), or a refused argument (2, its line already printed)
-        return int(exc.code or 0)
-    if args.markdown and not Path(args.markdown).resolve().parent.is_dir():
-        print(f"bench gate: error: --markdown {args.markdown}: no such folder", file=sys.stderr)
-        return BAD_INPUT
-    try:
+        if args.markdown:  # before any work: a verdict is never printed and then refused
+            check_writable(args.markdown, "--markdown")
         result, base, cand = compare(args)
-    except BadInput as exc:
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except (BadInput, OSError) as exc:
         print(f"bench gate: error: {exc}", file=sys.stderr)
         return BAD_INPUT
     from bench import gate_format
@@ -292,11 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown = {"text": gate_format.text, "markdown": gate_format.markdown, "json": gate_format.json}
     print(shown[args.format](result, base, cand), end="")
     if args.markdown:
-        try:
-            Path(args.markdown).write_text(gate_format.markdown(result, base, cand))
-        except OSError as exc:
-            print(f"bench gate: error: --markdown {args.markdown}: {exc}", file=sys.stderr)
-            return BAD_INPUT
+        write_atomic(args.markdown, gate_format.markdown(result, base, cand))
     return result.exit_code
 
 

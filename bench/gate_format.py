@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.analysis.gate import INCONCLUSIVE, WORSE, Difference, GateResult
 from bench.analysis.gate_churn import ChurnGate
+from bench.cli_common import markdown_table
 
 if TYPE_CHECKING:
     from bench.gate import Run
@@ -57,8 +58,8 @@ def _decide(result: GateResult | ChurnGate) -> str:
         return ""
     if result.more_seeds is None:
         return (
-            "more seeds needed: the spread is unknown (fewer than 2 seeds in a run) or zero; "
-            "run more seeds"
+            "more seeds needed: the spread is unknown (fewer than 2 seeds in a run) or no "
+            "number of seeds would decide (no difference and margin 0); run more seeds"
         )
     return (
         f"more seeds needed: about {result.more_seeds} more per run ({result.seeds_needed} per "
@@ -145,12 +146,6 @@ def _churn_lines(r: ChurnGate) -> str:
     )
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def markdown(result: GateResult | ChurnGate, base: Run, cand: Run) -> str:
     """A pull-request comment."""
     level = _level(result.confidence)
@@ -176,13 +171,13 @@ def markdown(result: GateResult | ChurnGate, base: Run, cand: Run) -> str:
             ["excess", _num(result.excess, True)],
             ["permutation p", f"{result.p_value:.3g}"],
         ]
-        out += [_md_table(["churn", "mean"], rows), "", f"Rule: {RULE_FREE}."]
+        out += [markdown_table(["churn", "mean"], rows), "", f"Rule: {RULE_FREE}."]
     else:
         header = ["metric", *_header(level)[1:]]
-        out += [_md_table(header, _rows(result.metrics))]
+        out += [markdown_table(header, _rows(result.metrics))]
         if result.classes:
             header = ["class (recall)", *_header(level)[1:]]
-            out += ["", _md_table(header, _rows(result.classes))]
+            out += ["", markdown_table(header, _rows(result.classes))]
         for c in result.flagged:
             out += ["", f"**Flagged: {c.name}**: recall {_num(c.diff, True)}, beyond seed noise."]
         out += ["", f"Rule: {RULE}."]

@@ -13,12 +13,20 @@ out of the way of Parquet readers), two kinds of file:
     rather than the `.keras` zip: one format for every network, which the canonical layout
     makes loadable into either library;
   - scikit-learn estimators (and bench's scikit-learn MLP): skops, whose loader refuses types it
-    was not told to trust (bench trusts scikit-learn, numpy, scipy and bench, and the user's
-    package when the trial named it).
+    was not told to trust. bench trusts skops' own list (scikit-learn's estimators) and exactly
+    the types its own files hold (`BENCH_TYPES`), nothing by package prefix: a function type
+    (numpy's, builtins') in a crafted file would let its loading call code. A user's estimator
+    class is loaded only when named with `--trust`.
 - **the preprocessing** the model was trained behind (the split's imputation, scaling, one-hot
   encoding): for all-numeric data the standard scaler's mean and scale in safetensors, otherwise
   the fitted scikit-learn transformer in skops; named by a digest of what fixes it (the data's
-  digest, the split seed, the test size), so the trials that share a split share one file.
+  digest, or a built-in dataset's settings, and the split seed), so the trials that share a
+  split share one file.
+
+Loading builds the estimator from the *row's* spec (bench.trial.make_estimator) and the file's
+hyperparameters (a grid search's best ones), never from code the file names: a user's network
+(`model=torch_module|keras_model`) is built only when its import path is named with `--trust`,
+as the user's code is imported only when the command line or config names it (DESIGN.md).
 
 The row records each file's path (relative to the bookkeeping folder), its sha256 and its size. A file
 whose bytes no longer match the row is refused by `load` (bench.score checks every file before
@@ -30,20 +38,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.cli_common import write_atomic
 from bench.data import Split
 from bench.data.datasets import RawDataset
 from bench.spec import TrialSpec, canonical_json
 from bench.store import run_files
 
-TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.", "bench.", "builtins.")
+# The types skops does not trust by default that bench's own files hold (measured over every
+# model bench trains in scikit-learn, and both preprocessing paths): trusted by exact name.
+BENCH_TYPES = frozenset({
+    "bench.backends.sklearn.SklearnNeuralClassifier", "bench.backends.sklearn._HingeMLP",
+    "bench.backends.sklearn._LoadableMLP", "bench.data.split._float32", "bench.models.NetSpec",
+    "numpy.dtype", "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer", "sklearn.tree._tree.Tree",
+})  # fmt: skip
+USER_NETWORKS = ("torch_module", "keras_model")
 # Fitted attributes rebuilt from the spec and the weights, not stored.
 _REBUILT = {"model_", "module_", "estimator_", "net_", "loss_curve_"}
 
@@ -61,22 +77,10 @@ def sha256_file(path: Path) -> str:
 
 
 def _write_once(directory: Path, name: str, data: bytes) -> Path:
-    """`directory/name` holding `data`, written atomically unless already there."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """`directory/name` holding `data`, written whole (bench.cli_common.write_atomic) unless it
+    is there already: content-addressed, an existing file already holds these bytes' model."""
     path = directory / name
-    if path.exists():
-        return path
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return path if path.exists() else write_atomic(path, data)
 
 
 def _entry(path: Path, prefix: str) -> dict[str, Any]:
@@ -111,9 +115,11 @@ def network_bytes(
     classes: np.ndarray,
     n_features: int,
     attributes: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None,
+    params: dict[str, Any] | None = None,
 ) -> bytes:
     """A network's safetensors file: weights `w0000`..., fitted arrays `attr.<name>`, metadata
-    with the spec, the feature count and the plain fitted attributes."""
+    with the spec, the estimator's hyperparameters as fitted (`params`: a grid search's best
+    ones), the feature count and the plain fitted attributes."""
     from safetensors.numpy import save
 
     arrays, plain = attributes or ({}, {})
@@ -122,12 +128,28 @@ def network_bytes(
     tensors["attr.classes_"] = np.ascontiguousarray(np.asarray(classes))
     meta = {
         "format": "bench.network/1",
-        "spec": spec.to_json(),
+        "spec": spec.to_json(),  # what trained it (informative: loading builds from the row's)
+        "params": json.dumps(params or {}, sort_keys=True, default=str),
         "n_features": str(int(n_features)),
         "n_weights": str(len(weights)),
         "attributes": json.dumps(plain, sort_keys=True),
     }
     return save(tensors, metadata=meta)
+
+
+def _hyperparameters(estimator: Any) -> dict[str, Any]:
+    """bench's own network's constructor arguments as fitted (a grid search sets its best ones on
+    the refitted estimator), plain JSON values; a user's network keeps its spec's."""
+    from bench.backends.base import NeuralClassifier
+
+    if not isinstance(estimator, NeuralClassifier):
+        return {}
+    plain = (bool, int, float, str, type(None))
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in estimator.get_params(deep=False).items()
+        if isinstance(v, plain) or (isinstance(v, tuple) and all(isinstance(x, plain) for x in v))
+    }
 
 
 def sklearn_bytes(estimator: Any) -> bytes:
@@ -155,7 +177,7 @@ def save_estimator(
         return save_model(run_dir, spec, weights_sha256, sklearn_bytes(estimator), ".skops")
     data = network_bytes(
         spec, estimator._weights(), estimator.classes_, estimator.n_features_in_,
-        _fitted_attributes(estimator),
+        _fitted_attributes(estimator), _hyperparameters(estimator),
     )  # fmt: skip
     return save_model(run_dir, spec, weights_sha256, data, ".safetensors")
 
@@ -211,11 +233,7 @@ def write_dataset_info(run_dir: Path, raw: RawDataset, dataset_cfg: dict[str, An
         "sha256": raw.sha256,
     }
     data = json.dumps(info, indent=1, sort_keys=True, default=str).encode()
-    directory = run_files(run_dir).models
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / DATASET_INFO
-    path.write_bytes(data)
-    return path
+    return write_atomic(run_files(run_dir).models / DATASET_INFO, data)
 
 
 def read_dataset_info(run_dir: Path) -> dict[str, Any]:
@@ -238,20 +256,19 @@ def checked_path(run_dir: Path, relative: str | None, sha256: str | None, what: 
     return path
 
 
-def _trusted(path: Path, extra: tuple[str, ...]) -> list[str]:
+def _trusted(path: Path, trust: Sequence[str]) -> list[str]:
+    """The types to trust in a skops file: bench's own (`BENCH_TYPES`) and those the user named;
+    any other is refused by name before anything is loaded."""
     import skops.io as sio
 
     types = sio.get_untrusted_types(file=path)
-    allowed = TRUSTED_MODULES + extra
-    refused = [t for t in types if not t.startswith(allowed)]
+    refused = [t for t in types if t not in BENCH_TYPES and t not in trust]
     if refused:
-        raise ModelFileError(f"{path}: refusing to load untrusted types {', '.join(refused)}")
+        raise ModelFileError(
+            f"{path}: refusing to load types bench did not write: {', '.join(refused)} "
+            "(--trust TYPE for a class of yours)"
+        )
     return types
-
-
-def _user_package(spec: TrialSpec) -> tuple[str, ...]:
-    target = spec.hparams_dict().get("_target_") or spec.hparams_dict().get("target")
-    return (f"{str(target).split('.')[0]}.",) if target else ()
 
 
 @dataclass
@@ -285,9 +302,17 @@ def load_preprocessing(path: Path) -> Preprocessing:
         raise ModelFileError(f"{path}: not a readable skops file ({exc})") from None
 
 
-def _network(path: Path) -> tuple[TrialSpec, Any]:
+def _network(path: Path, spec: TrialSpec, trust: Sequence[str]) -> Any:
+    """The network stored at `path`, built for the row's `spec` (see the module docstring)."""
     from safetensors import safe_open
 
+    if spec.model in USER_NETWORKS:
+        target = spec.hparams_dict().get("_target_") or spec.hparams_dict().get("target")
+        if target not in trust:
+            raise ModelFileError(
+                f"{path}: the model is your code ({target}); bench imports it only when you "
+                f"name it: --trust {target}"
+            )
     try:
         with safe_open(path, "np") as f:
             meta = f.metadata() or {}
@@ -296,11 +321,15 @@ def _network(path: Path) -> tuple[TrialSpec, Any]:
         raise ModelFileError(f"{path}: not a readable safetensors file ({exc})") from None
     if meta.get("format") != "bench.network/1":
         raise ModelFileError(f"{path}: not a bench model file (format {meta.get('format')!r})")
-    spec = TrialSpec.from_dict(json.loads(meta["spec"]))
     weights = [tensors[f"w{i:04d}"] for i in range(int(meta["n_weights"]))]
     from bench.trial import make_estimator
 
     est = make_estimator(spec)
+    params = json.loads(meta.get("params") or "{}")
+    known = est.get_params(deep=False)
+    est.set_params(**{k: v for k, v in params.items() if k in known})
+    if "device" in known:  # scored where it is loaded: on the CPU (a GPU run's model included)
+        est.set_params(device="cpu")
     for key, value in tensors.items():
         if key.startswith("attr."):
             setattr(est, key[5:], value)
@@ -308,8 +337,11 @@ def _network(path: Path) -> tuple[TrialSpec, Any]:
         setattr(est, key, value)
     n_features = int(meta["n_features"])
     est.n_features_in_ = n_features
-    _rebuild(est, weights, n_features)
-    return spec, est
+    try:
+        _rebuild(est, weights, n_features)
+    except (ValueError, RuntimeError, KeyError) as exc:  # shapes that do not fit the spec
+        raise ModelFileError(f"{path}: does not fit its trial's model ({exc})") from None
+    return est
 
 
 def _rebuild(est: Any, weights: list[np.ndarray], n_features: int) -> None:
@@ -337,14 +369,15 @@ def _rebuild(est: Any, weights: list[np.ndarray], n_features: int) -> None:
     est.model_ = model
 
 
-def load_model(path: Path, spec: TrialSpec) -> Any:
-    """The fitted estimator (or pipeline) stored at `path`, for the trial `spec`."""
+def load_model(path: Path, spec: TrialSpec, trust: Sequence[str] = ()) -> Any:
+    """The fitted estimator stored at `path` for the trial `spec` (its row's); `trust`: the user's
+    own types (skops) or network import paths it may load (see the module docstring)."""
     if path.suffix == ".safetensors":
-        return _network(path)[1]
+        return _network(path, spec, trust)
     import skops.io as sio
 
     try:
-        return sio.load(path, trusted=_trusted(path, _user_package(spec)))
+        return sio.load(path, trusted=_trusted(path, trust))
     except ModelFileError:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -371,3 +404,17 @@ def storage(run_dir: Path, rows: Any) -> dict[str, float]:
         "bytes_per_model": float(kept["model_bytes"].mean()) if len(kept) else 0.0,
         "dedup_ratio": per_trial / on_disk if on_disk else float("nan"),
     }
+
+
+def storage_line(run_dir: Path) -> str:
+    """The run's stored models in one line, for the end of a sweep: what deduplication saved."""
+    from bench.analysis import load
+
+    columns = ["status", "model_file", "model_bytes", "preprocess_file", "preprocess_bytes"]
+    use = storage(run_dir, load(run_dir, columns=columns))
+    return (
+        f"models: {int(use['trials'])} trials in {int(use['files'])} files, "
+        f"{use['bytes_on_disk'] / 1e6:.2f} MB stored ({use['bytes_without_dedup'] / 1e6:.2f} MB "
+        f"as one file per trial; {use['bytes_per_model'] / 1e3:.1f} kB a model) in "
+        f"{run_files(run_dir).models}"
+    )

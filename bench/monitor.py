@@ -25,7 +25,6 @@ without batch files, a batch without the training columns, `--alpha` outside (0,
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,8 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from bench import modelstore
 from bench.analysis import monitor as stats
+from bench.cli_common import RefusingParser, check_writable, markdown_table, write_atomic
 
 EXIT_OK, EXIT_ALARM, EXIT_INPUT = 0, 1, 2
 BATCH_SUFFIXES = (".csv", ".parquet")
@@ -57,7 +59,6 @@ class Baseline:
 def load_baseline(run_dir: str | Path) -> Baseline:
     """The baseline's distinct seed models (rows that stored the same model file count once) and
     their held-out test rows."""
-    from bench import modelstore
     from bench.score import ScoreError, stored_rows
 
     run_dir = Path(run_dir)
@@ -66,8 +67,8 @@ def load_baseline(run_dir: str | Path) -> Baseline:
     try:
         rows = stored_rows(run_dir)
         info = modelstore.read_dataset_info(run_dir)
-    except (ScoreError, modelstore.ModelFileError, FileNotFoundError) as exc:
-        raise MonitorError(f"BASELINE_RUN {exc}") from None
+    except (ScoreError, modelstore.ModelFileError, FileNotFoundError, pa.ArrowException) as exc:
+        raise MonitorError(f"BASELINE_RUN {' '.join(str(exc).split())}") from None
     if info.get("name") != "table":
         raise MonitorError(
             f"BASELINE_RUN {run_dir}: trained on dataset={info.get('name')}; batch files need a "
@@ -144,6 +145,7 @@ def monitor(
     unlabelled: bool = False,
     rule: str = "bonferroni",
     progress: bool = False,
+    trust: Sequence[str] = (),
 ) -> Outcome:
     """Test every batch of `batch_dir` against `baseline_run` (module docstring)."""
     from bench.score import predict
@@ -154,7 +156,11 @@ def monitor(
     files = batch_files(batch_dir)
     batches = read_batches(baseline, files, unlabelled)
     ends = np.cumsum([len(b.X) for b in batches])
-    scores = predict(baseline.run_dir, baseline.rows, np.vstack([b.X for b in batches]), progress)
+    X = np.vstack([b.X for b in batches])
+    try:
+        scores = predict(baseline.run_dir, baseline.rows, X, progress, trust)
+    except modelstore.ModelFileError as exc:
+        raise MonitorError(f"BASELINE_RUN {exc}") from None
     classes = np.vstack([np.argmax(s, axis=1) for s in scores])  # (models, all batch rows)
     ref = baseline.reference
     levels = stats.levels(len(files), alpha, rule)
@@ -217,19 +223,14 @@ def render_markdown(outcome: Outcome) -> str:
     cells = _cells(outcome.table)
     lines = ["# bench monitor", "", *(f"- {h}" for h in outcome.header)]
     lines += [f"- alarm rule: {outcome.rule}", ""]
-    lines += ["| " + " | ".join(cells.columns) + " |", "|" + "---|" * len(cells.columns)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in cells.itertuples(index=False)]
+    lines += [markdown_table(cells.columns, cells.itertuples(index=False))]
     lines += ["", f"**{_conclusion(outcome)}**", ""]
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other refusal
-        raise MonitorError(message)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(
+    parser = RefusingParser(
+        refusal=MonitorError,
         prog="python -m bench monitor",
         description="Test each new batch against a baseline run's seed-noise band: error on "
         "labelled batches, disagreement between seed models on unlabelled ones; the chance of "
@@ -248,19 +249,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--unlabelled", action="store_true",
                         help="judge every batch by disagreement, even one with labels")  # fmt: skip
     parser.add_argument("--markdown", metavar="FILE", help="also write the report as markdown")
+    parser.add_argument("--trust", action="append", default=[], metavar="NAME",
+                        help="a type of yours (pkg.Class) or your network's import path that "
+                        "the stored models may load; repeatable")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true")
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        if args.markdown:
+            check_writable(args.markdown, "--markdown")
         outcome = monitor(args.baseline, args.batch_dir, args.alpha, args.unlabelled,
-                          args.rule, progress=not args.no_progress)  # fmt: skip
-    except MonitorError as exc:
+                          args.rule, not args.no_progress, args.trust)  # fmt: skip
+    except (MonitorError, OSError) as exc:
         print(f"bench monitor: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     print(render_text(outcome))
     if args.markdown:
-        path = Path(args.markdown)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_markdown(outcome))
+        write_atomic(args.markdown, render_markdown(outcome))
     return outcome.exit_code
 
 

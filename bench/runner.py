@@ -761,6 +761,10 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutco
         run_id, path, total, n_ok, total - n_ok - n_skipped, len(done), n_skipped, tuple(not_run)
     )
     print_summary(path, outcome)
+    if cfg.save_models and not cfg.dry_run:
+        from bench.modelstore import storage_line
+
+        print(storage_line(path), file=sys.stderr)
     if cfg.get("report", False):
         from bench.report import report_after_sweep
 

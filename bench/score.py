@@ -21,7 +21,6 @@ altered file is refused by name, with nothing written.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -31,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from bench import modelstore
+from bench.cli_common import RefusingParser, write_atomic
 
 # Columns a scored row takes over from the trial it scores.
 _KEPT = (
@@ -160,8 +161,11 @@ def stored_rows(run_dir: Path):
     return df
 
 
-def predict(run_dir: Path, rows, X: np.ndarray, progress: bool = False) -> list[np.ndarray]:
-    """Each row's (n, k) class scores on raw features X; a model stored once is run once."""
+def predict(
+    run_dir: Path, rows, X: np.ndarray, progress: bool = False, trust: Sequence[str] = ()
+) -> list[np.ndarray]:
+    """Each row's (n, k) class scores on raw features X; a model stored once is run once.
+    `trust`: the user's own types or network import paths the models may load (--trust)."""
     from bench.spec import TrialSpec
     from bench.trial import test_scores
 
@@ -179,7 +183,7 @@ def predict(run_dir: Path, rows, X: np.ndarray, progress: bool = False) -> list[
                 preps[row["preprocess_file"]] = modelstore.load_preprocessing(path).transform(X)
             spec = TrialSpec.from_dict(row)  # the row's spec columns
             path = modelstore.checked_path(run_dir, row["model_file"], None, "model")
-            model = modelstore.load_model(path, spec)
+            model = modelstore.load_model(path, spec, trust)
             by_model[key] = np.asarray(test_scores(model, preps[row["preprocess_file"]])[0])
         out.append(by_model[key])
         bar.advance()
@@ -220,6 +224,7 @@ def score(
     out: str | Path = "results",
     unlabelled: bool = False,
     progress: bool = False,
+    trust: Sequence[str] = (),
 ) -> Path:
     """Score RUN's stored models on new data; the new run's folder."""
     from bench import fingerprint, store
@@ -233,7 +238,7 @@ def score(
     n = len(data.X)
     if n == 0:
         raise ScoreError(f"--dataset: {data.source} has no rows")
-    scores = predict(run_dir, rows, data.X, progress)
+    scores = predict(run_dir, rows, data.X, progress, trust)
     run_id = store.new_run_id()
     path = store.run_dir(out, "score", run_id)
     labelled = data.y is not None
@@ -258,24 +263,25 @@ def score(
             scored_trial_key=row["trial_key"], weights_sha256=row["weights_sha256"],
         )  # fmt: skip
         out_rows.append(new)
+    batch = to_batch(out_rows, lists)  # made before anything is written: a failure leaves nothing
     config = json.dumps({"scored": str(run_dir), "dataset": data.source, "labelled": labelled})
     files = store.run_files(path)
     path.mkdir(parents=True, exist_ok=True)
-    files.meta.mkdir(parents=True, exist_ok=True)
-    files.config.write_text(f"sweep:\n  name: score\nscore: {config}\n")
+    write_atomic(files.config, f"sweep:\n  name: score\nscore: {config}\n")
     store.write_version(path)
     writer = store.PartWriter(path, max(1, len(out_rows)), config=files.config.read_text(),
                               staging=files.staging)  # fmt: skip
-    writer.add_batch(to_batch(out_rows, lists))
+    writer.add_batch(batch)
     writer.close()
     return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = RefusingParser(
         prog="python -m bench score",
         description="Score a run's stored models (save_models=true) on new data, without "
         "retraining; write the rows as a new run.",
+        refusal=ScoreError,
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="results/<sweep>/<run_id>")
     parser.add_argument("changes", nargs="*", metavar="dataset.KEY=VALUE",
@@ -285,12 +291,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="ignore the label column even if the file has one")  # fmt: skip
     parser.add_argument("--out", default="results", metavar="DIR",
                         help="results folder for the new run (default: results)")  # fmt: skip
+    parser.add_argument("--trust", action="append", default=[], metavar="NAME",
+                        help="a type of yours (pkg.Class) or your network's import path that "
+                        "the stored models may load; repeatable")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true")
-    parsed = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
+        parsed = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
         path = score(parsed.run_dir, parsed.dataset, parsed.changes, parsed.out,
-                     parsed.unlabelled, progress=not parsed.no_progress)  # fmt: skip
-    except (ScoreError, modelstore.ModelFileError, FileNotFoundError) as exc:
+                     parsed.unlabelled, not parsed.no_progress, parsed.trust)  # fmt: skip
+    except (ScoreError, modelstore.ModelFileError, OSError, pa.ArrowException) as exc:
         print(f"bench score: error: {exc}", file=sys.stderr)
         return 2
     print(f"results: {path}")

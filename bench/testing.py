@@ -1,50 +1,29 @@
 """Seed-robust assertions for tests of ML code: a property over several seeds, at a stated confidence.
 
-Why: `assert model_accuracy(seed=0) > 0.6` tests one draw of a random quantity. At one seed it
-passes or fails by luck (another seed, another library version or another CPU kernel moves the
-number), so the test is flaky exactly when the threshold is close to what the model typically
-reaches. Here a test states the property about the distribution over seeds ("the mean accuracy is
-at least 0.6", "at least 80% of seeds converge") and the error rate it accepts (1 - confidence),
-and the helper decides from as many seeds as it needs.
+`assert model_accuracy(seed=0) > 0.6` tests one draw of a random quantity, flaky exactly when the
+threshold is near what the model typically reaches. Here a test states the property about the
+distribution over seeds and the error rate it accepts (1 - confidence):
 
-```python
-from bench.testing import assert_over_seeds
+    assert_over_seeds(accuracy, at_least=0.6)                          # the mean over seeds
+    assert_over_seeds(lambda s: accuracy(s) > 0.6, at_least=0.8, quantity="fraction")
 
-def accuracy(seed: int) -> float:
-    return train_and_score(seed)
+The rule (a group-sequential test with a Bonferroni split; docs/testing.md has it in full):
+- Fail only on evidence that the property is false: for `at_least=t`, when the one-sided upper
+  bound of the mean (fraction) lies below t; for `at_most=t`, when the lower bound lies above t.
+  A property that holds, even exactly at the threshold, fails at most 1 - confidence of the time.
+- Seeds come in looks (by default 4, 7, 10); the test stops at the first look that decides it:
+  failed as above, or passed because the other bound clears the threshold. Each look's bounds are
+  at level 1 - alpha / (looks x sides), so a false fail over all looks stays at most alpha.
+- A mean fails only from MIN_DISTINCT (3) distinct values on: a tie or two values say too little
+  about the spread (seven seeds at 0.9 of a metric that is 1.0 at 30% of seeds) for a t bound to
+  prove the mean wrong; such seeds pass if they clear the threshold, else draw more seeds.
+- Undecided after the last look: the test passes with an UndecidedWarning that says about how many
+  seeds would decide (`undecided="fail"` turns it into a failure, `"pass"` silences it).
 
-assert_over_seeds(accuracy, at_least=0.6)                          # the mean over seeds
-assert_over_seeds(lambda s: accuracy(s) > 0.6, at_least=0.8, quantity="fraction")
-```
-
-The rule (a group-sequential test with a Bonferroni split; docs/testing.md):
-- The test fails only on evidence that the property is false: for `at_least=t`, when the
-  one-sided upper confidence bound of the mean (or fraction) lies below t; for `at_most=t`, when
-  the lower bound lies above t. A property that holds, even exactly at the threshold, fails at
-  most a share 1 - confidence of the time, whatever the seeds: no more flaky tests.
-- Seeds are drawn in looks (by default 3, over 10 seeds: 4, 7, 10). After each look the test stops
-  as soon as it is decided: failed as above, or passed because the opposite bound clears the
-  threshold (lower bound >= t for `at_least`). A clear pass costs the first look only.
-- Each look's bounds are at level 1 - alpha / (looks x sides) (Bonferroni: alpha = 1 - confidence,
-  sides = 2 when both at_least and at_most are given), so the chance of a false fail over all
-  looks stays at most alpha.
-- Every seed so far gave the same value (discrete metrics tie often at a few seeds): a value that
-  clears the threshold passes as it is, but one on the failing side fails only once the seeds
-  that agree are too many for chance (the sign test: 0.5^n <= alpha per look; 6 seeds at the
-  defaults), else more seeds are drawn.
-- Undecided after the last look (the data fit both "holds" and "fails"): the test passes, with an
-  UndecidedWarning that says about how many seeds would decide (`undecided="fail"` turns it into a
-  failure, for a test that must show the property; `"pass"` silences it).
-
-Bounds: the mean by Student's t (scipy.stats.t), which keeps its rate for values close to normal,
-as a model's accuracy over seeds usually is (strongly skewed values such as run times: state the
-property as a fraction instead); `method="bootstrap"` takes bench.analysis.bootstrap's BCa
-interval, which undercovers at the few seeds a test draws and is for 20+ seeds a look. A
-fraction by Clopper-Pearson (scipy.stats.binomtest's exact interval), which never covers less
-than it states, whatever the distribution. Every call is deterministic given `fn`: the seeds are
-the caller's, nothing here draws random numbers except the bootstrap's fixed-seed resampling.
-
-Importable without pytest: a failure is a plain AssertionError, so it works in any test runner.
+Bounds: the mean by Student's t (values close to normal, as accuracies over seeds usually are;
+state skewed values such as run times as a fraction), or `method="bootstrap"` (BCa, for 20+
+seeds a look); a fraction by Clopper-Pearson, exact whatever the distribution. Deterministic given
+`fn`; a failure is a plain AssertionError, so it works in any test runner.
 """
 
 from __future__ import annotations
@@ -52,7 +31,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Literal, TypeVar
 
@@ -68,6 +47,7 @@ SEEDS = range(10)
 LOOKS = 3
 CONFIDENCE = 0.95
 MAX_NEEDED = 100_000  # "seeds needed" beyond this is reported as more than this
+MIN_DISTINCT = 3  # distinct values a mean's seeds need before its bound may fail the property
 SEED_SOURCES = ("split", "order", "init")  # a TrialSpec's seeds that reseeded() moves
 S = TypeVar("S")
 
@@ -101,6 +81,13 @@ class SeedSample:
         return float(np.std(self.values, ddof=1)) if self.n > 1 else math.nan
 
     @property
+    def distinct(self) -> int:
+        """Distinct values, ones closer than 1e-9 of the largest magnitude counted as one (float
+        noise, e.g. a metric summed in another order, is no spread)."""
+        x = np.sort(np.asarray(self.values, dtype=float))
+        return 1 + int(np.count_nonzero(np.diff(x) > 1e-9 * np.abs(x).max())) if self.n else 0
+
+    @property
     def by_seed(self) -> dict[int, float]:
         return dict(zip(self.seeds, self.values, strict=True))
 
@@ -112,6 +99,8 @@ class SeedSample:
             return low if side == "lower" else high
         if self.n < 2:
             return -math.inf if side == "lower" else math.inf
+        if self.distinct == 1:  # a tie (whose std may come out 1e-16, not 0): no spread to bound
+            return float(np.median(x))  # by (check_over_seeds never fails a mean on it)
         if self.method == "bootstrap":
             from bench.analysis.bootstrap import ci, mean
 
@@ -119,8 +108,6 @@ class SeedSample:
             return low if side == "lower" else high
         sem = float(np.std(x, ddof=1)) / math.sqrt(self.n)  # scipy.stats.sem, without its
         # argument handling, which costs more than the rest of a look
-        if sem == 0.0:  # every seed gave the same value (check_over_seeds decides what it means)
-            return float(x.mean())
         half = _t_quantile(confidence, self.n - 1) * sem
         return float(x.mean() - half) if side == "lower" else float(x.mean() + half)
 
@@ -157,8 +144,8 @@ class Verdict:
 
     @property
     def needed(self) -> int | None:
-        """About how many seeds decide at this estimate and spread (None: more than MAX_NEEDED):
-        for an undecided verdict, how many to draw; for a decided one, how clear it was."""
+        """About how many seeds decide at this estimate and spread (None: a tie, or more than
+        MAX_NEEDED): for an undecided verdict, how many to draw; for a decided one, how clear."""
         counts = [
             _needed(self.sample, t, self.level) for t in (self.at_least, self.at_most)
             if t is not None
@@ -185,10 +172,16 @@ class Verdict:
             f"  one-sided bounds {self.lower:.6g} .. {self.upper:.6g} ({how}, "
             f"{self.level:.4%} at each of {len(self.looks)} looks {list(self.looks)}, Bonferroni)",
         ]
-        if self.outcome == "fail":
-            lines.append(f"  the property fails: {self._broken()}")
+        if broken := self._broken():
+            lines.append(f"  the property fails: {broken}" if self.outcome == "fail" else
+                         f"  {broken}, but from {s.distinct} distinct value(s): a mean fails only "
+                         f"from {MIN_DISTINCT} on (few say little about its spread)")  # fmt: skip
         needed = f"more than {MAX_NEEDED}" if self.needed is None else f"about {self.needed}"
-        lines.append(f"  {needed} seeds decide at this estimate and spread")
+        lines.append(
+            "  seeds that take other values decide"
+            if broken and s.quantity == "mean" and s.distinct < MIN_DISTINCT
+            else f"  {needed} seeds decide at this estimate and spread"
+        )
         lines.append(f"  values by seed: {s.describe()}")
         return "\n".join(lines)
 
@@ -250,9 +243,8 @@ def check_over_seeds(
         lower, upper = sample.bound("lower", level), sample.bound("upper", level)
         failed = (at_least is not None and upper < at_least) or (
             at_most is not None and lower > at_most
-        )
-        if failed and quantity == "mean" and sample.std == 0 and 0.5**size > 1 - level:
-            failed = False  # a tie of a few discrete values: by chance, until the sign test says
+        )  # but not a mean from a tie or two values: too little on its spread to prove it wrong
+        failed = failed and (quantity == "fraction" or sample.distinct >= MIN_DISTINCT)
         holds = (at_least is None or lower >= at_least) and (at_most is None or upper <= at_most)
         if failed or holds:
             outcome = "fail" if failed else "pass"
@@ -297,13 +289,9 @@ def reseeded(spec: S, index: int, base: int = 0) -> S:
     """A bench TrialSpec with every seed source (split, order, init) at `index` of a sweep rooted
     at `base`, as `seeds.base=base sweep.varied=[all]` draws them: the same trial under another
     seed, for over_seeds. Index 0 of base 0 is the trial a one-seed sweep (`seeds.n=1`) runs."""
-    import dataclasses
-
     from bench.seeds import derive
 
-    return dataclasses.replace(
-        spec, **{f"seed_{source}": derive(base, source, index) for source in SEED_SOURCES}
-    )
+    return replace(spec, **{f"seed_{src}": derive(base, src, index) for src in SEED_SOURCES})
 
 
 class TrialMetric:
@@ -394,10 +382,8 @@ def _needed(sample: SeedSample, threshold: float, level: float) -> int | None:
 
     The bound's distance from the estimate shrinks as the count grows, so bisection finds it."""
     gap = sample.estimate - threshold
-    if gap == 0:
-        return None
-    if sample.quantity == "mean" and not sample.std > 0:
-        return sample.n  # no spread: decided by the values as they are
+    if gap == 0 or (sample.quantity == "mean" and sample.distinct == 1):
+        return None  # (a tie: no spread to extrapolate from)
 
     def decides(m: int) -> bool:
         if sample.quantity == "mean":

@@ -245,22 +245,28 @@ def test_compiled_stacks_build_at_every_level_one_after_another(tmp_path: Path) 
     compiled at `native` (AVX2 or AVX-512 kernels) made the same stack fail to build at
     `baseline` (C++ error). bench gives each capability its own cache folder.
 
-    Kept short (compiling is most of its time): TORCHINDUCTOR_VEC_ISA_OK=1 skips Inductor's probe
-    of which vector instruction sets this compiler builds (a test program compiled per set in
-    each new cache folder, two thirds of a level's compile time; the kernels then follow the
-    capability exactly as before), and batches of 65 divide breast_cancer's 455 training rows,
-    so that each level compiles one graph instead of a second for an epoch's shorter last batch."""
+    Both levels in one sweep, one task at a time (`cluster.max_in_flight=1`): `native`'s stack
+    compiles and trains in its worker before `baseline`'s starts in another, both workers started
+    with the same TORCHINDUCTOR_CACHE_DIR. Kept short, as compiling is most of its time:
+    TORCHINDUCTOR_VEC_ISA_OK=1 skips Inductor's probe of which vector instruction sets this
+    compiler builds (a test program compiled per set in each new cache folder, two thirds of a
+    level's compile time; the kernels still follow the capability), and batches of 65 divide
+    breast_cancer's 455 training rows, so that each level compiles one graph, not a second one
+    for an epoch's shorter last batch."""
     cache = tmp_path / "inductor"
     env = {**CLEAN, "TORCHINDUCTOR_CACHE_DIR": str(cache), "TORCHINDUCTOR_VEC_ISA_OK": "1"}
-    common = [
+    result = bench(
         "+sweep=seeds", "libraries=[torch]", "model=mlp", "sweep.varied=[all]", "seeds.n=2",
         "model.epochs=2", "model.batch_size=65", "batching.enabled=true", "batching.fused=true",
-        "batching.compile=true", f"results_dir={tmp_path}", "progress=false",
-    ]  # fmt: skip
-    for level in ("native", "baseline"):
-        result = bench(*common, f"cpu_isa={level}", env=env)
-        assert result.returncode == 0, result.stdout + result.stderr
-    df = pd.concat(pd.read_parquet(run) for run in store.run_dirs(tmp_path / "seeds"))
+        "batching.compile=true", "sweep.cpu_isa=[native,baseline]", "cluster.max_in_flight=1",
+        f"results_dir={tmp_path}", "progress=false", env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run,) = store.run_dirs(tmp_path / "seeds")
+    df = pd.read_parquet(run)
     assert (df["status"] == "ok").all() and df["batch_compiled"].all()
     assert set(df["cpu_isa"]) == {"native", "baseline"}
+    first = df.groupby("cpu_isa")["started_at"].min()
+    assert first["native"] < first["baseline"], first  # native compiled first, as it did
+    assert df["worker_pid"].nunique() == 2  # each level compiled in a worker of its own
     assert (cache.parent / "inductor-default").is_dir()  # the baseline level's own cache

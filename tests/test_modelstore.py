@@ -7,6 +7,7 @@ fixed-seed repeats, whose identical models must be stored once) serves every tes
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from bench import modelstore
+from bench.spec import TrialSpec
 from bench.store import run_files
 
 pytestmark = pytest.mark.slow
@@ -57,7 +59,14 @@ def runs(tmp_path_factory, run_at_once, table) -> tuple[Path, Path, Path]:
     )  # fmt: skip
     for proc in done:
         assert proc.returncode == 0, proc.stderr[-3000:]
-    return _run(root / "bc"), _run(root / "table"), _run(root / "plain")
+    bc = _run(root / "bc")
+    use = modelstore.storage(bc, pd.read_parquet(bc))
+    assert (  # the sweep's last words: what its stored models weigh, and what sharing saved
+        f"models: 12 trials in {int(use['files'])} files, {use['bytes_on_disk'] / 1e6:.2f} MB "
+        f"stored ({use['bytes_without_dedup'] / 1e6:.2f} MB as one file per trial;"
+    ) in " ".join(done[0].stderr.split())
+    assert "models:" not in done[2].stderr  # a run without save_models says nothing of them
+    return bc, _run(root / "table"), _run(root / "plain")
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +187,72 @@ def test_score_bad_input_is_one_line_before_any_work(
         assert len(lines) == 1 and lines[0].startswith("bench score: error: "), lines
         assert message in lines[0], (message, lines[0])
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------- what a model file may load
+def _spec(**changes) -> TrialSpec:
+    hp = {"hidden_sizes": [16], "activation": "relu", "lr": 1e-2, "beta1": 0.9, "beta2": 0.999,
+          "eps": 1e-8, "alpha": 0.0, "batch_size": 32, "epochs": 3}  # fmt: skip
+    fields = dict(sweep="x", library="torch", model="mlp", dataset="breast_cancer", device="cpu",
+                  varied="all", seed_split=1, seed_order=1, seed_init=1, repeat=0,
+                  deterministic=True, threads=1, init_mode="shared", order_mode="shared",
+                  hparams=json.dumps(hp), dataset_params=json.dumps({"test_size": 0.2}))  # fmt: skip
+    return TrialSpec(**{**fields, **changes})
+
+
+def test_a_crafted_skops_file_is_refused_before_it_can_call_anything(tmp_path) -> None:
+    """A pipeline of function transformers (numpy's and builtins' functions: `exec` at the end)
+    passes a trust-by-package check; bench trusts exact types only, and names the others."""
+    import builtins
+
+    import skops.io as sio
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    marker = tmp_path / "ran"
+    pipe = Pipeline([
+        ("a", FunctionTransformer(np.full_like, kw_args={"fill_value": f"open({str(marker)!r}, 'w')",
+                                                         "dtype": "O"})),
+        ("b", FunctionTransformer(np.ravel)), ("c", FunctionTransformer(builtins.min)),
+        ("d", FunctionTransformer(builtins.exec)),
+    ])  # fmt: skip
+    path = tmp_path / "prep-evil.skops"
+    path.write_bytes(sio.dumps(pipe))
+    with pytest.raises(modelstore.ModelFileError, match="refusing to load types bench did not "
+                       "write: builtins.exec, builtins.min, numpy.full_like, numpy.ravel"):  # fmt: skip
+        modelstore.load_preprocessing(path)
+    with pytest.raises(modelstore.ModelFileError, match="refusing"):
+        modelstore.load_model(path, _spec(library="sklearn"))
+    assert not marker.exists()
+
+
+def test_a_users_network_is_built_only_when_named(tmp_path) -> None:
+    """A row (or file) naming `os.system` as the network's class runs nothing: bench imports the
+    user's code only when the command line names it (`--trust`)."""
+    hp = {"_target_": "os.system", "params": {"command": f"touch {tmp_path / 'ran'}"}, "lr": 1e-3,
+          "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "alpha": 0.0, "batch_size": 32, "epochs": 1}  # fmt: skip
+    spec = _spec(model="torch_module", hparams=json.dumps(hp), init_mode="library",
+                 order_mode="library")  # fmt: skip
+    path = tmp_path / "net.safetensors"
+    path.write_bytes(modelstore.network_bytes(spec, [np.zeros(1, np.float32)], np.arange(2), 2))
+    with pytest.raises(modelstore.ModelFileError, match="--trust os.system"):
+        modelstore.load_model(path, spec)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_grid_searched_network_comes_back_with_its_best_settings(tmp_path) -> None:
+    """A grid search refits the best settings (here tanh where the config says relu) on the
+    estimator it stores: the stored file carries them, and the model reloads exactly."""
+    from sklearn.preprocessing import StandardScaler
+
+    from bench.trial import make_estimator
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X).astype(np.float32)
+    spec = _spec()
+    est = make_estimator(spec).set_params(activation="tanh").fit(X, y)  # as the refit does
+    run = tmp_path / "sweep" / "run"
+    entry = modelstore.save_estimator(run, spec, est, "a" * 64)
+    loaded = modelstore.load_model(run_files(run).models.parent / entry["model_file"], spec)
+    assert loaded.activation == "tanh"
+    np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))

@@ -1,8 +1,9 @@
 """bench.testing: a property over seeds at a stated confidence, instead of one seed's number.
 
 The error rates are measured on cheap numpy simulations of "a model's accuracy at one seed" (a
-binomial share of correct test rows), not on training: thousands of repetitions in well under a
-second. The simulations draw from fixed generators, so these tests are deterministic themselves.
+binomial share of correct test rows, or a metric that takes a few discrete values and ties),
+not on training: thousands of repetitions in well under a second each. The simulations draw
+from fixed generators, so these tests are deterministic themselves.
 """
 
 from __future__ import annotations
@@ -99,6 +100,43 @@ def test_false_fails_of_a_borderline_true_property_stay_within_alpha() -> None:
     assert np.mean([v.sample.n for v in verdicts]) <= 10
 
 
+def _few_point(values: tuple[float, ...], probs: tuple[float, ...], seed: int) -> np.ndarray:
+    """REPS runs of 10 seeds of a metric that takes only `values` (a small test set's accuracy),
+    with probabilities `probs`: ties within a run are the rule, not the exception."""
+    rng = np.random.default_rng(seed)
+    return np.asarray(values)[rng.choice(len(values), size=(REPS, 10), p=probs)]
+
+
+@pytest.mark.parametrize(
+    ("values", "probs", "side", "threshold"),
+    [
+        ((0.9, 1.0), (0.7, 0.3), "at_least", 0.93),  # the true mean: the old tie rule, 9.8%
+        ((0.9, 1.0), (0.7, 0.3), "at_least", 0.91),  # below the true mean: 9.8% too
+        ((0.9, 1.0), (0.9, 0.1), "at_least", 0.91),  # skewed (the 1.0 is rare): 48%
+        ((0.9, 1.0), (0.4, 0.6), "at_most", 0.96),  # the other side: 5.3%
+        ((0.8, 0.9, 1.0), (0.1, 0.2, 0.7), "at_most", 0.96),  # a rare low tail: 13.5%
+    ],
+)
+def test_false_fails_of_discrete_tied_values_stay_within_alpha(
+    values: tuple[float, ...], probs: tuple[float, ...], side: str, threshold: float
+) -> None:
+    """A metric with a few discrete values: seven seeds at 0.9 have a std of 1e-16, not 0, and
+    say little about the spread of the mean; a true property still fails at most alpha of runs."""
+    runs = _few_point(values, probs, seed=11)
+    verdicts = [check_over_seeds(lambda s, r=r: runs[r, s], **{side: threshold}) for r in
+                range(REPS)]  # fmt: skip
+    assert np.mean([v.outcome == "fail" for v in verdicts]) <= _ceiling(0.05)
+
+
+def test_discrete_values_still_pass_quickly_and_fail_when_clearly_false() -> None:
+    runs = _few_point((0.9, 1.0), (0.7, 0.3), seed=12)[:200]
+    verdicts = [check_over_seeds(lambda s, r=r: runs[r, s], at_least=0.8) for r in range(200)]
+    assert all(v.outcome == "pass" and v.sample.n == 4 for v in verdicts)  # the first look
+    runs = _few_point((0.6, 0.7, 0.8), (0.3, 0.4, 0.3), seed=13)[:200]
+    verdicts = [check_over_seeds(lambda s, r=r: runs[r, s], at_least=0.9) for r in range(200)]
+    assert np.mean([v.outcome == "fail" for v in verdicts]) >= 0.95
+
+
 def test_false_fails_of_a_fraction_stay_within_alpha() -> None:
     """80% of seeds converge (exactly): Clopper-Pearson never fails more than alpha of runs; "the
     one seed converged" fails a fifth of them."""
@@ -151,11 +189,20 @@ def test_both_sides_and_ties() -> None:
     assert verdict.outcome == "pass" and verdict.level == pytest.approx(1 - 0.05 / 6)
     with pytest.raises(AssertionError, match="at_least=0.7 and at_most=0.8 .*\n.*\n.*lower bound"):
         assert_over_seeds(accuracy, at_least=0.7, at_most=0.8)
-    # The same value at every seed: passes at once when it clears the threshold; fails only
-    # once so many seeds agree that chance is ruled out (0.5^n <= alpha / looks: 6 seeds).
+    # The same value at every seed: passes at once when it clears the threshold, and never
+    # fails a mean (a tie says nothing of its spread), nor do two values: more seeds, undecided.
     assert check_over_seeds(lambda s: 1.0, at_least=0.9).sample.n == 4
-    failed = check_over_seeds(lambda s: 0.5, at_least=0.9, looks=(2, 4, 6, 10))
-    assert failed.outcome == "fail" and failed.sample.n == 10
+    assert check_over_seeds(lambda s: 0.9, at_least=0.9, at_most=0.9).outcome == "pass"
+    tie = check_over_seeds(lambda s: 0.5, at_least=0.9, looks=(2, 4, 6, 10))
+    assert tie.outcome == "undecided" and tie.sample.n == 10 and tie.upper == 0.5
+    assert "but from 1 distinct value(s): a mean fails only from 3 on" in tie.message()
+    assert "seeds that take other values decide" in tie.message()
+    noisy = check_over_seeds(lambda s: 0.9 + (1e-16 if s == 3 else 0.0), at_least=0.95)
+    assert noisy.outcome == "undecided" and noisy.sample.distinct == 1  # float noise: a tie
+    two = check_over_seeds(lambda s: (0.5, 0.6)[s % 2], at_least=0.9)
+    assert two.outcome == "undecided" and two.upper < 0.9 and two.sample.distinct == 2
+    three = check_over_seeds(lambda s: (0.5, 0.6, 0.55)[s % 3], at_least=0.9)
+    assert three.outcome == "fail" and three.sample.n == 4
 
 
 def test_over_seeds_gives_the_sample() -> None:

