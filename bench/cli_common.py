@@ -22,6 +22,14 @@ class RefusingParser(argparse.ArgumentParser):
         raise self.refusal(message)
 
 
+def add_trust_option(parser: argparse.ArgumentParser) -> None:
+    """`--trust NAME`, for the commands that load stored models (bench.modelstore: the user's
+    code is imported only when named)."""
+    parser.add_argument("--trust", action="append", default=[], metavar="NAME",
+                        help="a type of yours (pkg.Class) or your network's import path that "
+                        "the stored models may load; repeatable")  # fmt: skip
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]

@@ -36,7 +36,13 @@ import pyarrow as pa
 
 from bench import modelstore
 from bench.analysis import monitor as stats
-from bench.cli_common import RefusingParser, check_writable, markdown_table, write_atomic
+from bench.cli_common import (
+    RefusingParser,
+    add_trust_option,
+    check_writable,
+    markdown_table,
+    write_atomic,
+)
 
 EXIT_OK, EXIT_ALARM, EXIT_INPUT = 0, 1, 2
 BATCH_SUFFIXES = (".csv", ".parquet")
@@ -249,9 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--unlabelled", action="store_true",
                         help="judge every batch by disagreement, even one with labels")  # fmt: skip
     parser.add_argument("--markdown", metavar="FILE", help="also write the report as markdown")
-    parser.add_argument("--trust", action="append", default=[], metavar="NAME",
-                        help="a type of yours (pkg.Class) or your network's import path that "
-                        "the stored models may load; repeatable")  # fmt: skip
+    add_trust_option(parser)
     parser.add_argument("--no-progress", action="store_true")
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))

@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from bench import modelstore
-from bench.cli_common import RefusingParser, write_atomic
+from bench.cli_common import RefusingParser, add_trust_option, write_atomic
 
 # Columns a scored row takes over from the trial it scores.
 _KEPT = (
@@ -291,9 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="ignore the label column even if the file has one")  # fmt: skip
     parser.add_argument("--out", default="results", metavar="DIR",
                         help="results folder for the new run (default: results)")  # fmt: skip
-    parser.add_argument("--trust", action="append", default=[], metavar="NAME",
-                        help="a type of yours (pkg.Class) or your network's import path that "
-                        "the stored models may load; repeatable")  # fmt: skip
+    add_trust_option(parser)
     parser.add_argument("--no-progress", action="store_true")
     try:
         parsed = parser.parse_args(list(sys.argv[1:] if argv is None else argv))

@@ -119,16 +119,17 @@ class Difference:
     rows: float = float("nan")  # classes: test rows of the class per trial (mean)
 
 
+@dataclass(frozen=True)
 class Answer:
-    """What both gates' answers (labelled: GateResult; label-free: gate_churn.ChurnGate) offer
-    from their verdict, pairing, run sizes and `seeds_needed` fields."""
+    """The fields both gates' answers (labelled: GateResult; label-free: gate_churn.ChurnGate)
+    begin with, and what they offer from them and their `seeds_needed`."""
 
     verdict: str
     paired: bool
+    pairing: str
     n_baseline: int
     n_candidate: int
     n_pairs: int
-    seeds_needed: int | None
 
     @property
     def exit_code(self) -> int:
@@ -147,12 +148,6 @@ class Answer:
 class GateResult(Answer):
     """The gate's answer for two runs."""
 
-    verdict: str
-    paired: bool
-    pairing: str
-    n_baseline: int
-    n_candidate: int
-    n_pairs: int
     confidence: float
     margin: float
     metrics: list[Difference]

@@ -56,12 +56,6 @@ SEED = 0  # the random relabellings are drawn from a fixed seed: the same runs, 
 class ChurnGate(Answer):
     """The label-free gate's answer."""
 
-    verdict: str
-    paired: bool
-    pairing: str
-    n_baseline: int
-    n_candidate: int
-    n_pairs: int
     n_rows: int  # input rows every trial predicted
     confidence: float
     within: float  # mean churn between baseline trials (the seed-noise band's centre)
