@@ -266,6 +266,7 @@ def _replayed(run: Path, n: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_a_compiled_batched_run_records_its_kernels_and_replays_bitwise(tmp_path: Path) -> None:
     """Fused Adam and torch.compile change the last bits, so a replay must use them again (it
     takes them from the run's config)."""

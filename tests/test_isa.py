@@ -209,6 +209,7 @@ def test_levels_pair_by_seed_and_the_summary_agrees_with_the_hashes_and_weights(
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_replay_reproduces_each_level_and_names_a_changed_kernel(
     isa_run: Path, tmp_path: Path, run_at_once
 ) -> None:
@@ -240,6 +241,7 @@ def test_replay_reproduces_each_level_and_names_a_changed_kernel(
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_compiled_stacks_build_at_every_level_one_after_another(tmp_path: Path) -> None:
     """Inductor's caches are not keyed by the CPU capability: with one shared cache, a stack
     compiled at `native` (AVX2 or AVX-512 kernels) made the same stack fail to build at

@@ -99,6 +99,7 @@ def perf_rows_at_once(run_at_once, *commands: list[str], timeout: float) -> list
     return [proc.stdout for proc in done]
 
 
+@pytest.mark.extended
 def test_the_rows_benchmarks_print_both_sides_their_ratios_and_the_drivers_memory(
     run_at_once,
 ) -> None:

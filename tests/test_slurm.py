@@ -178,7 +178,8 @@ def slurm() -> Iterator[Slurm]:
         )
     )
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SLURM_JOB_ID")}
-    env.update(SLURM_CONF=str(conf), BENCH_PYTHON=sys.executable, PATH=sbin)
+    # BENCH_RAY_NODE_IP: the jobs' Ray nodes bind to and connect over loopback only.
+    env.update(SLURM_CONF=str(conf), BENCH_PYTHON=sys.executable, PATH=sbin, BENCH_RAY_NODE_IP="127.0.0.1")
     state = Slurm(root, env)
     stepds_before = _stepds()
     pids = {
@@ -458,12 +459,13 @@ def test_sbatch_script_starts_a_ray_worker_per_extra_node(tmp_path: Path) -> Non
         SLURM_JOB_NUM_NODES="2",
         SLURM_CPUS_PER_TASK="1",
         BENCH_PYTHON=sys.executable,
+        BENCH_RAY_NODE_IP="127.0.0.1",
         PATH=f"{bin_dir}:{env.get('PATH', '')}",
     )
     result = subprocess.run(
         ["bash", str(SBATCH), *SWEEP[:-2], "seeds.n=2", "model.epochs=2", f"results_dir={tmp_path}", "run_id=two",
          "progress=false"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=480,
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]

@@ -7,6 +7,10 @@ CPUs and custom resources), each in its own session, all under one private, shor
 takes its node down) and, as a backstop, the processes whose command line names files in its temp
 dir. Ports are picked free, not Ray's defaults, so several such clusters can run side by side.
 
+Loopback only: every node is started with `--node-ip-address=127.0.0.1` (the default `ip`), so
+the nodes find each other and drivers connect over 127.0.0.1, never the machine's own interface
+address (which may not route back to itself in a sandbox, and should not expose a test cluster).
+
 Token authentication (Ray 2.60): the cluster gets its own token; `env` holds RAY_AUTH_MODE=token and
 RAY_AUTH_TOKEN for every process that joins it (nodes and drivers must agree on the mode).
 """
@@ -47,7 +51,7 @@ while True:
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("", 0))
+        s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
@@ -69,8 +73,9 @@ def processes_naming(text: str) -> list[int]:
 class LocalRayCluster:
     """`with LocalRayCluster() as c: c.start_head(1); c.add_node(1); c.wait_for(2, 2)`."""
 
-    def __init__(self, python: str = sys.executable) -> None:
+    def __init__(self, python: str = sys.executable, ip: str = "127.0.0.1") -> None:
         self.python = python
+        self.ip = ip
         # Short on purpose: Ray's Unix socket paths below it must stay under 108 bytes.
         self.root = Path(tempfile.mkdtemp(prefix="bray-", dir="/tmp"))
         self.env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
@@ -101,6 +106,7 @@ class LocalRayCluster:
             f"--num-cpus={num_cpus}",
             "--num-gpus=0",
             f"--resources={json.dumps(resources)}",
+            f"--node-ip-address={self.ip}",
             *(f"{k}={v}" for k, v in ports.items()),
             *args,
         ]
@@ -114,10 +120,8 @@ class LocalRayCluster:
 
     def start_head(self, num_cpus: int = 1, resources: dict[str, float] | None = None) -> str:
         """Start the head; returns its address once its GCS port answers."""
-        import ray.util
-
         port = free_port()
-        ip = ray.util.get_node_ip_address()
+        ip = self.ip
         head = self._start(
             "head",
             [
