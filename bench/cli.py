@@ -30,7 +30,7 @@ USAGE = """usage: python -m bench +sweep=NAME [key=value ...]
 sweeps: seeds, smoke, libraries, determinism, threads, hardware, cpu_isa
 groups: dataset=..., model=..., cluster=...
 models: logreg, mlp, linear_svm, cnn, svm_rbf, decision_tree
-experiments: +experiment=heart, +experiment=update
+experiments: +experiment=heart, +experiment=update, +experiment=seed_picking
 yours:  model=sklearn_estimator|torch_module|keras_model model._target_=pkg.Name +model.<arg>=...
 data:   dataset=table dataset.path=FILE dataset.target=COLUMN; dataset=images dataset.path=DIR
 examples:
@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.experiments.update import run_update
 
             return run_update(cfg, args)
+        if cfg.seed_picking.enabled:  # +experiment=seed_picking: a run per dataset, one report
+            from bench.experiments.seed_picking import run_seed_picking
+
+            return run_seed_picking(cfg, args)
         from bench.runner import run_sweep
 
         outcome = run_sweep(cfg, overrides=args)  # recorded in every row

@@ -364,6 +364,27 @@ class FaultsConfig:
 
 
 @dataclass
+class EnsembleConfig:
+    """`ensemble.size=k`: after the sweep, average the class probabilities of k seed-varied
+    members of each setup (disjoint ensembles, from the stored predictions: no retraining) and
+    report the ensemble against its members (bench.analysis.ensemble). null: off."""
+
+    size: int | None = None
+
+
+@dataclass
+class SeedPickingConfig:
+    """+experiment=seed_picking (bench.experiments.seed_picking): one run per dataset, then the
+    inflation of best-of-n seed picking (bench.analysis.seed_picking) in one report."""
+
+    enabled: bool = False
+    datasets: list[str] = field(default_factory=lambda: ["breast_cancer", "heart"])
+    heart_path: str | None = None  # the UCI file or its folder; null: dataset=heart's download
+    sizes: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100])
+    n_resamples: int = 2000
+
+
+@dataclass
 class BenchConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -408,6 +429,8 @@ class BenchConfig:
     retries: int = 2  # Ray re-runs a trial whose worker process died, up to this many times
     trial_timeout_s: float | None = None  # a trial running longer becomes an error row
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    seed_picking: SeedPickingConfig = field(default_factory=SeedPickingConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
@@ -537,6 +560,47 @@ def validate(cfg: DictConfig, require_installed: bool = True) -> None:
     validate_search(plain)
     if cfg.updates.enabled:
         validate_updates(plain["updates"])
+    if cfg.ensemble.size is not None:
+        validate_ensemble(cfg)
+    if cfg.seed_picking.enabled:
+        validate_seed_picking(plain["seed_picking"])
+
+
+def validate_ensemble(cfg: DictConfig) -> None:
+    """ensemble.size: at least 2 and at most the members of the smallest setup whose members
+    share their test rows (sources other than split and all), counted by the sweep's own
+    expansion (bench.sweep.setups), so n_by_source and n_by_library are taken into account."""
+    from bench.sweep import setups
+
+    k = cfg.ensemble.size
+    if k < 2:
+        raise ConfigError(f"ensemble.size: an ensemble needs at least 2 members, got {k}")
+    members = [
+        (n, f"{spec.library}/{spec.model}, varied={spec.varied}")
+        for spec, n in setups(cfg)
+        if spec.varied not in ("split", "all")
+    ]
+    if not members:
+        raise ConfigError(
+            "ensemble.size: the sweep varies only split or all, whose trials predict different "
+            "test rows; ensembles need sweep.varied with init, order, cv or none"
+        )
+    n, where = min(members)
+    if k > n:
+        raise ConfigError(f"ensemble.size: {k} is more than the {n} members of {where} (seeds.n)")
+
+
+def validate_seed_picking(sp: dict[str, Any]) -> None:
+    known = {d.value for d in DatasetName}
+    for name in sp["datasets"]:
+        if name not in known:
+            raise ConfigError(f"seed_picking.datasets: unknown dataset {name!r}")
+    if not sp["datasets"]:
+        raise ConfigError("seed_picking.datasets: name at least one dataset")
+    if not all(n >= 1 for n in sp["sizes"]):
+        raise ConfigError(f"seed_picking.sizes: every n must be >= 1, got {sp['sizes']}")
+    if sp["n_resamples"] < 100:
+        raise ConfigError(f"seed_picking.n_resamples: must be >= 100, got {sp['n_resamples']}")
 
 
 VERDICTS = ("better", "not worse", "worse", "inconclusive")

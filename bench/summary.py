@@ -178,6 +178,14 @@ def print_summary(path: Path, outcome) -> None:
         console.print(f"[red]{library}: {n} trial(s) failed[/red]; see the 'error' column")
     for line in getattr(outcome, "left_out", ()):
         console.print(f"[yellow]{line}[/yellow]")
+    from bench.analysis.ensemble import run_summary
+
+    try:  # ensemble.size=k (bench.analysis.ensemble); the sweep's own outcome stands regardless
+        lines = run_summary(path)
+    except Exception as exc:  # noqa: BLE001
+        lines = [f"ensemble: not computed ({type(exc).__name__}: {exc})"]
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
     if seen["dry_run"]:
         console.print("[yellow]dry run: these rows were made without training[/yellow]")
     console.print(f"results: {path}")

@@ -14,6 +14,8 @@ ba.determinism_summary(df)                        # distinct hashes per repeated
 ba.threshold_probability(df, 0.95)                # P(accuracy >= 0.95) with a Wilson CI
 ba.gate(baseline_df, candidate_df)                # candidate worse than baseline beyond seed noise?
 ba.churn_gate(baseline_df, candidate_df)          # the same from predictions alone (no labels)
+ba.ensembles(df[df.varied == "init"], sizes=(2, 5))  # seed ensembles against their members
+ba.seed_picking(df[df.varied == "all"])           # inflation of reporting the best of n seeds
 ```
 
 Every function takes the grouping columns as an argument, counts only rows with status `ok`, and
@@ -36,11 +38,13 @@ from bench.analysis.common import load, ok_rows, parse_seed_sources
 from bench.analysis.compare import EXCEEDS, WITHIN, compare, compare_levels, compare_samples
 from bench.analysis.curves import curve_summary
 from bench.analysis.determinism import determinism_cost, determinism_summary, repeat_groups
+from bench.analysis.ensemble import ensembles
 from bench.analysis.gate import gate
 from bench.analysis.gate_churn import churn_gate
 from bench.analysis.levels import churn_between_levels
 from bench.analysis.pairing import pair_trials
 from bench.analysis.per_class import per_class_accuracy, per_class_spread
+from bench.analysis.seed_picking import seed_picking
 from bench.analysis.spread import describe, spread
 from bench.analysis.threshold import proportion_ci, threshold_probability
 from bench.analysis.variance import (
@@ -63,6 +67,7 @@ __all__ = [
     "compare_samples",
     "curve_summary",
     "describe",
+    "ensembles",
     "determinism_cost",
     "determinism_summary",
     "factorial_check",
@@ -77,6 +82,7 @@ __all__ = [
     "per_class_spread",
     "proportion_ci",
     "repeat_groups",
+    "seed_picking",
     "parse_seed_sources",
     "spread",
     "threshold_probability",
