@@ -1,4 +1,5 @@
-"""Benchmarks as commands, measured side by side in one run: `python -m bench.perf overhead|batched`.
+"""Benchmarks as commands, measured side by side in one run: `python -m bench.perf overhead|batched`
+(and `gpu`, every GPU check as one command: bench.perf_gpu).
 
 `overhead` runs the same trials (default: 3 libraries x MLP x 20 seeds on breast_cancer) twice, each
 in a fresh Python process so that neither inherits the other's imports or warm caches:
@@ -210,7 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument(
         "--one-by-one", type=int, default=5, help="models trained one by one for the baseline"
     )
+    from bench import perf_gpu
+
+    perf_gpu.add_parser(sub)
     ns = parser.parse_args(args)
+    if ns.command == "gpu":
+        return perf_gpu.main(ns)
     if ns.command == "batched":
         return _print_batched(ns)
     if ns.repeat < 1:

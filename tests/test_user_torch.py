@@ -100,7 +100,8 @@ def user_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _cfg(*extra: str, target: str = "mynets.Net"):
     return compose(
         ["+sweep=seeds", "model=torch_module", f"model._target_={target}", "seeds.n=2",
-         "model.epochs=4", "model.batch_size=64", *extra]
+         "model.epochs=4", "model.batch_size=64", *extra],
+        require_installed=False,  # trials run without Ray here, as on the GPU machine
     )  # fmt: skip
 
 

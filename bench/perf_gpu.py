@@ -1,0 +1,392 @@
+"""`python -m bench.perf gpu --out DIR`: every GPU check bench needs, as one prepared command.
+
+A GPU machine is lent now and then for about 15 minutes, start-up included, with PyTorch, CUDA,
+scikit-learn, pandas and pyarrow but without Ray and TensorFlow. So this command runs trials
+through `bench.trial.run` directly, each check in fresh worker processes
+(bench.perf_gpu_checks), inside a time budget (default 480 s): a check that would overrun is
+recorded as "not run: budget" instead. It writes DIR/gpu.json (the machine and every figure) and
+DIR/gpu.md (the tables). Sections:
+- determinism: the CNN (digits) and the MLP (breast_cancer), k fixed-seed repeats each with
+  deterministic mode off (cuDNN autotuning on) and on, one process per run;
+- hardware: the same specs, deterministic mode on, on the CPU and on CUDA;
+- throughput: stacked models/s of a 30-64-64 MLP at several sizes and kernels, with the host
+  share of the steps' time;
+- gpu_tests: the `gpu`-marked tests' outcome.
+`--smoke` runs the same code at tiny sizes on the CPU (the CUDA device replaced by the CPU, and
+recorded so) and is part of the test suite, so that the command cannot rot between GPU loans.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import perf_gpu_checks as checks
+from bench.perf_gpu_report import clean, markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = {"cnn": ["model=cnn", "dataset=digits"], "mlp": ["model=mlp"]}
+# Shares of what is left of the budget when a section starts (the last takes the rest).
+SHARES = {"determinism": 0.3, "hardware": 0.15, "throughput": 0.35, "gpu_tests": 0.2}
+INNER = "BENCH_PERF_GPU_INNER"  # set for the gpu tests' pytest: a test that runs this command skips
+
+
+def add_parser(sub: Any) -> None:
+    """The `gpu` subcommand's options (bench.perf's parser)."""
+    g = sub.add_parser("gpu", help="every GPU check: determinism, hardware, throughput, gpu tests")
+    g.add_argument("--out", required=True, help="folder for gpu.json and gpu.md")
+    g.add_argument("--smoke", action="store_true", help="tiny sizes; the CPU stands in for CUDA")
+    g.add_argument("--repeats", type=int, default=3, help="fixed-seed repeats per setting")
+    g.add_argument("--sizes", default="256,1024,4096,16384", help="stack sizes, comma-separated")
+    g.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    g.add_argument("--budget", type=float, default=480.0, help="seconds for all checks")
+
+
+def say(text: str) -> None:
+    print(f"[bench.perf gpu] {text}", file=sys.stderr, flush=True)
+
+
+def refuse(text: str) -> int:
+    print(f"bench.perf gpu: error: {text}", file=sys.stderr)
+    return 2
+
+
+def writable(folder: Path) -> str | None:
+    """Why `folder` cannot take the results, or None: checked before any work."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
+
+
+def tensorflow_absent() -> str | None:
+    """Why TensorFlow rows cannot run here, or None when TensorFlow is installed."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):  # sys.modules["tensorflow"] = None hides it so
+        found = False
+    return None if found else "skipped: TensorFlow is not installed here"
+
+
+def specs_for(overrides: list[str]) -> list[Any]:
+    """TrialSpecs as a sweep would make them (Hydra compose + expand; Ray need not exist)."""
+    from bench.config import compose
+    from bench.sweep import expand
+
+    return expand(compose(overrides, require_installed=False))
+
+
+class Budget:
+    """The time left for all checks, and each section's share of it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.start = time.time()
+        self.deadline = self.start + seconds
+
+    def left(self) -> float:
+        return self.deadline - time.time()
+
+    def section(self, name: str) -> float:
+        """The deadline of section `name`: its share of what is left."""
+        names = list(SHARES)
+        rest = sum(SHARES[n] for n in names[names.index(name) :])
+        return time.time() + max(0.0, self.left()) * SHARES[name] / rest
+
+
+@dataclass
+class Plan:
+    """A section's work: groups of worker tasks (each group one fresh process, with its
+    environment), and how the records they write become the section's rows."""
+
+    groups: list[tuple[dict[str, str], list[dict[str, Any]]]]
+    collect: Callable[[dict[str, dict[str, Any]]], Any]
+
+
+def run_workers(groups: list[tuple[dict[str, str], list[dict[str, Any]]]], deadline: float):
+    """Each group of tasks in its own fresh worker process, in order; every record they wrote,
+    by task id (a throughput task writes several: a list). A group that would start past
+    `deadline` does not start; one that reaches it is stopped, keeping what it wrote."""
+    records: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (env, group) in enumerate(groups):
+            if time.time() >= deadline:
+                break
+            say(f"  process {k + 1} of {len(groups)}: {', '.join(t['id'] for t in group)[:120]}")
+            tasks, out = Path(tmp, f"tasks{k}.json"), Path(tmp, f"out{k}.jsonl")
+            tasks.write_text(json.dumps(group))
+            out.touch()
+            command = [sys.executable, "-m", "bench.perf_gpu_checks", str(tasks), str(out)]
+            try:
+                done = subprocess.run(
+                    command, env={**os.environ, **env}, timeout=max(1.0, deadline - time.time()),
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
+                )  # fmt: skip
+                _pass_on(done.stderr)
+            except subprocess.TimeoutExpired as exc:
+                _pass_on(exc.stderr)
+                say("a worker reached the section's time limit and was stopped")
+            for line in out.read_text().splitlines():
+                record = json.loads(line)
+                if record["id"].startswith("throughput"):
+                    records.setdefault(record["id"], []).append(record)
+                else:
+                    records[record["id"]] = record
+    return records
+
+
+def _pass_on(stderr: str | bytes | None) -> None:
+    """A worker's stderr, less the profiler's start/stop lines (torch's USDT probes)."""
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr or ""
+    for line in text.splitlines():
+        if not line.startswith("USDT:"):
+            print(line, file=sys.stderr)
+
+
+def determinism_plan(ns: argparse.Namespace, ctx: dict[str, Any]) -> Plan:
+    """k repeats per (library, model, mode), each run in its own fresh process (cuDNN's
+    autotuning cache is per process, as in a sweep's workers)."""
+    from bench.determinism import worker_env
+
+    settings: list[dict[str, Any]] = []
+    groups = []
+    tf_skip = tensorflow_absent()
+    for library in ("torch", "tensorflow"):
+        for model, extra in MODELS.items():
+            if library == "tensorflow" and tf_skip:
+                settings.append({"library": library, "model": model, "status": tf_skip})
+                continue
+            device = ctx["device"] if library == "torch" else "cpu"
+            specs = specs_for(["+sweep=determinism", f"libraries=[{library}]", *extra,
+                               f"sweep.devices=[{device}]", f"seeds.n={ns.repeats}",
+                               *ctx["model_overrides"]])  # fmt: skip
+            for det in (False, True):
+                ids = []
+                for i, spec in enumerate(s for s in specs if s.deterministic == det):
+                    ids.append(f"det:{library}:{model}:{det}:{i}")
+                    task = {"kind": "trial", "id": ids[-1], "spec": ctx["placed"](spec).to_json()}
+                    groups.append((worker_env(1, det, device), [task]))
+                settings.append({"library": library, "model": model, "device": device,
+                                 "deterministic": det, "ids": ids})  # fmt: skip
+
+    def collect(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        rows = []
+        for setting in settings:
+            ids = setting.pop("ids", None)
+            if ids is None:
+                rows.append(setting)
+                continue
+            runs = [records[i] for i in ids if i in records]
+            status = "ok" if len(runs) == len(ids) else "not run: budget"
+            if runs and status != "ok":
+                status = f"partly run: budget ({len(runs)} of {len(ids)} runs)"
+            failed = [r["error"] for r in runs if r["status"] != "ok"]
+            if failed:
+                status = f"error in {len(failed)} of {len(ids)} runs: {failed[0]}"
+            rows.append({**setting, "status": status,
+                         **(checks.summarise_determinism(runs) if runs else {})})  # fmt: skip
+        for off, on in zip(rows, rows[1:], strict=False):  # fit-time ratio of each pair
+            same = off.get("deterministic") is False and on.get("deterministic") is True
+            if same and off.get("fit_seconds_median") and on.get("fit_seconds_median"):
+                on["fit_time_ratio_det_to_nondet"] = (
+                    on["fit_seconds_median"] / off["fit_seconds_median"]
+                )
+        return rows
+
+    return Plan(groups, collect)
+
+
+def hardware_plan(ns: argparse.Namespace, ctx: dict[str, Any]) -> Plan:
+    """The same specs (deterministic mode on) on the CPU and on CUDA, one process for all."""
+    from bench.determinism import worker_env
+
+    tasks, pairs = [], []
+    for model, extra in MODELS.items():
+        specs = specs_for(["+sweep=hardware", *extra, "seeds.n=1", "deterministic=true",
+                           *ctx["model_overrides"]])  # fmt: skip
+        cpu = next(s for s in specs if s.device == "cpu")
+        gpu = ctx["placed"](next(s for s in specs if s.device == "cuda"))
+        for where, spec in (("cpu", cpu), ("gpu", gpu)):
+            tasks.append({"kind": "trial", "id": f"hw:{model}:{where}", "spec": spec.to_json(),
+                          "keep_weights": True})  # fmt: skip
+        pairs.append((model, gpu.device))
+
+    def collect(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        rows = []
+        for model, device in pairs:
+            row = {"library": "torch", "model": model, "devices": f"cpu vs {device}"}
+            a, b = records.get(f"hw:{model}:cpu"), records.get(f"hw:{model}:gpu")
+            row.update(checks.compare_hardware(a, b) if a and b else {"status": "not run: budget"})
+            rows.append(row)
+        tf_skip = tensorflow_absent() or "skipped: bench runs TensorFlow on the CPU only"
+        rows.append({"library": "tensorflow", "model": "cnn, mlp", "status": tf_skip})
+        return rows
+
+    return Plan([(worker_env(1, True, "cuda"), tasks)], collect)
+
+
+def throughput_plan(ns: argparse.Namespace, ctx: dict[str, Any]) -> Plan:
+    """Stacked models/s per size and variant, in one fresh process."""
+    from bench.determinism import worker_env
+
+    task = {"kind": "throughput", "id": "throughput", "device": ctx["device"],
+            "deadline": ctx["deadline"], "sizes": ctx["sizes"], "epochs": 1 if ns.smoke else 30,
+            "skip_compile": "--smoke (compiling takes 10-30 s on a CPU; tests/test_perf.py "
+                            "covers the compiled stack)" if ns.smoke else None}  # fmt: skip
+    threads = 1 if ns.smoke else os.cpu_count() or 1
+
+    def collect(records: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = records.get("throughput", [])
+        done = {(r["size"], r["variant"]) for r in rows}
+        for n in ctx["sizes"]:
+            for variant in [v for v, _ in checks.VARIANTS] + [checks.CUDA_GRAPHS]:
+                if (n, variant) not in done:
+                    graphs = variant == checks.CUDA_GRAPHS
+                    status = checks.NO_CUDA_GRAPHS if graphs else "not run: budget"
+                    rows.append({"size": n, "variant": variant, "status": status})
+        return [{k: v for k, v in r.items() if k != "id"} for r in rows]
+
+    return Plan([(worker_env(threads, False, ctx["device"]), [task])], collect)
+
+
+def tests_section(ns: argparse.Namespace, ctx: dict[str, Any], deadline: float) -> dict:
+    """The gpu-marked tests (in --smoke: this command's own test file, whose gpu test skips)."""
+    tests = ROOT / "tests"
+    if not tests.is_dir():
+        return {"status": "not run: no tests folder beside bench/"}
+    if ns.smoke:
+        files = [tests / "test_perf_gpu.py"]
+    else:
+        files = sorted(p for p in tests.glob("test_*.py") if "mark.gpu" in p.read_text())
+    junit = Path(ctx["tmp"]) / "gpu-tests.xml"
+    # hypothesis's pytest plugin costs 1.7 s of start-up and no gpu test needs it
+    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
+               "-p", "no:hypothesispytest",
+               "--continue-on-collection-errors", f"--junitxml={junit}",
+               *(str(f.relative_to(ROOT)) for f in files)]  # fmt: skip
+    say(f"gpu tests: {len(files)} test files")
+    env = {**os.environ, INNER: "1"}
+    out = checks.gpu_tests(command, junit, ROOT, env, max(1.0, deadline - time.time()))
+    out["absent_here"] = [m for m in ("ray", "tensorflow") if not _importable(m)]
+    return out
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def machine(device: str) -> dict[str, Any]:
+    """What the figures depend on: GPU, driver, CUDA and cuDNN, torch, the CPU."""
+    import platform
+
+    import torch
+
+    from bench import fingerprint
+
+    if device == "cuda":
+        torch.zeros(1, device="cuda")
+    env = fingerprint.environment("torch", device)
+    keys = ("gpu_name", "driver_version", "cuda_version", "cudnn_version", "torch_version",
+            "numpy_version", "sklearn_version", "tensorflow_version", "ray_version", "cpu_model",
+            "host", "python_version")  # fmt: skip
+    return {**{k: env.get(k) for k in keys}, "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "torch_cuda_build": torch.version.cuda}  # fmt: skip
+
+
+def main(ns: argparse.Namespace) -> int:
+    """Check the options and the machine before any work, then every section in order."""
+    budget = Budget(ns.budget)  # from the start: the whole command stays inside it
+    if ns.repeats < 1:
+        return refuse("--repeats: must be >= 1")
+    if ns.budget <= 0:
+        return refuse("--budget: must be > 0 seconds")
+    try:
+        sizes = [int(x) for x in ns.sizes.split(",")]
+    except ValueError:
+        return refuse(f"--sizes: comma-separated integers, got {ns.sizes!r}")
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if ns.device == "cuda" and not has_cuda and not ns.smoke:
+        return refuse(
+            f"no CUDA device: torch {torch.__version__} (CUDA build {torch.version.cuda}) sees "
+            "none; run on a GPU machine, or use --smoke / --device cpu"
+        )
+    out = Path(ns.out)  # after the CUDA check: a refused run leaves no folder behind
+    why = writable(out)
+    if why:
+        return refuse(f"--out {out}: not writable ({why})")
+    device = "cuda" if ns.device == "cuda" and has_cuda else "cpu"
+    substituted = device == "cpu"  # the checks' CUDA trials run on the CPU, and say so
+    why_cpu = (
+        "--device cpu" if ns.device == "cpu" else "no CUDA device (--smoke runs the same code)"
+    )
+
+    def placed(spec: Any) -> Any:
+        import dataclasses
+
+        return dataclasses.replace(spec, device="cpu") if substituted else spec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = {"device": device, "placed": placed, "tmp": tmp,
+               "sizes": [32, 64] if ns.smoke else sizes,
+               "model_overrides": ["model.epochs=1"] if ns.smoke else []}  # fmt: skip
+        result: dict[str, Any] = {
+            "command": f"python -m bench.perf gpu --out {ns.out} --repeats {ns.repeats} "
+            f"--sizes {ns.sizes} --device {ns.device} --budget {ns.budget:g}"
+            + (" --smoke" if ns.smoke else ""),
+            "smoke": ns.smoke, "device_requested": ns.device, "device": device,
+            "substitution": f"cuda -> cpu: {why_cpu}" if substituted else None,
+            "budget_s": ns.budget, "repeats": ns.repeats, "sizes": ctx["sizes"],
+            "machine": machine(device),
+        }  # fmt: skip
+        plans = {"determinism": determinism_plan, "hardware": hardware_plan,
+                 "throughput": throughput_plan}  # fmt: skip
+        if ns.smoke:  # the same tasks, all in one worker process: the test suite's seconds
+            ctx["deadline"] = budget.deadline
+            made = {name: plan(ns, ctx) for name, plan in plans.items()}
+            tasks = [t for p in made.values() for _, group in p.groups for t in group]
+            say(f"determinism, hardware, throughput: {len(tasks)} tasks in one process")
+            records = run_workers([(made["hardware"].groups[0][0], tasks)], budget.deadline)
+            for name, p in made.items():
+                result[name] = p.collect(records)
+        else:
+            for name, plan in plans.items():
+                began, ctx["deadline"] = time.time(), budget.section(name)
+                made = plan(ns, ctx)
+                say(
+                    f"{name}: {sum(len(g) for _, g in made.groups)} tasks, "
+                    f"{len(made.groups)} processes, {ctx['deadline'] - began:.0f} s at most"
+                )
+                result[name] = made.collect(run_workers(made.groups, ctx["deadline"]))
+                say(f"{name}: {time.time() - began:.1f} s")
+        began = time.time()
+        if budget.left() <= 0:
+            result["gpu_tests"] = {"status": "not run: budget"}
+        else:
+            result["gpu_tests"] = tests_section(ns, ctx, budget.deadline)
+        say(f"gpu_tests: {time.time() - began:.1f} s")
+    result["seconds"] = time.time() - budget.start
+    result = clean(result)
+    (out / "gpu.json").write_text(json.dumps(result, indent=1, default=str, allow_nan=False))
+    (out / "gpu.md").write_text(markdown(result))
+    say(f"wrote {out / 'gpu.json'} and {out / 'gpu.md'} in {result['seconds']:.0f} s")
+    return 0

@@ -1,0 +1,102 @@
+"""gpu.md from gpu.json (bench.perf_gpu): one markdown table per section, so that a GPU session's
+evidence can be pasted into docs and issues as it came out."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def clean(value: Any) -> Any:
+    """The result with non-finite floats as None: gpu.json stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.3f}"
+    if isinstance(value, list):
+        return "; ".join(str(v) for v in value) or "none"
+    return str(value).replace("|", "/").replace("\n", " ")
+
+
+def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    head = "| " + " | ".join(label for _, label in columns) + " |"
+    rule = "|" + "---|" * len(columns)
+    body = ["| " + " | ".join(_cell(r.get(key)) for key, _ in columns) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
+
+
+def _section(result: dict[str, Any], name: str) -> list[dict[str, Any]] | None:
+    value = result.get(name)
+    return value if isinstance(value, list) else None
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        "# bench GPU evidence", "",
+        f"`{result['command']}`: device {result['device']}"
+        + (f" ({result['substitution']})" if result.get("substitution") else "")
+        + f", stacks of {result['sizes']}, {result['seconds']:.0f} s of a "
+        f"{result['budget_s']:.0f} s budget.", "",
+        f"GPU {m.get('gpu_name') or 'none'}, driver {m.get('driver_version')}, CUDA "
+        f"{m.get('cuda_version')}, cuDNN {m.get('cudnn_version')}, torch {m.get('torch_version')}, "
+        f"Python {m.get('python_version')}, CPU {m.get('cpu_model')} ({m.get('cpu_count')} cores).",
+        "",
+    ]  # fmt: skip
+    det = _section(result, "determinism")
+    lines += ["## Determinism", ""]
+    if det is None:
+        lines += [str(result.get("determinism", {}).get("status")), ""]
+    else:
+        lines += [table(det, [
+            ("library", "library"), ("model", "model"), ("device", "device"),
+            ("deterministic", "deterministic"), ("status", "status"), ("runs", "runs"),
+            ("distinct_weights", "distinct weight hashes"),
+            ("distinct_predictions", "distinct prediction hashes"),
+            ("nondeterministic_ops", "non-deterministic ops"),
+            ("fit_seconds_median", "fit s (median)"),
+            ("fit_time_ratio_det_to_nondet", "fit time det / non-det"),
+        ]), ""]  # fmt: skip
+    hw = _section(result, "hardware")
+    lines += ["## CPU vs GPU (same spec, deterministic mode on)", ""]
+    if hw is None:
+        lines += [str(result.get("hardware", {}).get("status")), ""]
+    else:
+        lines += [table(hw, [
+            ("library", "library"), ("model", "model"), ("devices", "devices"),
+            ("status", "status"), ("errors", "errors"), ("bitwise_equal", "bitwise equal"),
+            ("max_weight_diff", "largest weight difference"), ("churn", "churn"),
+            ("accuracy_diff", "accuracy difference (GPU - CPU)"),
+        ]), ""]  # fmt: skip
+    tp = _section(result, "throughput")
+    lines += ["## Stacked throughput (30-64-64 MLP, breast_cancer)", ""]
+    if tp is None:
+        lines += [str(result.get("throughput", {}).get("status")), ""]
+    else:
+        lines += [table(tp, [
+            ("size", "members"), ("variant", "variant"), ("status", "status"),
+            ("models_per_s", "models/s"), ("compile_seconds", "compile s"),
+            ("host_share", "host share"), ("host_share_note", "host share: how"),
+        ]), ""]  # fmt: skip
+    tests = result.get("gpu_tests", {})
+    lines += ["## gpu-marked tests", ""]
+    counts = ", ".join(f"{k} {tests[k]}" for k in ("passed", "failed", "errors", "skipped")
+                       if k in tests)  # fmt: skip
+    absent = ", ".join(tests.get("absent_here") or []) or "nothing"
+    lines += [f"{tests.get('status')}: {counts or 'no counts'}; absent here: {absent}.", ""]
+    if tests.get("tests"):
+        lines += [table(tests["tests"], [("test", "test"), ("outcome", "outcome"),
+                                         ("reason", "reason")]), ""]  # fmt: skip
+    return "\n".join(lines)
