@@ -575,8 +575,14 @@ def validate_ensemble(cfg: DictConfig) -> None:
     k = cfg.ensemble.size
     if k < 2:
         raise ConfigError(f"ensemble.size: an ensemble needs at least 2 members, got {k}")
+    predictions = getattr(cfg.predictions, "value", cfg.predictions)
+    if predictions != Predictions.full.value:
+        raise ConfigError(
+            f"ensemble.size: ensembles average the stored class probabilities, which only "
+            f"predictions=full keeps; got predictions={predictions}"
+        )
     members = [
-        (n, f"{spec.library}/{spec.model}, varied={spec.varied}")
+        (n, f"{spec.library}/{spec.model}, varied={spec.varied}", _count_key(cfg, spec, n))
         for spec, n in setups(cfg)
         if spec.varied not in ("split", "all")
     ]
@@ -585,9 +591,22 @@ def validate_ensemble(cfg: DictConfig) -> None:
             "ensemble.size: the sweep varies only split or all, whose trials predict different "
             "test rows; ensembles need sweep.varied with init, order, cv or none"
         )
-    n, where = min(members)
+    n, where, key = min(members)
     if k > n:
-        raise ConfigError(f"ensemble.size: {k} is more than the {n} members of {where} (seeds.n)")
+        raise ConfigError(f"ensemble.size: {k} is more than the {n} members of {where} ({key})")
+
+
+def _count_key(cfg: DictConfig, spec: Any, n: int) -> str:
+    """The setting that decided a setup's seed count, for the hint in an error message."""
+    library = str(getattr(spec.library, "value", spec.library))
+    varied = str(getattr(spec.varied, "value", spec.varied))
+    by_library = dict(cfg.seeds.n_by_library or {})
+    by_source = dict(cfg.seeds.n_by_source or {})
+    if by_library.get(library) == n:
+        return f"seeds.n_by_library.{library}"
+    if varied in by_source:
+        return f"seeds.n_by_source.{varied}"
+    return "seeds.n" if n == cfg.seeds.n else "seeds.n and the sweep's repeats"
 
 
 def validate_seed_picking(sp: dict[str, Any]) -> None:
