@@ -169,8 +169,8 @@ def write_report(
         lambda: _determinism(ctx),
         lambda: _threshold(ctx, thresholds),
         lambda: _tuned(ctx, thresholds),
-        lambda: report_seed_use.ensemble_section(ctx, run_dir),
-        lambda: report_seed_use.seed_picking_section(ctx),
+        lambda: report_seed_use.guarded(report_seed_use.ensemble_section, ctx, run_dir),
+        lambda: report_seed_use.guarded(report_seed_use.seed_picking_section, ctx),
     ]
     sections = [s for s in (build() for build in builders) if s is not None and s.blocks]
     title = f"bench report: {run_dir.name}"

@@ -10,22 +10,38 @@ with stored test predictions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from bench.analysis import ensemble as ens
-from bench.analysis.plots import _CYCLE
+from bench.analysis.plots import CYCLE
 from bench.analysis.seed_picking import COLUMNS as PICK_COLUMNS
-from bench.analysis.seed_picking import seed_picking, sentence
+from bench.analysis.seed_picking import INTERVAL_SHARE, seed_picking, sentence
 
 if TYPE_CHECKING:
-    from bench.report import Context, Section
+    from bench.report import Context, Image, Section
 
 MAX_LINES = 8  # setups drawn per plot; the tables have all
+
+
+def guarded(build: Callable[..., Section | None], *args: Any) -> Section | None:
+    """`build(*args)`, or on an exception a section that says in one line what failed: a
+    section of these must never sink the whole report."""
+    from bench.report import Section
+
+    try:
+        return build(*args)
+    except Exception as exc:  # noqa: BLE001 - reported in the section, the rest goes on
+        title = {ensemble_section: "Seed ensembles: averaging seeds",
+                 seed_picking_section: "The cost of picking a seed"}.get(build, build.__name__)  # fmt: skip
+        s = Section(title)
+        s.text(f"This section failed: {type(exc).__name__}: {' '.join(str(exc).split())}")
+        return s
 
 
 def _labels(table: pd.DataFrame, columns: list[str]) -> pd.Series:
@@ -52,15 +68,21 @@ def ensemble_section(ctx: Context, run_dir: str | Path | None = None) -> Section
         f"soft voting (mean class probabilities), from the stored predictions: "
         f"`ensemble_sd` against `member_sd` of {ctx.metric} (`sd_ratio`; 1/sqrt(k) if the "
         "members erred independently), churn between ensembles against between members, and "
-        f"`stops_paying`: the first k after which the next size lowers the sd by less than "
-        f"{ens.MIN_GAIN:.0%} of the members' sd (sizes with {ens.MIN_ENSEMBLES}+ ensembles). "
-        "Sd intervals: chi-square 95%; few ensembles at large k make them wide."
+        f"`stops_paying`: the first k beyond which no larger size lowers the sd by "
+        f"{ens.MIN_GAIN:.0%} of the members' sd or more (against the best larger size, not only "
+        f"the next; sizes with {ens.MIN_ENSEMBLES}+ ensembles), even at the top of the gain's "
+        f"uncertainty (`gain` +- {ens.Z} `gain_se`, a jackknife over members); a gain whose band "
+        "straddles the threshold leaves it undecided (NaN, see `note`). Sds are averaged over "
+        f"{ens.PARTITIONS} random disjoint partitions of the members; their intervals are "
+        "approximate chi-square 95% intervals, wide where few ensembles fit."
         + (f" This run asked for `ensemble.size={k}`." if k else "")
     )
     cols = [*labels, "k", "n_members", "n_ensembles", "member_mean", "ensemble_mean",
             "member_sd", "ensemble_sd", "ensemble_sd_ci_low", "ensemble_sd_ci_high", "sd_ratio",
-            "member_churn", "ensemble_churn", "stops_paying"]  # fmt: skip
+            "member_churn", "ensemble_churn", "gain", "gain_se", "stops_paying"]  # fmt: skip
     s.table(table[cols])
+    for note in dict.fromkeys(n for n in table["note"] if n):
+        s.text(f"- {note}")
     for why in table.attrs.get("left_out", []):
         s.text(f"- left out: {why}")
     s.blocks.append(ctx.save(ensemble_figure(table, labels, ctx.metric), "ensemble_sd.png",
@@ -75,7 +97,7 @@ def ensemble_figure(table: pd.DataFrame, labels: list[str], metric: str) -> Figu
     names = _labels(table, labels)
     for i, name in enumerate(list(dict.fromkeys(names))[:MAX_LINES]):
         sub = table[names == name]
-        color = _CYCLE[i % len(_CYCLE)]
+        color = CYCLE[i % len(CYCLE)]
         sd_ax.plot(sub["k"], sub["ensemble_sd"], "o-", color=color, label=name)
         lows = (sub["ensemble_sd"] - sub["ensemble_sd_ci_low"]).clip(lower=0)
         highs = (sub["ensemble_sd_ci_high"] - sub["ensemble_sd"]).clip(lower=0)
@@ -105,7 +127,9 @@ def seed_picking_section(ctx: Context) -> Section | None:
     return picking_section(Section("The cost of picking a seed"), table, ctx.metric, ctx.save)
 
 
-def picking_section(s: Section, table: pd.DataFrame, metric: str, save) -> Section:
+def picking_section(
+    s: Section, table: pd.DataFrame, metric: str, save: Callable[[Figure, str, str], Image]
+) -> Section:
     """Text, table, sentences and plot of a seed-picking table (the report's and the
     experiment's); `save(figure, name, alt)` writes the PNG and returns its Image block."""
     labels = [c for c in table.columns if c not in PICK_COLUMNS]
@@ -116,11 +140,12 @@ def picking_section(s: Section, table: pd.DataFrame, metric: str, save) -> Secti
         "seed's score. Exact expectations over all subsets of n of the run's seeds, both halves "
         "taking each role; `inflation` = reported - picked_heldout, `heldout_gain` = "
         "picked_heldout - honest, `same_half_inflation` = reported - honest; 95% percentile "
-        "bootstrap intervals over seeds."
+        f"bootstrap intervals over seeds, only for n <= N/{INTERVAL_SHARE} (beyond, the "
+        "bootstrap undercovers: point estimates only). Setups whose seeds do not vary are left out."
     )
     cols = [*labels, "n", "n_seeds", "reported", "picked_heldout", "honest", "inflation",
             "inflation_ci_low", "inflation_ci_high", "heldout_gain", "heldout_gain_ci_low",
-            "heldout_gain_ci_high", "same_half_inflation"]  # fmt: skip
+            "heldout_gain_ci_high", "same_half_inflation", "half_rows", "note"]  # fmt: skip
     s.table(table[cols])
     names = _labels(table, labels)
     for name in dict.fromkeys(names):
@@ -140,7 +165,7 @@ def picking_figure(table: pd.DataFrame, labels: list[str], metric: str) -> Figur
     names = _labels(table, labels)
     for i, name in enumerate(list(dict.fromkeys(names))[:MAX_LINES]):
         sub = table[names == name]
-        color = _CYCLE[i % len(_CYCLE)]
+        color = CYCLE[i % len(CYCLE)]
         for ax, column, prefix in ((left, "inflation", "inflation"),
                                    (right, "heldout_gain", "heldout_gain")):  # fmt: skip
             ax.plot(sub["n"], 100 * sub[column], "o-", color=color, label=name)

@@ -31,7 +31,7 @@ def _brute_force(a: np.ndarray, b: np.ndarray, n: int) -> tuple[float, float]:
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
 def test_exact_expectations_match_brute_force_enumeration_with_ties(n: int) -> None:
-    rng = np.random.default_rng()  # any draw: the identity is exact
+    rng = np.random.default_rng(n)
     a, b = rng.integers(0, 5, 8) / 4, rng.integers(0, 5, 8) / 4  # few values: many ties
     reported, heldout, honest = expectations(a, b, n)
     want_reported, want_heldout = _brute_force(a, b, n)
@@ -76,8 +76,51 @@ def test_identical_seeds_inflate_nothing_and_a_lucky_half_inflates_by_its_maximu
     assert r["reported"] == pytest.approx((1.0 + 0.75) / 2)
     assert r["picked_heldout"] == pytest.approx((0.75 + a.mean()) / 2)
     assert r["inflation"] == pytest.approx(r["reported"] - r["picked_heldout"])
-    text = sentence(table)
-    assert text.startswith("Picking the best of 6 seeds on validation data") and "95% CI" in text
+    text = sentence(table)  # n = 6 of 6 seeds: beyond N/4, no interval
+    assert text.startswith("Picking the best of 6 seeds on 40 validation rows")
+    assert "no interval: n > N/4" in text and r["note"] == "no interval: n > N/4"
+    assert np.isnan(r["inflation_ci_low"])
+
+
+def test_intervals_only_where_n_is_at_most_a_quarter_of_the_seeds() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(20, 40, 12) / 40, rng.integers(20, 40, 12) / 40
+    table = ba.seed_picking(_rows(a, b), sizes=[1, 2, 3, 4, 12], n_resamples=200).set_index("n")
+    assert table["inflation_ci_low"].notna().tolist() == [True, True, True, False, False]
+    assert (table.loc[[2, 3], "inflation_ci_low"] <= table.loc[[2, 3], "inflation"]).all()
+    assert sentence(table.reset_index()).startswith("Picking the best of 3 seeds on 40 validation")
+
+
+def test_a_seed_with_an_empty_half_is_left_out_not_a_crash() -> None:
+    rows = _rows(np.linspace(0.5, 1.0, 7), np.full(7, 0.75))
+    in_a = half_a(rows["test_index"].iloc[0])
+    for column in ("test_index", "y_true", "y_pred"):  # seed 0 kept only half-A rows
+        rows.at[0, column] = np.asarray(rows.at[0, column])[in_a]
+    table = ba.seed_picking(rows, n_resamples=200)
+    assert set(table["n_seeds"]) == {6}
+    assert "1 of 7 seeds left out: a half score is not finite" in table.attrs["left_out"][0]
+    rows.loc[1:, ["test_index", "y_true", "y_pred"]] = rows.loc[
+        [0] * 6, ["test_index", "y_true", "y_pred"]
+    ].values
+    table = ba.seed_picking(rows, n_resamples=200)
+    assert table.empty and "0 seeds, fewer than 5" in table.attrs["left_out"][-1]
+
+
+def test_setups_whose_seeds_do_not_vary_are_left_out() -> None:
+    rows = _rows(np.full(6, 0.75), np.full(6, 0.75)).assign(varied="none")
+    table = ba.seed_picking(rows)
+    assert table.empty and "seeds do not vary" in table.attrs["left_out"][0]
+
+
+def test_a_failing_section_says_what_failed_instead_of_sinking_the_report() -> None:
+    from bench.report_seed_use import guarded
+
+    def broken(ctx: object) -> None:
+        raise IndexError("index 7 is out of bounds\nfor axis 0")
+
+    section = guarded(broken, None)
+    (block,) = section.blocks
+    assert "failed: IndexError: index 7 is out of bounds for axis 0" in block.text
 
 
 def test_too_few_seeds_are_left_out_with_the_reason() -> None:
@@ -112,7 +155,8 @@ def test_experiment_shrunk_runs_both_datasets_and_writes_the_quotable_sentence(
     md = (root / "report.md").read_text()
     for dataset in ("breast_cancer", "heart"):
         said = next(x for x in done.stdout.splitlines() if x.startswith(f"{dataset}: "))
-        assert "Picking the best of 5 seeds on validation data" in said and "points" in said
+        assert "Picking the best of 5 seeds on " in said and "validation rows" in said
+        assert "no interval: n > N/4" in said and "points" in said
         assert said.split(": ", 1)[1] in md and f"## {dataset}" in md
         rows = ba.load(next((root / "runs" / dataset).glob("[!.]*")))
         assert len(rows) == 6 and set(rows["dataset"]) == {dataset}

@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 SOURCE_COLORS = {"split": "#4C72B0", "order": "#DD8452", "init": "#55A868"}
-_CYCLE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
+CYCLE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 
 
 def metric_by_group(
@@ -35,7 +35,7 @@ def metric_by_group(
     ax = fig.add_subplot()
     rng = np.random.default_rng(seed)
     for j, h in enumerate(hues):
-        color = _CYCLE[j % len(_CYCLE)]
+        color = CYCLE[j % len(CYCLE)]
         positions, data = [], []
         for i, xv in enumerate(xs):
             vals = df.loc[(df[x] == xv) & (df[hue] == h), metric].dropna().to_numpy(float)
@@ -79,7 +79,7 @@ def variance_shares(table: pd.DataFrame, group: str = "group", title: str | None
     ax = fig.add_subplot()
     width = 0.8 / max(len(sources), 1)
     for k, source in enumerate(sources):
-        color = SOURCE_COLORS.get(source, _CYCLE[(k + 3) % len(_CYCLE)])
+        color = SOURCE_COLORS.get(source, CYCLE[(k + 3) % len(CYCLE)])
         sub = data[data["source"] == source].set_index(group)
         heights = [float(sub["share_of_all"].get(g, np.nan)) for g in groups]
         notes = [str(sub["note"].get(g, "")) if "note" in sub else "" for g in groups]
@@ -166,7 +166,7 @@ def matched_scatter(
                 counts[f"{metric}_b"],
                 counts[f"{metric}_a"],
                 s=18 * counts["count"].to_numpy(),
-                color=_CYCLE[c % len(_CYCLE)],
+                color=CYCLE[c % len(CYCLE)],
                 alpha=0.6,
                 label=None if cat is None else str(cat),
                 linewidths=0,
@@ -205,7 +205,7 @@ def loss_curves(
     for k, (ax, name) in enumerate(zip(axes, names, strict=False)):
         c = panels[name]
         epochs = np.arange(1, c.shape[1] + 1)
-        color = _CYCLE[k % len(_CYCLE)]
+        color = CYCLE[k % len(CYCLE)]
         for row in c:
             ax.plot(epochs, row, color=color, alpha=0.35, linewidth=0.8)
         ax.plot(epochs, np.nanmedian(c, axis=0), color="black", linewidth=1.8, label="median")
