@@ -298,6 +298,17 @@ def _user_code_locations(targets: list[str]) -> tuple[list[str], list[str], list
         raise ConfigError(f"model._target_: {exc}") from None
 
 
+def connect_for(cfg: DictConfig) -> bool:
+    """Start (or join) Ray once for several runs of an experiment: each `run_sweep` then uses it
+    rather than starting its own (seconds each). True if this call started it."""
+
+    settings = setups(cfg)
+    examples = [spec for spec, _ in settings]
+    weights = [n for _, n in settings]
+    plain = to_container(cfg)
+    return connect(plain["cluster"], common_env(examples, weights), user_targets(plain))
+
+
 def user_targets(plain: dict[str, Any]) -> list[str]:
     """The import paths of the user's models a run trains (its config's `_target_` values)."""
     return sorted({m["_target_"] for _, m in selected_models(plain) if m["name"] in USER_MODELS})

@@ -86,8 +86,7 @@ def run_seed_picking(cfg: DictConfig, overrides: list[str]) -> int:
     from bench.analysis import load
     from bench.analysis.seed_picking import seed_picking
     from bench.config import ConfigError, compose
-    from bench.experiments.update import _ray_for
-    from bench.runner import run_sweep
+    from bench.runner import connect_for, run_sweep
 
     sp = OmegaConf.to_container(cfg.seed_picking, resolve=True)
     assert isinstance(sp, dict)
@@ -101,7 +100,7 @@ def run_seed_picking(cfg: DictConfig, overrides: list[str]) -> int:
         except ConfigError as exc:
             raise ConfigError(f"seed_picking.datasets: {dataset}: {exc}") from None
     errors = 0
-    started = _ray_for(plans[0][2])  # one Ray for every run
+    started = connect_for(plans[0][2])  # one Ray for every run
     try:
         for dataset, args, sub in plans:
             print(f"seed_picking: {dataset}", file=sys.stderr)

@@ -149,20 +149,6 @@ def report(root: Path, verdicts: list[Verdicts], stream: pd.DataFrame, shifts: l
     return write_atomic(root / "report.md", "\n".join(lines))
 
 
-def _ray_for(cfg: DictConfig) -> bool:
-    """Start (or join) Ray once for all the experiment's runs: each run_sweep then uses it rather
-    than starting its own (seconds each). True if this started it."""
-    from bench.config import to_container
-    from bench.runner import common_env, connect, user_targets
-    from bench.sweep import setups
-
-    plain = to_container(cfg)
-    settings = setups(cfg)
-    examples = [spec for spec, _ in settings]
-    weights = [n for _, n in settings]
-    return connect(plain["cluster"], common_env(examples, weights), user_targets(plain))
-
-
 def run_update(cfg: DictConfig, overrides: list[str]) -> int:
     """Run the experiment (module docstring); 0 when every run finished without error rows."""
     import json
@@ -171,7 +157,7 @@ def run_update(cfg: DictConfig, overrides: list[str]) -> int:
     from bench.analysis import load
     from bench.config import ConfigError, compose
     from bench.data.stream import write_stream
-    from bench.runner import run_sweep
+    from bench.runner import connect_for, run_sweep
 
     up = OmegaConf.to_container(cfg.updates, resolve=True)
     assert isinstance(up, dict)
@@ -194,7 +180,7 @@ def run_update(cfg: DictConfig, overrides: list[str]) -> int:
             raise ConfigError(f"updates.candidates.{name}: {exc}") from None
     errors = 0
     runs: dict[str, Path] = {}
-    started = _ray_for(configs[0])  # one Ray for every run, as a multirun's runs would share one
+    started = connect_for(configs[0])  # one Ray for every run, as a multirun's runs would share one
     try:
         for (name, extra, _), sub in zip(plans, configs, strict=True):
             print(f"update: {name}", file=sys.stderr)
