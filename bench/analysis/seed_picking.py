@@ -36,6 +36,8 @@ pin the expectation. **Only for n <= N/4**: the expectation of a best-of-n leans
 n/N of the seeds, and a percentile bootstrap of a statistic near the sample maximum undercovers
 (simulated: 78-85% at N = 20 for n = 2..20, 87% at N = 200, n = 100); beyond N/4 the row keeps
 its point estimates and says "no interval: n > N/4". Run at least 4n seeds for an interval at n.
+With the rule the intervals are closer, not exact: simulated 92.5% at N = 20, n = 5 and 90% at
+N = 40, n = 10 (docs/ensembles-and-seed-picking.md).
 
 **Left out, with the reason** (`attrs["left_out"]`): setups without stored predictions, setups
 whose seeds do not vary (`varied=none`: every pick is the same model), seeds whose half scores
