@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -28,6 +29,18 @@ def add_trust_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust", action="append", default=[], metavar="NAME",
                         help="a type of yours (pkg.Class) or your network's import path that "
                         "the stored models may load; repeatable")  # fmt: skip
+
+
+def json_plain(value: Any) -> Any:
+    """`value` as strict JSON can hold it: NaN as None, infinities as "inf" and "-inf", tuples as
+    lists (inside dicts and lists too)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: json_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_plain(v) for v in value]
+    return value
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json as _json
 import math
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bench.analysis.gate import INCONCLUSIVE, WORSE, Difference, GateResult
 from bench.analysis.gate_churn import ChurnGate
-from bench.cli_common import markdown_table
+from bench.cli_common import json_plain, markdown_table
 
 if TYPE_CHECKING:
     from bench.gate import Run
@@ -187,16 +187,6 @@ def markdown(result: GateResult | ChurnGate, base: Run, cand: Run) -> str:
     return "\n".join(out) + "\n"
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 def json(result: GateResult | ChurnGate, base: Run, cand: Run) -> str:
     """Every number, for tools."""
     data = asdict(result)
@@ -207,4 +197,4 @@ def json(result: GateResult | ChurnGate, base: Run, cand: Run) -> str:
         candidate=str(cand.path),
         varied=base.varied,
     )
-    return _json.dumps(_plain(data), indent=2) + "\n"
+    return _json.dumps(json_plain(data), indent=2) + "\n"
