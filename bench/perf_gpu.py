@@ -3,17 +3,20 @@
 A GPU machine is lent now and then for about 15 minutes, start-up included, with PyTorch, CUDA,
 scikit-learn, pandas and pyarrow but without Ray and TensorFlow. So this command runs trials
 through `bench.trial.run` directly, each check in fresh worker processes
-(bench.perf_gpu_checks), inside a time budget (default 480 s): a check that would overrun is
-recorded as "not run: budget" instead. It writes DIR/gpu.json (the machine and every figure) and
+(bench.perf_gpu_checks, each the leader of its own process group, killed whole at its deadline),
+inside a time budget (default 450 s, so that start-up and writing the results keep the command
+under 8 minutes): a check that would overrun is recorded as "not run: budget" instead. It writes DIR/gpu.json (the machine and every figure) and
 DIR/gpu.md (the tables). Sections:
-- determinism: the CNN (digits) and the MLP (breast_cancer), k fixed-seed repeats each with
-  deterministic mode off (cuDNN autotuning on) and on, one process per run;
+- determinism: the CNN (digits) and the MLP (breast_cancer), k fixed-seed repeats each in three
+  settings (SETTINGS: cuDNN autotuning on; deterministic mode off, PyTorch's defaults;
+  deterministic mode on), one process per run;
 - hardware: the same specs, deterministic mode on, on the CPU and on CUDA;
 - throughput: stacked models/s of a 30-64-64 MLP at several sizes and kernels, with the host
-  share of the steps' time;
+  share of the steps' time (bench.perf_gpu_checks.host_share);
 - gpu_tests: the `gpu`-marked tests' outcome.
 `--smoke` runs the same code at tiny sizes on the CPU (the CUDA device replaced by the CPU, and
-recorded so) and is part of the test suite, so that the command cannot rot between GPU loans.
+recorded so): the same sections, processes and deadlines, and the same gpu test files. It is part
+of the test suite, so that the command cannot rot between GPU loans.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,12 +33,22 @@ from pathlib import Path
 from typing import Any
 
 from bench import perf_gpu_checks as checks
-from bench.perf_gpu_report import clean, markdown
+from bench.cli_common import json_plain
+from bench.extras import installed
+from bench.perf_gpu_report import markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"cnn": ["model=cnn", "dataset=digits"], "mlp": ["model=mlp"]}
 # Shares of what is left of the budget when a section starts (the last takes the rest).
 SHARES = {"determinism": 0.3, "hardware": 0.15, "throughput": 0.35, "gpu_tests": 0.2}
+# The determinism settings: name -> (the spec's `deterministic`, what the worker runs it with).
+SETTINGS = {
+    "cudnn autotuning on": (False, "autotune"),  # bench's deterministic=false
+    "deterministic mode off (PyTorch defaults)": (False, "default"),  # autotuning off again
+    "deterministic mode on": (True, "deterministic"),
+}
+DEFAULT_BUDGET = 450.0  # seconds of checks; with start-up and teardown under 8 minutes
+ON_AUTOTUNE, ON_DEFAULT = list(SETTINGS)[:2]
 INNER = "BENCH_PERF_GPU_INNER"  # set for the gpu tests' pytest: a test that runs this command skips
 
 
@@ -48,7 +60,12 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--repeats", type=int, default=3, help="fixed-seed repeats per setting")
     g.add_argument("--sizes", default="256,1024,4096,16384", help="stack sizes, comma-separated")
     g.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    g.add_argument("--budget", type=float, default=480.0, help="seconds for all checks")
+    g.add_argument(
+        "--budget", type=float, default=DEFAULT_BUDGET,
+        help=f"seconds for all checks (default {DEFAULT_BUDGET:g}: with Python's start-up and "
+        "the workers' teardown the command stays under 8 minutes); a check that would overrun "
+        "is recorded as 'not run: budget'",
+    )  # fmt: skip
 
 
 def say(text: str) -> None:
@@ -73,13 +90,7 @@ def writable(folder: Path) -> str | None:
 
 def tensorflow_absent() -> str | None:
     """Why TensorFlow rows cannot run here, or None when TensorFlow is installed."""
-    import importlib.util
-
-    try:
-        found = importlib.util.find_spec("tensorflow") is not None
-    except (ImportError, ValueError):  # sys.modules["tensorflow"] = None hides it so
-        found = False
-    return None if found else "skipped: TensorFlow is not installed here"
+    return None if installed("tensorflow") else "skipped: TensorFlow is not installed here"
 
 
 def specs_for(overrides: list[str]) -> list[Any]:
@@ -130,15 +141,11 @@ def run_workers(groups: list[tuple[dict[str, str], list[dict[str, Any]]]], deadl
             tasks.write_text(json.dumps(group))
             out.touch()
             command = [sys.executable, "-m", "bench.perf_gpu_checks", str(tasks), str(out)]
-            try:
-                done = subprocess.run(
-                    command, env={**os.environ, **env}, timeout=max(1.0, deadline - time.time()),
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
-                )  # fmt: skip
-                _pass_on(done.stderr)
-            except subprocess.TimeoutExpired as exc:
-                _pass_on(exc.stderr)
-                say("a worker reached the section's time limit and was stopped")
+            timeout = max(1.0, deadline - time.time())
+            code, _, stderr = checks.run_group(command, {**os.environ, **env}, timeout)
+            _pass_on(stderr)
+            if code is None:
+                say("a worker reached the section's time limit and was stopped with its group")
             for line in out.read_text().splitlines():
                 record = json.loads(line)
                 if record["id"].startswith("throughput"):
@@ -148,10 +155,9 @@ def run_workers(groups: list[tuple[dict[str, str], list[dict[str, Any]]]], deadl
     return records
 
 
-def _pass_on(stderr: str | bytes | None) -> None:
+def _pass_on(stderr: str) -> None:
     """A worker's stderr, less the profiler's start/stop lines (torch's USDT probes)."""
-    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr or ""
-    for line in text.splitlines():
+    for line in stderr.splitlines():
         if not line.startswith("USDT:"):
             print(line, file=sys.stderr)
 
@@ -173,14 +179,17 @@ def determinism_plan(ns: argparse.Namespace, ctx: dict[str, Any]) -> Plan:
             specs = specs_for(["+sweep=determinism", f"libraries=[{library}]", *extra,
                                f"sweep.devices=[{device}]", f"seeds.n={ns.repeats}",
                                *ctx["model_overrides"]])  # fmt: skip
-            for det in (False, True):
+            for setting, (det, how) in SETTINGS.items():
+                if library == "tensorflow" and how == "default":  # no autotuning switch there
+                    continue
                 ids = []
                 for i, spec in enumerate(s for s in specs if s.deterministic == det):
-                    ids.append(f"det:{library}:{model}:{det}:{i}")
-                    task = {"kind": "trial", "id": ids[-1], "spec": ctx["placed"](spec).to_json()}
+                    ids.append(f"det:{library}:{model}:{how}:{i}")
+                    task = {"kind": "trial", "id": ids[-1], "setting": how,
+                            "spec": ctx["placed"](spec).to_json()}  # fmt: skip
                     groups.append((worker_env(1, det, device), [task]))
                 settings.append({"library": library, "model": model, "device": device,
-                                 "deterministic": det, "ids": ids})  # fmt: skip
+                                 "setting": setting, "deterministic": det, "ids": ids})  # fmt: skip
 
     def collect(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         rows = []
@@ -198,12 +207,14 @@ def determinism_plan(ns: argparse.Namespace, ctx: dict[str, Any]) -> Plan:
                 status = f"error in {len(failed)} of {len(ids)} runs: {failed[0]}"
             rows.append({**setting, "status": status,
                          **(checks.summarise_determinism(runs) if runs else {})})  # fmt: skip
-        for off, on in zip(rows, rows[1:], strict=False):  # fit-time ratio of each pair
-            same = off.get("deterministic") is False and on.get("deterministic") is True
-            if same and off.get("fit_seconds_median") and on.get("fit_seconds_median"):
-                on["fit_time_ratio_det_to_nondet"] = (
-                    on["fit_seconds_median"] / off["fit_seconds_median"]
-                )
+        fits = {(r["library"], r["model"], r.get("setting")): r.get("fit_seconds_median")
+                for r in rows}  # fmt: skip
+        for row in rows:  # deterministic mode on: its fit time over each non-deterministic one's
+            if row.get("deterministic") and row.get("fit_seconds_median"):
+                for setting, key in ((ON_AUTOTUNE, "autotune"), (ON_DEFAULT, "default")):
+                    other = fits.get((row["library"], row["model"], setting))
+                    if other:
+                        row[f"fit_time_ratio_det_to_{key}"] = row["fit_seconds_median"] / other
         return rows
 
     return Plan(groups, collect)
@@ -263,14 +274,12 @@ def throughput_plan(ns: argparse.Namespace, ctx: dict[str, Any]) -> Plan:
 
 
 def tests_section(ns: argparse.Namespace, ctx: dict[str, Any], deadline: float) -> dict:
-    """The gpu-marked tests (in --smoke: this command's own test file, whose gpu test skips)."""
+    """The gpu-marked tests, in the test files that hold any (without CUDA, in --smoke, they
+    skip; the test that runs this command skips inside it)."""
     tests = ROOT / "tests"
     if not tests.is_dir():
         return {"status": "not run: no tests folder beside bench/"}
-    if ns.smoke:
-        files = [tests / "test_perf_gpu.py"]
-    else:
-        files = sorted(p for p in tests.glob("test_*.py") if "mark.gpu" in p.read_text())
+    files = sorted(p for p in tests.glob("test_*.py") if "mark.gpu" in p.read_text())
     junit = Path(ctx["tmp"]) / "gpu-tests.xml"
     # hypothesis's pytest plugin costs 1.7 s of start-up and no gpu test needs it
     command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
@@ -280,17 +289,9 @@ def tests_section(ns: argparse.Namespace, ctx: dict[str, Any], deadline: float) 
     say(f"gpu tests: {len(files)} test files")
     env = {**os.environ, INNER: "1"}
     out = checks.gpu_tests(command, junit, ROOT, env, max(1.0, deadline - time.time()))
-    out["absent_here"] = [m for m in ("ray", "tensorflow") if not _importable(m)]
+    out["files"] = [str(f.relative_to(ROOT)) for f in files]
+    out["absent_here"] = [m for m in ("ray", "tensorflow") if not installed(m)]
     return out
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -360,24 +361,15 @@ def main(ns: argparse.Namespace) -> int:
         }  # fmt: skip
         plans = {"determinism": determinism_plan, "hardware": hardware_plan,
                  "throughput": throughput_plan}  # fmt: skip
-        if ns.smoke:  # the same tasks, all in one worker process: the test suite's seconds
-            ctx["deadline"] = budget.deadline
-            made = {name: plan(ns, ctx) for name, plan in plans.items()}
-            tasks = [t for p in made.values() for _, group in p.groups for t in group]
-            say(f"determinism, hardware, throughput: {len(tasks)} tasks in one process")
-            records = run_workers([(made["hardware"].groups[0][0], tasks)], budget.deadline)
-            for name, p in made.items():
-                result[name] = p.collect(records)
-        else:
-            for name, plan in plans.items():
-                began, ctx["deadline"] = time.time(), budget.section(name)
-                made = plan(ns, ctx)
-                say(
-                    f"{name}: {sum(len(g) for _, g in made.groups)} tasks, "
-                    f"{len(made.groups)} processes, {ctx['deadline'] - began:.0f} s at most"
-                )
-                result[name] = made.collect(run_workers(made.groups, ctx["deadline"]))
-                say(f"{name}: {time.time() - began:.1f} s")
+        for name, plan in plans.items():
+            began, ctx["deadline"] = time.time(), budget.section(name)
+            made = plan(ns, ctx)
+            say(
+                f"{name}: {sum(len(g) for _, g in made.groups)} tasks, "
+                f"{len(made.groups)} processes, {ctx['deadline'] - began:.0f} s at most"
+            )
+            result[name] = made.collect(run_workers(made.groups, ctx["deadline"]))
+            say(f"{name}: {time.time() - began:.1f} s")
         began = time.time()
         if budget.left() <= 0:
             result["gpu_tests"] = {"status": "not run: budget"}
@@ -385,7 +377,7 @@ def main(ns: argparse.Namespace) -> int:
             result["gpu_tests"] = tests_section(ns, ctx, budget.deadline)
         say(f"gpu_tests: {time.time() - began:.1f} s")
     result["seconds"] = time.time() - budget.start
-    result = clean(result)
+    result = json_plain(result)
     (out / "gpu.json").write_text(json.dumps(result, indent=1, default=str, allow_nan=False))
     (out / "gpu.md").write_text(markdown(result))
     say(f"wrote {out / 'gpu.json'} and {out / 'gpu.md'} in {result['seconds']:.0f} s")

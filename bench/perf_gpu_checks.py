@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +52,36 @@ def warm_up(device: str) -> None:
     torch.cuda.synchronize()
 
 
+def _pytorch_defaults(apply: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
+    """bench.determinism.apply, then cuDNN autotuning back off: with deterministic=false that is
+    PyTorch's defaults (no deterministic algorithms, no autotuning). Read back, as apply does."""
+
+    def defaults(spec: Any) -> dict[str, Any]:
+        import torch
+
+        settings = apply(spec)
+        torch.backends.cudnn.benchmark = False
+        return {**settings, "cudnn_benchmark": torch.backends.cudnn.benchmark}
+
+    return defaults
+
+
 def run_trial(task: dict[str, Any]) -> dict[str, Any]:
-    """One trial through `bench.trial.run` (no Ray): the fields the checks compare."""
+    """One trial through `bench.trial.run` (no Ray): the fields the checks compare. A task of
+    setting "default" runs its (deterministic=false) spec with PyTorch's defaults."""
+    from unittest import mock
+
+    from bench import determinism
     from bench.spec import TrialSpec
     from bench.trial import run
 
     spec = TrialSpec.from_dict(json.loads(task["spec"]))
     warm_up(spec.device)
-    row = run(spec, keep_weights=task.get("keep_weights", False))
+    apply = determinism.apply
+    if task.get("setting") == "default":
+        apply = _pytorch_defaults(apply)
+    with mock.patch.object(determinism, "apply", apply):
+        row = run(spec, keep_weights=task.get("keep_weights", False))
     out = {k: row.get(k) for k in TRIAL_FIELDS}
     if task.get("keep_weights"):
         out["weights"] = row.get("weights")
@@ -68,25 +91,56 @@ def run_trial(task: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _kernel_seconds(train: Any) -> tuple[float, Any]:
-    """Run `train()` under torch.profiler; (seconds of device kernels, its result). On a CPU
-    there are no device kernels: 0."""
+def _profiled_steps(train: Callable[[], Any]) -> tuple[float, float]:
+    """Run `train()` under torch.profiler: (seconds the GPU was busy inside the steps' region,
+    the region's seconds), from `gpu_busy` over the profiler's events. On a CPU: (0, region)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
+
+    from bench.backends.torch_batched import STEPS_REGION
 
     activities = [ProfilerActivity.CPU]
     if torch.cuda.is_available():
         activities.append(ProfilerActivity.CUDA)
     with profile(activities=activities) as prof:
-        result = train()
-    kernels_us = sum(e.self_device_time_total for e in prof.key_averages())
-    return kernels_us / 1e6, result
+        train()
+    return gpu_busy(prof.events(), STEPS_REGION)
 
 
-def throughput(task: dict[str, Any], emit) -> None:
+def gpu_busy(events: Iterable[Any], region: str) -> tuple[float, float]:
+    """(seconds in which the GPU ran a kernel or a copy inside the CPU range named `region`, the
+    range's seconds) from torch.profiler FunctionEvents. Only CUDA activity counts: not the CPU
+    ops that launched it (key_averages would count a kernel there too) and not user annotations
+    (`gpu_user_annotation`: a record_function range replayed on the GPU's timeline, spanning
+    kernels already counted). Overlapping kernels (streams) count once; a kernel that started
+    before the range or ends after it counts only inside. The steps end with a synchronize inside
+    the range, so every kernel they launched ends inside it."""
+    from torch.autograd import DeviceType
+
+    ranges = [e.time_range for e in events if e.name == region and e.device_type == DeviceType.CPU]
+    if len(ranges) != 1:
+        raise ValueError(f"{len(ranges)} ranges named {region!r} in the profile, expected 1")
+    a, b = ranges[0].start, ranges[0].end
+    spans = sorted(
+        (max(e.time_range.start, a), min(e.time_range.end, b))
+        for e in events
+        if e.device_type == DeviceType.CUDA
+        and not getattr(e, "is_user_annotation", False)  # torch < 2.4 has no such field
+        and e.name != region
+    )
+    busy, reach = 0.0, a  # the union of the spans, clipped to [a, b]
+    for start, stop in spans:
+        start = max(start, reach)
+        if stop > start:
+            busy += stop - start
+            reach = stop
+    return busy / 1e6, (b - a) / 1e6
+
+
+def throughput(task: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> None:
     """Stacked models/s of a 30-64-64 MLP on breast_cancer at each size and variant, each
-    measured once unprofiled (models/s) and once under torch.profiler (device kernel time, for
-    the host share). A measurement whose estimated time exceeds what is left before `deadline`
+    measured once unprofiled (models/s, the steps' wall time) and once under torch.profiler (the
+    GPU's busy time inside the steps, for the host share). A measurement whose estimated time exceeds what is left before `deadline`
     is recorded as not run rather than started."""
     import torch
 
@@ -125,49 +179,90 @@ def throughput(task: dict[str, Any], emit) -> None:
             began = time.perf_counter()
             result = train_stack(prepare_stack(est, members), **options)
             wall = result.fit_seconds + result.predict_seconds
-            kernels, _ = _kernel_seconds(
+            busy, profiled = _profiled_steps(
                 lambda members=members, options=options: train_stack(
                     prepare_stack(est, members), **options
                 )
             )
             per_member[name] = (time.perf_counter() - began - result.compile_seconds) / n
             last_compile = max(last_compile, result.compile_seconds)
-            host = host_share(device, kernels, result.steps_seconds)
-            emit({**base, "status": "ok", "models_per_s": n / wall,
+            host = host_share(device, busy, result.steps_seconds)
+            emit({**base, "status": "ok", "models": n, "seconds": wall, "models_per_s": n / wall,
                   "fit_seconds": result.fit_seconds, "steps_seconds": result.steps_seconds,
                   "compile_seconds": result.compile_seconds if options.get("compile") else None,
-                  "kernel_seconds": kernels if device == "cuda" else None, **host})  # fmt: skip
+                  "gpu_busy_seconds": busy if device == "cuda" else None,
+                  "profiled_steps_seconds": profiled, **host})  # fmt: skip
         emit({"size": n, "variant": CUDA_GRAPHS, "device": device, "status": NO_CUDA_GRAPHS})
         if device == "cuda":
             torch.cuda.empty_cache()
 
 
-def host_share(device: str, kernel_seconds: float, steps_seconds: float) -> dict[str, Any]:
-    """The share of the optimisation steps' wall time in which the GPU ran no kernel (the host
-    loop's Python, launches and waits): 1 - kernel time / wall time, the kernel time from a
-    profiled run of the same stack. On a CPU host and device are one: not applicable."""
+def host_share(device: str, gpu_busy_seconds: float, steps_seconds: float) -> dict[str, Any]:
+    """Host share = 1 - (GPU busy time during the steps) / (wall time of the steps): the share of
+    the optimisation steps' wall time in which the GPU ran nothing (the host loop's Python,
+    launches, waits). The busy time comes from a profiled repeat of the same stack (kernel times
+    do not depend on the profiler; host times do), the wall time from the unprofiled run, so the
+    raw value can leave [0, 1]: `host_share` is clipped, `host_share_raw` is not, and a raw value
+    out of range is a sign to distrust the figure. On a CPU host and device are one: n/a."""
     if device != "cuda":
-        return {"host_share": None, "host_share_note": "n/a: on a CPU the host is the device"}
-    share = min(1.0, max(0.0, 1.0 - kernel_seconds / steps_seconds)) if steps_seconds else None
-    return {"host_share": share, "host_share_note": "1 - GPU kernel time / steps' wall time"}
+        return {"host_share": None, "host_share_raw": None,
+                "host_share_note": "n/a: on a CPU the host is the device"}  # fmt: skip
+    if not steps_seconds > 0:
+        return {"host_share": None, "host_share_raw": None, "host_share_note": "no steps timed"}
+    raw = 1.0 - gpu_busy_seconds / steps_seconds
+    share = min(1.0, max(0.0, raw))
+    note = "1 - GPU busy time in the steps / steps' wall time"
+    if share != raw:
+        note += f" (clipped from {raw:.3f})"
+    return {"host_share": share, "host_share_raw": raw, "host_share_note": note}
+
+
+def run_group(
+    command: list[str], env: dict[str, str], timeout: float, cwd: Path | None = None
+) -> tuple[int | None, str, str]:
+    """Run `command` as the leader of a new session and process group; (exit code or None when
+    stopped at `timeout`, stdout, stderr). On timeout, on the leader's exit and on any error here,
+    the whole group is killed: what the leader started (pytest's subprocesses, torch.compile's
+    compile workers) ends with it. Output goes to files, not pipes, so that nothing that escaped
+    the group can hold this process waiting on a pipe."""
+    import os
+    import signal
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True
+        )
+        code: int | None = None
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the group's id is the leader's pid
+            except (ProcessLookupError, PermissionError):  # no member of the group is left
+                pass
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        text = [f.read().decode(errors="replace") for f in (out, err)]
+    return code, text[0], text[1]
 
 
 def gpu_tests(command: list[str], junit: Path, cwd: Path, env: dict[str, str], timeout: float):
     """Run the gpu-marked tests in a subprocess; their counts, and each skip's reason."""
-    import subprocess
     import xml.etree.ElementTree as ET
 
     began = time.perf_counter()
-    try:
-        done = subprocess.run(
-            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
+    code, stdout, stderr = run_group(command, env, timeout, cwd)
+    if code is None:
         return {"status": "not run: budget (stopped at the time limit)", "command": command}
     seconds = time.perf_counter() - began
     if not junit.exists():
-        tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
-        return {"status": f"error: pytest exited {done.returncode}", "output": tail,
+        tail = (stdout + stderr).strip().splitlines()[-3:]
+        return {"status": f"error: pytest exited {code}", "output": tail,
                 "command": command}  # fmt: skip
     counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
     cases = []
@@ -181,7 +276,7 @@ def gpu_tests(command: list[str], junit: Path, cwd: Path, env: dict[str, str], t
                 break
         counts[outcome] += 1
         cases.append({"test": name, "outcome": outcome, "reason": reason})
-    return {"status": "ok" if done.returncode in (0, 5) else f"pytest exited {done.returncode}",
+    return {"status": "ok" if code in (0, 5) else f"pytest exited {code}",
             **counts, "seconds": seconds, "tests": cases, "command": command}  # fmt: skip
 
 
@@ -196,6 +291,7 @@ def summarise_determinism(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "ok": len(ok),
         "errors": sorted({r["error"] for r in runs if r["status"] != "ok"}),
         "distinct_weights": len({r["weights_sha256"] for r in ok}),
+        "weights_sha256": sorted({r["weights_sha256"] for r in ok}),
         "distinct_predictions": len({r["predictions_sha256"] for r in ok}),
         "nondeterministic_ops": ops,
         "deterministic_in_force": sorted({str(r["deterministic_in_force"]) for r in ok}),

@@ -3,19 +3,7 @@ evidence can be pasted into docs and issues as it came out."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
-
-
-def clean(value: Any) -> Any:
-    """The result with non-finite floats as None: gpu.json stays strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    return value
 
 
 def _cell(value: Any) -> str:
@@ -62,12 +50,13 @@ def markdown(result: dict[str, Any]) -> str:
     else:
         lines += [table(det, [
             ("library", "library"), ("model", "model"), ("device", "device"),
-            ("deterministic", "deterministic"), ("status", "status"), ("runs", "runs"),
+            ("setting", "setting"), ("status", "status"), ("runs", "runs"),
             ("distinct_weights", "distinct weight hashes"),
             ("distinct_predictions", "distinct prediction hashes"),
             ("nondeterministic_ops", "non-deterministic ops"),
             ("fit_seconds_median", "fit s (median)"),
-            ("fit_time_ratio_det_to_nondet", "fit time det / non-det"),
+            ("fit_time_ratio_det_to_default", "fit time det / PyTorch defaults"),
+            ("fit_time_ratio_det_to_autotune", "fit time det / autotuning"),
         ]), ""]  # fmt: skip
     hw = _section(result, "hardware")
     lines += ["## CPU vs GPU (same spec, deterministic mode on)", ""]
@@ -88,7 +77,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [table(tp, [
             ("size", "members"), ("variant", "variant"), ("status", "status"),
             ("models_per_s", "models/s"), ("compile_seconds", "compile s"),
-            ("host_share", "host share"), ("host_share_note", "host share: how"),
+            ("host_share", "host share"), ("host_share_raw", "host share, unclipped"),
+            ("host_share_note", "host share: how"),
         ]), ""]  # fmt: skip
     tests = result.get("gpu_tests", {})
     lines += ["## gpu-marked tests", ""]

@@ -53,6 +53,8 @@ BATCHABLE_MODELS = ("logreg", "mlp")
 # its place and its stack's size, but not every model's on every CPU (`python -m bench.facts`):
 # rows name their stack (`group_key`) and replay trains it again whole.
 STACK_MULTIPLE = 32
+# train_stack's optimisation steps as a torch.profiler range (bench.perf_gpu's host share)
+STEPS_REGION = "bench.stack.steps"
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "logistic": torch.sigmoid}
 # Held by whatever uses torch's process-wide generator while stacks are prepared on a helper
 # thread (bench.trial.run_group_batch): building a member's modules seeds it, and Dynamo saves and
@@ -389,22 +391,25 @@ def train_stack(prepared: PreparedStack, fused: bool = False, compile: bool = Fa
         step = 0
         curve = EpochLoss()
         began_steps = time.perf_counter()
-        for order in prepared.orders:
-            flat = flat_rows + torch.from_numpy(order).to(device)  # (N, n) row numbers
-            for a, b in steps:
-                step += 1
-                optimizer.param_groups[0]["eps"] = estimator.eps / math.sqrt(
-                    1 - estimator.beta2**step
-                )
-                xb, yb = batch(flat, a, b)
-                loss, each = loss_fn(params, xb, yb, estimator.alpha, estimator.activation, binary)
-                curve.add(each, b - a)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            curve.end_epoch()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+        with torch.profiler.record_function(STEPS_REGION):
+            for order in prepared.orders:
+                flat = flat_rows + torch.from_numpy(order).to(device)  # (N, n) row numbers
+                for a, b in steps:
+                    step += 1
+                    optimizer.param_groups[0]["eps"] = estimator.eps / math.sqrt(
+                        1 - estimator.beta2**step
+                    )
+                    xb, yb = batch(flat, a, b)
+                    loss, each = loss_fn(
+                        params, xb, yb, estimator.alpha, estimator.activation, binary
+                    )
+                    curve.add(each, b - a)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                curve.end_epoch()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
     steps_seconds = time.perf_counter() - began_steps
     fit_seconds = time.perf_counter() - start - compile_seconds + prepared.seconds
 
