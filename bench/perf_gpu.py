@@ -127,6 +127,19 @@ class Plan:
     collect: Callable[[dict[str, dict[str, Any]]], Any]
 
 
+def shared_processes(
+    groups: list[tuple[dict[str, str], list[dict[str, Any]]]],
+) -> list[tuple[dict[str, str], list[dict[str, Any]]]]:
+    """The groups with the same environment merged into one process each, in order of first
+    appearance. Only for --smoke: a fresh process per run exists for cuDNN's autotuning cache,
+    which the CPU does not have, and each process costs seconds of imports; the tasks and the
+    workers' code stay the same."""
+    merged: dict[tuple, tuple[dict[str, str], list[dict[str, Any]]]] = {}
+    for env, tasks in groups:
+        merged.setdefault(tuple(sorted(env.items())), (env, []))[1].extend(tasks)
+    return list(merged.values())
+
+
 def run_workers(groups: list[tuple[dict[str, str], list[dict[str, Any]]]], deadline: float):
     """Each group of tasks in its own fresh worker process, in order; every record they wrote,
     by task id (a throughput task writes several: a list). A group that would start past
@@ -364,6 +377,8 @@ def main(ns: argparse.Namespace) -> int:
         for name, plan in plans.items():
             began, ctx["deadline"] = time.time(), budget.section(name)
             made = plan(ns, ctx)
+            if ns.smoke:
+                made = Plan(shared_processes(made.groups), made.collect)
             say(
                 f"{name}: {sum(len(g) for _, g in made.groups)} tasks, "
                 f"{len(made.groups)} processes, {ctx['deadline'] - began:.0f} s at most"
