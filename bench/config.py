@@ -216,10 +216,50 @@ class ModelConfig:
     _target_: str | None = None
 
 
+class UntilMetric(Enum):
+    """Metrics bounded in [0, 1]: the only ones seeds.until stops on (its intervals are clipped
+    to the metric's range; log loss has none)."""
+
+    accuracy = "accuracy"
+    balanced_accuracy = "balanced_accuracy"
+    f1 = "f1"
+    roc_auc = "roc_auc"
+
+
+class CompareAxis(Enum):
+    """Axes seeds.until.compare may name: each must take exactly two values in the sweep."""
+
+    library = "library"
+    model = "model"
+    mode = "mode"
+    device = "device"
+    deterministic = "deterministic"
+    threads = "threads"
+    cpu_isa = "cpu_isa"
+
+
+@dataclass
+class UntilConfig:
+    """Repeat until the answer is known (bench.waves): after a first wave of seeds.n seeds per
+    setup, waves of `wave` more run for the setups whose question is still open, up to `max`.
+    Off unless ci_width or compare is set; then a sweep runs exactly as without it."""
+
+    ci_width: float | None = None  # stop a setup once its interval is narrower (metric units)
+    # An axis with two values: stop each pair of setups differing only there at a verdict
+    # (first better, second better, or equivalent within +-margin), on paired seeds.
+    compare: CompareAxis | None = None
+    margin: float = 0.01
+    metric: UntilMetric = UntilMetric.accuracy
+    wave: int = 10  # seeds per setup in each later wave
+    max: int = 200  # seeds per setup at most
+    confidence: float = 0.95
+
+
 @dataclass
 class SeedsConfig:
     base: int = 0
     n: int = 10
+    until: UntilConfig = field(default_factory=UntilConfig)
     # Seeds per varied source where it should differ from n, e.g. {cv: 20, init: 20} beside 100
     # split seeds: the split is the question, the others only need enough draws for a variance.
     n_by_source: dict[str, int] = field(default_factory=dict)
@@ -550,6 +590,7 @@ def validate(cfg: DictConfig, require_installed: bool = True) -> None:
         raise ConfigError(f"seeds.n: base + n exceeds the uint32 seed range ({UINT32_MAX})")
     validate_cluster(cfg)
     plain = to_container(cfg)
+    validate_until(plain)
     if require_installed:
         from bench.extras import missing
 
@@ -620,6 +661,61 @@ def validate_seed_picking(sp: dict[str, Any]) -> None:
         raise ConfigError(f"seed_picking.sizes: every n must be >= 1, got {sp['sizes']}")
     if sp["n_resamples"] < 100:
         raise ConfigError(f"seed_picking.n_resamples: must be >= 100, got {sp['n_resamples']}")
+
+
+def until_on(plain: dict[str, Any]) -> bool:
+    """Whether seeds.until is in force: a target width or a comparison is set."""
+    until = plain["seeds"].get("until") or {}
+    return until.get("ci_width") is not None or until.get("compare") is not None
+
+
+def axis_values(plain: dict[str, Any], axis: str) -> list[Any]:
+    """The values an axis takes in the sweep, in the order the config names them."""
+    sweep = plain["sweep"]
+    return {
+        "library": lambda: plain["libraries"],
+        "model": lambda: [name for name, _ in selected_models(plain)],
+        "mode": lambda: selected_modes(plain),
+        "device": lambda: sweep.get("devices") or [plain["device"]],
+        "deterministic": lambda: sweep.get("deterministic") or [plain["deterministic"]],
+        "threads": lambda: sweep.get("threads") or [plain["threads"]],
+        "cpu_isa": lambda: sweep.get("cpu_isa") or [plain.get("cpu_isa", "native")],
+    }[axis]()
+
+
+def validate_until(plain: dict[str, Any]) -> None:
+    """seeds.until's values, naming the key, before any work (bench.waves)."""
+    from bench.analysis.sequential import MIN_FIRST
+
+    until, seeds = plain["seeds"]["until"], plain["seeds"]
+    if not until_on(plain):
+        return
+    first = max([seeds["n"], *seeds.get("n_by_source", {}).values()])
+    checks = [
+        ("ci_width", until["ci_width"] is None or until["ci_width"] > 0, "must be > 0"),
+        ("margin", until["margin"] > 0, "must be > 0"),
+        ("wave", until["wave"] >= 1, "must be >= 1"),
+        ("confidence", 0 < until["confidence"] < 1, "must be in (0, 1)"),
+        ("max", until["max"] >= first, f"must be >= the first wave (seeds.n: {first})"),
+    ]
+    for key, ok, why in checks:
+        if not ok:
+            raise ConfigError(f"seeds.until.{key}: {why}, got {until[key]}")
+    if seeds["n"] < MIN_FIRST:
+        raise ConfigError(
+            f"seeds.n: seeds.until needs a first wave of >= {MIN_FIRST} seeds (fewer give an "
+            f"unreliable spread; docs/repeat-until.md), got {seeds['n']}"
+        )
+    if seeds["base"] + until["max"] - 1 > UINT32_MAX:
+        raise ConfigError("seeds.until.max: base + max exceeds the uint32 seed range")
+    axis = until["compare"]
+    if axis is not None:
+        values = axis_values(plain, axis)
+        if len(set(map(str, values))) != 2:
+            raise ConfigError(
+                f"seeds.until.compare: {axis} must take exactly two values in the sweep to "
+                f"compare them, got {values}"
+            )
 
 
 VERDICTS = ("better", "not worse", "worse", "inconclusive")

@@ -32,6 +32,7 @@ from bench import analysis as ba
 from bench import report_seed_use
 from bench.analysis import plots
 from bench.analysis.common import SEED_COLUMNS, SOURCES, groups, ok_rows, present, varying
+from bench.report_sequential import sequential_section
 
 REPORT_DIR = "report"  # in the run's bookkeeping folder (bench.store.RunFiles.report)
 METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss", "cv_score")  # per-trial
@@ -169,6 +170,7 @@ def write_report(
         lambda: _determinism(ctx),
         lambda: _threshold(ctx, thresholds),
         lambda: _tuned(ctx, thresholds),
+        lambda: report_seed_use.guarded(sequential_section, ctx, run_dir),
         lambda: report_seed_use.guarded(report_seed_use.ensemble_section, ctx, run_dir),
         lambda: report_seed_use.guarded(report_seed_use.seed_picking_section, ctx),
     ]

@@ -29,6 +29,7 @@ SCHEMA = pa.schema(
     [
         ("trial_key", _str), ("run_id", _str), ("sweep", _str), ("status", _str), ("error", _str),
         *SPEC_COLUMNS,
+        ("wave", _int),  # seeds.until: the wave the trial's seed index belongs to (bench.waves)
         ("seed_sources", _str),  # sources that reached the training (bench.backends.seed_use)
         ("dataset_sha256", _str),  # dataset=table / images: the digest of the file / folder read
         ("code_sha256", _str),  # the user's own model code (bench.backends.user_code), else null
@@ -76,7 +77,7 @@ SCHEMA = pa.schema(
 # Raised with every change of SCHEMA (a column added, removed or retyped); each part file's
 # metadata holds it (bench.store.part_metadata). Parts written before it have none.
 # tests/test_provenance.py pins the schema each version stands for.
-SCHEMA_VERSION = 3  # 2: train_loss; 3: stored models (model_file, ...), scored runs
+SCHEMA_VERSION = 4  # 2: train_loss; 3: stored models (model_file, ...), scored runs; 4: wave
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 _COLUMN_SET = frozenset(COLUMNS)
 # Per-row arrays: given to `to_batch` as numpy arrays, one per row (or None), never as lists.

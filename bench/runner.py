@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 
-from bench import __version__, isa, provenance, rows, store
+from bench import __version__, isa, provenance, rows, store, waves
 from bench.config import (
     USER_MODELS,
     ConfigError,
@@ -104,6 +104,7 @@ def _execute(
     config: str | None = None,
     staging: str | None = None,
     models_to: str | None = None,
+    wave: int | None = None,
 ) -> pa.RecordBatch:
     """The Ray task body: a worker turns one spec, or, given a stack's `kernels`
     (config.stack_kernels), one stacked group (stacks of at most `stack_size`, trained back to
@@ -123,7 +124,7 @@ def _execute(
         batch = trial.run_group_batch(specs, **options, **kernels, stack_size=stack_size)
     else:
         batch = pa.concat_batches([trial.run_batch(spec, **options) for spec in specs])
-    batch = with_run_id(batch, run_id, overrides)
+    batch = with_run_id(batch, run_id, overrides, wave)
     if part_dir is None:
         return batch
     store.write_worker_part(
@@ -133,19 +134,25 @@ def _execute(
 
 
 def with_run_id(
-    batch: pa.RecordBatch, run_id: str | None, overrides: str | None = None
+    batch: pa.RecordBatch, run_id: str | None, overrides: str | None = None, wave: int | None = None
 ) -> pa.RecordBatch:
-    """The run's own columns, the same in every row: its id and command-line overrides."""
-    for name, value in (("run_id", run_id), ("overrides", overrides)):
+    """The run's own columns, the same in every row: its id and command-line overrides, and the
+    seeds.until wave the rows belong to (bench.waves; null without it)."""
+    for name, value, type_ in (
+        ("run_id", run_id, pa.string()), ("overrides", overrides, pa.string()),
+        ("wave", wave, pa.int64()),
+    ):  # fmt: skip
         i = batch.schema.get_field_index(name)
-        batch = batch.set_column(i, name, pa.array([value] * batch.num_rows, pa.string()))
+        batch = batch.set_column(i, name, pa.array([value] * batch.num_rows, type_))
     return batch
 
 
-def driver_row(spec: TrialSpec, message: str, run_id: str, overrides: str | None) -> dict[str, Any]:
+def driver_row(
+    spec: TrialSpec, message: str, run_id: str, overrides: str | None, wave: int | None = None
+) -> dict[str, Any]:
     """An error row the driver makes itself (a worker that died, a trial skipped): the run's
     columns and the driver's own bench (no worker's code ran the trial)."""
-    return {**error_row(spec, message), "run_id": run_id, "overrides": overrides,
+    return {**error_row(spec, message), "run_id": run_id, "overrides": overrides, "wave": wave,
             **provenance.code()}  # fmt: skip
 
 
@@ -354,7 +361,13 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 # Keys added within a version, with the value that runs written before them ran with: such a
 # run's config lacks them, and resuming it with that value is no change.
-ADDED_KEYS = {"batching.stacks_per_task": 1}
+ADDED_KEYS = {
+    "batching.stacks_per_task": 1,
+    **{f"seeds.until.{k}": v for k, v in {
+        "ci_width": None, "compare": None, "margin": 0.01, "metric": "accuracy", "wave": 10,
+        "max": 200, "confidence": 0.95,
+    }.items()},
+}  # fmt: skip
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -491,6 +504,7 @@ def execute(
     totals: dict[tuple, int] | None = None,
     overrides: str | None = None,
     models_to: str | None = None,
+    wave: int | None = None,
 ) -> Iterable[pa.RecordBatch]:
     """Submit `specs` to the connected Ray cluster; write and yield each task's record batch as it
     finishes (a task's rows travel as one Arrow batch, and are journaled with one fsync).
@@ -511,7 +525,8 @@ def execute(
     its rows into `writer`'s folder itself and the driver gets their keys and statuses (the
     batches yielded then hold just those two columns); rows the driver makes (a task whose
     worker died) it still writes. `overrides` (JSON text) goes into every row, and `writer`'s
-    config into the metadata of every part, the workers' included.
+    config into the metadata of every part, the workers' included. `wave`: the seeds.until
+    wave of every row (bench.waves).
     """
     import ray
 
@@ -564,7 +579,7 @@ def execute(
             written = store.worker_part(Path(part_dir), unit)
             if written.exists():
                 return store.read_part(written).select(["trial_key", "status"]).to_batches()[0]
-        return rows.to_batch([driver_row(spec, message, run_id, overrides) for spec in unit])
+        return rows.to_batch([driver_row(s, message, run_id, overrides, wave) for s in unit])
 
     with _progress(progress) as bar:
         job = bar.add_task(description, total=total, **counts)
@@ -585,7 +600,7 @@ def execute(
                     ).remote(
                         [s.fields_dict() for s in unit], raw_ref, faults, timeout_s,
                         kernels if stacked else None, keep_weights, run_id, predictions,
-                        dry_run, part_dir, stack_size, overrides, config, staging, models_to,
+                        dry_run, part_dir, stack_size, overrides, config, staging, models_to, wave,
                     )  # fmt: skip
                     # each stack's training and host work get timeout_s: 2 x timeout_s a stack
                     stacks = math.ceil(len(unit) / stack_size) if stacked and stack_size else 1
@@ -662,6 +677,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutco
         print(f"dataset: {raw.dropped} row(s) without a target left out", file=sys.stderr)
     _check_writable(store.run_dir(cfg.results_dir, cfg.sweep.name, cfg.run_id or "new"))
     plain = to_container(cfg)
+    plan = waves.plan_of(plain)  # seeds.until: the setups and their seeds, wave by wave
     cluster = plain["cluster"]
     if embedded(cluster):
         check_cpu_isa(examples, cpu_isa_key(cfg))
@@ -692,7 +708,11 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutco
             n_skip = sum(1 for s in iter_specs(cfg) if not runnable(s) and s.trial_key not in done)
             n_todo = total - n_done - n_skip
             print(
-                f"resuming run {run_id}: {n_done} of {total} trials already ok, running {n_todo}",
+                f"resuming run {run_id}: {len(done)} trials already ok; the waves' decisions "
+                "are recomputed from their rows"
+                if plan
+                else f"resuming run {run_id}: {n_done} of {total} trials already ok, "
+                f"running {n_todo}",
                 file=sys.stderr,
             )
         else:
@@ -724,14 +744,13 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutco
             writer.add_batch(rows.to_batch(skipped))
             counts["skipped"] = len(skipped)
         todo = (s for s in iter_specs(cfg) if runnable(s) and (not done or s.trial_key not in done))
-        batches = execute(
-            todo,
-            raw,
-            writer,
-            run_id,
-            cfg.cluster.max_in_flight,
-            cfg.progress,
-            cfg.sweep.name,
+        options = dict(
+            raw=raw,
+            writer=writer,
+            run_id=run_id,
+            max_in_flight=cfg.cluster.max_in_flight,
+            progress=cfg.progress,
+            description=cfg.sweep.name,
             retries=cfg.retries,
             timeout_s=cfg.trial_timeout_s,
             faults=faults if injecting else None,
@@ -740,13 +759,17 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutco
             keep_weights=cfg.keep_weights,
             predictions=plain["predictions"],
             models_to=str(path.resolve()) if cfg.save_models and not cfg.dry_run else None,
-            total=n_todo,
             setups=[s for s in examples if runnable(s)],
             dry_run=cfg.dry_run,
             rows_to=plain["rows_to"],
-            totals=None if done else stack_totals((s, n) for s, n in settings if runnable(s)),
             overrides=command,
         )
+        if plan is None:
+            totals = None if done else stack_totals((s, n) for s, n in settings if runnable(s))
+            batches = execute(todo, total=n_todo, totals=totals, **options)
+        else:  # one wave after another, each a list of specs through the same execute
+            loop = waves.Waves(plan, path)
+            batches = loop.run(lambda specs, k: execute(specs, wave=k, **options), done, runnable)
         try:
             for batch in batches:
                 for status, n in Counter(batch.column("status").to_pylist()).items():
@@ -766,12 +789,16 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutco
             lock.release()
         if started:
             ray.shutdown()
+    if plan is not None:  # every wave's trials, not only the first wave's
+        total, n_done = loop.n_trials + counts["skipped"], loop.n_done
     n_ok = n_done + counts["ok"]
     n_skipped = counts["skipped"]
     outcome = SweepOutcome(
         run_id, path, total, n_ok, total - n_ok - n_skipped, len(done), n_skipped, tuple(not_run)
     )
     print_summary(path, outcome)
+    if plan is not None:
+        print("\n".join(waves.summary_lines(plan, waves.read_values(path, plan))))
     if cfg.save_models and not cfg.dry_run:
         from bench.modelstore import storage_line
 

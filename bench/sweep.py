@@ -70,9 +70,10 @@ def expand(cfg: DictConfig) -> list[TrialSpec]:
     return list(iter_specs(cfg))
 
 
-def iter_specs(cfg: DictConfig) -> Iterator[TrialSpec]:
-    """The sweep's trials in `expand`'s order, made one at a time."""
-    plain = to_container(cfg)
+def iter_specs(cfg: DictConfig | dict) -> Iterator[TrialSpec]:
+    """The sweep's trials in `expand`'s order, made one at a time (`cfg` composed, or plain as
+    `to_container` gives it: bench.waves expands a copy with more seeds)."""
+    plain = cfg if isinstance(cfg, dict) else to_container(cfg)
     for _, model in selected_models(plain):
         for mode in selected_modes(plain):
             yield from _expand_one(plain, model, mode)

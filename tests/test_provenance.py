@@ -39,7 +39,7 @@ def test_schema_version_is_raised_with_every_schema_change() -> None:
     fingerprint = hashlib.sha256(
         "\n".join(f"{f.name}:{f.type}" for f in rows.SCHEMA).encode()
     ).hexdigest()[:16]
-    assert (rows.SCHEMA_VERSION, fingerprint) == (3, "31207766e37b574f")
+    assert (rows.SCHEMA_VERSION, fingerprint) == (4, "746808f3307c758b")
 
 
 # ------------------------------------------------------------------------------- rows' provenance
