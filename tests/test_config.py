@@ -23,7 +23,11 @@ def test_seeds_sweep_composes_with_defaults() -> None:
     assert cfg["sweep"]["varied"] == ["split", "order", "init", "all", "none"]
     # No extra axes: one device, one determinism setting, one thread count.
     assert all(cfg["sweep"][axis] is None for axis in ("devices", "deterministic", "threads"))
-    assert cfg["seeds"] == {"base": 0, "n": 10, "n_by_source": {}, "n_by_library": {}}
+    until = {"ci_width": None, "compare": None, "margin": 0.01, "metric": "accuracy", "wave": 10,
+             "max": 200, "confidence": 0.95}  # fmt: skip  # seeds.until: off
+    assert cfg["seeds"] == {
+        "base": 0, "n": 10, "n_by_source": {}, "n_by_library": {}, "until": until
+    }  # fmt: skip
     assert cfg["libraries"] == ["sklearn", "torch", "tensorflow"]
     assert cfg["dataset"]["name"] == "breast_cancer"
     assert cfg["dataset"]["test_size"] == 0.2

@@ -31,8 +31,8 @@ from bench.sweep import expand
 def test_sequence_keeps_its_coverage_where_stopping_on_a_narrow_t_interval_does_not() -> None:
     """20,000 studies of accuracies like breast_cancer's (sd 0.015 on a 114-row test set), each
     adding one seed at a time after a first wave of 5 until the interval is narrower than 0.02.
-    The stated level is 95%: the sequence stays above it, the naive t interval falls about 14
-    standard errors below it (measured 98.8% and 92.4%; docs/repeat-until.md)."""
+    The stated level is 95%: the sequence stays above it, the naive t interval falls about 15
+    standard errors below it (measured 98.7% and 92.1%; docs/repeat-until.md)."""
     draw = seq.rounded_normal(0.93, 0.015, 114)
     truth = seq.rounded_mean(0.93, 0.015, 114)
     out = seq.simulate_width_rule(draw, truth, first=5, wave=1, most=200, target=0.02, seed=1)
