@@ -305,6 +305,7 @@ def test_a_compiled_batched_run_records_its_kernels_and_replays_bitwise(tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_a_fused_run_written_by_bench_0_2_0_replays_bitwise(tmp_path: Path) -> None:
     """0.2.0 wrote neither the kernel columns nor `batching.compile` (it had no compile), and
     replayed fused stacks unfused: NOT REPRODUCED for every one of them."""

@@ -326,6 +326,7 @@ def test_a_cpu_kernel_without_a_deterministic_version_is_captured_for_real() -> 
     assert found == ["put_"]
 
 
+@pytest.mark.extended
 def test_replay_of_a_run_hashed_before_predictions_dtype_compares_like_with_like(
     tmp_path: Path,
 ) -> None:

@@ -30,6 +30,7 @@ def perf(*args: str, timeout: float, module: str = "bench.perf", cwd: str | None
     return proc.stdout
 
 
+@pytest.mark.extended
 def test_overhead_runs_both_sides_alternately_and_prints_medians() -> None:
     out = perf("overhead", "--repeat", "2", "libraries=[sklearn]", "seeds.n=1", timeout=300)
     pairs = re.findall(r"pair (\d): bench ([\d.]+) s, loop ([\d.]+) s, ratio ([\d.]+)", out)
