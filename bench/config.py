@@ -641,13 +641,14 @@ def _count_key(cfg: DictConfig, spec: Any, n: int) -> str:
     """The setting that decided a setup's seed count, for the hint in an error message."""
     library = str(getattr(spec.library, "value", spec.library))
     varied = str(getattr(spec.varied, "value", spec.varied))
-    by_library = dict(cfg.seeds.n_by_library or {})
-    by_source = dict(cfg.seeds.n_by_source or {})
+    seeds = cfg["seeds"]  # a DictConfig or a plain dict
+    by_library = dict(seeds["n_by_library"] or {})
+    by_source = dict(seeds["n_by_source"] or {})
     if by_library.get(library) == n:
         return f"seeds.n_by_library.{library}"
     if varied in by_source:
         return f"seeds.n_by_source.{varied}"
-    return "seeds.n" if n == cfg.seeds.n else "seeds.n and the sweep's repeats"
+    return "seeds.n" if n == seeds["n"] else "seeds.n and the sweep's repeats"
 
 
 def validate_seed_picking(sp: dict[str, Any]) -> None:
@@ -674,7 +675,7 @@ def axis_values(plain: dict[str, Any], axis: str) -> list[Any]:
     sweep = plain["sweep"]
     return {
         "library": lambda: plain["libraries"],
-        "model": lambda: [name for name, _ in selected_models(plain)],
+        "model": lambda: [m["name"] for _, m in selected_models(plain)],  # as specs hold it
         "mode": lambda: selected_modes(plain),
         "device": lambda: sweep.get("devices") or [plain["device"]],
         "deterministic": lambda: sweep.get("deterministic") or [plain["deterministic"]],
@@ -686,25 +687,35 @@ def axis_values(plain: dict[str, Any], axis: str) -> list[Any]:
 def validate_until(plain: dict[str, Any]) -> None:
     """seeds.until's values, naming the key, before any work (bench.waves)."""
     from bench.analysis.sequential import MIN_FIRST
+    from bench.sweep import _expand_one
 
     until, seeds = plain["seeds"]["until"], plain["seeds"]
     if not until_on(plain):
         return
-    first = max([seeds["n"], *seeds.get("n_by_source", {}).values()])
+    # The first wave of every setup the plan gets (n_by_source and n_by_library included), and
+    # the key that set each count.
+    counts = [
+        (n, _count_key(plain, spec, n))
+        for _, model in selected_models(plain)
+        for mode in selected_modes(plain)
+        for spec, n in _expand_one(plain, model, mode, first_only=True)
+    ] or [(seeds["n"], "seeds.n")]
+    first, first_key = max(counts)
     checks = [
         ("ci_width", until["ci_width"] is None or until["ci_width"] > 0, "must be > 0"),
         ("margin", until["margin"] > 0, "must be > 0"),
         ("wave", until["wave"] >= 1, "must be >= 1"),
         ("confidence", 0 < until["confidence"] < 1, "must be in (0, 1)"),
-        ("max", until["max"] >= first, f"must be >= the first wave (seeds.n: {first})"),
+        ("max", until["max"] >= first, f"must be >= the first wave ({first_key}: {first})"),
     ]
     for key, ok, why in checks:
         if not ok:
             raise ConfigError(f"seeds.until.{key}: {why}, got {until[key]}")
-    if seeds["n"] < MIN_FIRST:
+    least, least_key = min(counts)
+    if least < MIN_FIRST:
         raise ConfigError(
-            f"seeds.n: seeds.until needs a first wave of >= {MIN_FIRST} seeds (fewer give an "
-            f"unreliable spread; docs/repeat-until.md), got {seeds['n']}"
+            f"{least_key}: seeds.until needs a first wave of >= {MIN_FIRST} seeds per setup "
+            f"(fewer give an unreliable spread; docs/repeat-until.md), got {least}"
         )
     if seeds["base"] + until["max"] - 1 > UINT32_MAX:
         raise ConfigError("seeds.until.max: base + max exceeds the uint32 seed range")

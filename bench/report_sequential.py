@@ -37,9 +37,9 @@ def sequential_section(ctx: Context, run_dir: Path) -> Section | None:
         return None
     plan = waves.Plan.of(plain)
     until, metric = plan.until, plan.until["metric"]
-    ok = ctx.ok[ctx.ok[metric].notna()] if metric in ctx.ok else ctx.ok.iloc[:0]
-    values = dict(zip(ok["trial_key"], ok[metric].astype(float), strict=True))
-    states, pairs = waves.replay(plan, values)
+    # The sweep's own reading of the rows (NaN dropped, error rows seen), not ctx.ok: the
+    # report says what the run decided.
+    states, pairs = waves.replay(plan, waves.read_values(run_dir, plan))
     s = Section("Repeat until the answer is known (seeds.until)")
     asked = []
     if until["ci_width"] is not None:
@@ -63,7 +63,7 @@ def sequential_section(ctx: Context, run_dir: Path) -> Section | None:
             "low": st.interval.low if st.interval else None,
             "high": st.interval.high if st.interval else None,
             "width": st.interval.width if st.interval else None,
-            "stopped": st.reason or "open (the run ended first)",
+            "stopped": st.reason,
         }
         for st in states.values()
     ]  # fmt: skip
@@ -94,7 +94,9 @@ def _narrowing(states: list, metric: str, target: float | None) -> Figure:
     cols = min(4, len(states))
     n_rows = -(-len(states) // cols)
     fig = Figure(figsize=(3.2 * cols, 2.6 * n_rows + 0.4), layout="constrained")
-    axes = fig.subplots(n_rows, cols, squeeze=False, sharey=True)
+    # Own y per panel: setups sit at different levels of the metric, and a shared axis would
+    # squash each interval to a line.
+    axes = fig.subplots(n_rows, cols, squeeze=False)
     for ax, st in zip(axes.flat, states, strict=False):
         seeds = [iv.n for _, iv in st.history]
         ax.fill_between(seeds, [iv.low for _, iv in st.history],
@@ -103,11 +105,14 @@ def _narrowing(states: list, metric: str, target: float | None) -> Figure:
         spans = [[m - iv.low for m, (_, iv) in zip(means, st.history, strict=True)],
                  [iv.high - m for m, (_, iv) in zip(means, st.history, strict=True)]]  # fmt: skip
         ax.errorbar(seeds, means, yerr=spans, marker="o", ms=3, capsize=3)  # one wave: a bar
+        if target is not None:  # the width to reach, centred on the last mean
+            for edge in (means[-1] - target / 2, means[-1] + target / 2):
+                ax.axhline(edge, color="grey", ls="--", lw=0.8)
         ax.set_title(st.setup.label, fontsize=9)
         ax.set_xlabel("seeds")
     for ax in list(axes.flat)[len(states) :]:
         ax.set_visible(False)
     axes[0][0].set_ylabel(metric)
-    width = f" (target width {target:g})" if target is not None else ""
+    width = f" (dashed: target width {target:g} around the last mean)" if target is not None else ""
     fig.suptitle(f"{metric}: confidence sequence after each wave{width}", fontsize=10)
     return fig

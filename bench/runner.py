@@ -717,7 +717,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutco
             )
         else:
             n_skip, n_todo = n_unavailable, total - n_unavailable
-            print(f"run {run_id}: {total} trials -> {path}", file=sys.stderr)
+            print(f"run {run_id}: {waves.trials_phrase(plan, total)} -> {path}", file=sys.stderr)
         for line in not_run:
             print(line, file=sys.stderr)
         faults = to_container(cfg.faults)

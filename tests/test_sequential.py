@@ -22,7 +22,7 @@ import pytest
 
 from bench import faults, store, waves
 from bench.analysis import sequential as seq
-from bench.config import ConfigError, compose, to_container
+from bench.config import CompareAxis, ConfigError, compose, to_container
 from bench.sweep import expand
 
 # --- the statistics under optional stopping --------------------------------------------------------
@@ -56,15 +56,48 @@ def test_a_comparison_of_equal_setups_rarely_gives_a_false_verdict() -> None:
     assert naive["rate"] > 0.05 + 20 * naive["se"], out
 
 
+def test_ties_on_a_coarse_test_set_keep_their_coverage_with_the_sd_floor() -> None:
+    """Seeds whose true sd is below one test row (114 rows: steps of 0.0088) mostly tie: a first
+    wave of ties has sd 0 and the interval [v, v] stops at once and misses. The floor of half a
+    row (`sd_floor`, what bench.waves uses) keeps the sequence at or above 95%."""
+    for sd in (0.002, 0.004):
+        draw, truth = seq.rounded_normal(0.93, sd, 114), seq.rounded_mean(0.93, sd, 114)
+        args = {"first": 5, "wave": 5, "most": 200, "target": 0.01, "studies": 5000, "seed": 3}
+        bare = seq.simulate_width_rule(draw, truth, **args)["sequence"]
+        floored = seq.simulate_width_rule(draw, truth, **args, floor=seq.sd_floor(114))
+        assert bare["rate"] < 0.9, (sd, bare)
+        assert floored["sequence"]["rate"] >= 0.95, (sd, floored)
+
+
+def test_a_difference_just_above_the_margin_is_rarely_called_equivalent() -> None:
+    """The true difference is 0.011 with margin 0.01: "equivalent" and "better, within margin"
+    are both wrong there, and the sequence says either at most alpha of the time. Where better
+    and within the margin both hold, the verdict says both."""
+
+    def draw(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+        return np.round(rng.normal(0.011, 0.01, shape) * 114) / 114
+
+    truth = seq.rounded_mean(0.011, 0.01, 114)  # rounding moves the mean a little
+    assert 0.01 < truth < 0.0125
+    out = seq.simulate_compare(draw, truth, first=10, wave=5, most=200, margin=0.01,
+                               studies=5000, seed=4, floor=seq.sd_floor(114))  # fmt: skip
+    assert out["sequence"]["rate"] <= 0.05, out
+    assert seq.verdict(seq.Interval(9, 0.005, 0.002, 0.008), 0.01) == "first within margin"
+    assert seq.wrong(["first within margin", "first", "equivalent", ""], 0.011, 0.01).tolist() == [
+        True, False, True, False
+    ]  # fmt: skip
+
+
 def test_intervals_verdicts_and_looks() -> None:
     x = [0.9, 0.92, 0.91, 0.93, 0.9]
     cs, t = seq.confidence_sequence(x, 0.95, 20.0), seq.t_interval(x, 0.95)
     assert cs.low < t.low < t.high < cs.high and cs.mean == pytest.approx(np.mean(x))
     assert seq.confidence_sequence([0.5], 0.95, 20.0).width == 1.0  # one value: no spread yet
-    assert seq.verdict(seq.Interval(9, 0.02, 0.01, 0.03), 0.05) == "first"
-    assert seq.verdict(seq.Interval(9, -0.02, -0.03, -0.01), 0.05) == "second"
+    assert seq.verdict(seq.Interval(9, 0.02, 0.01, 0.03), 0.005) == "first"
+    assert seq.verdict(seq.Interval(9, -0.02, -0.03, -0.01), 0.005) == "second"
     assert seq.verdict(seq.Interval(9, 0.0, -0.004, 0.004), 0.005) == "equivalent"
     assert seq.verdict(seq.Interval(9, 0.0, -0.01, 0.004), 0.005) is None
+    assert seq.verdict(seq.Interval(9, 0.02, 0.001, 0.004), 0.005) == "first within margin"
     assert seq.looks(5, 5, 17).tolist() == [5, 10, 15, 17]
 
 
@@ -109,6 +142,100 @@ def test_a_comparison_stops_at_its_verdict_and_a_width_at_its_target() -> None:
     states, _ = waves.replay(narrow, _values(narrow, {"sklearn": 0.95, "torch": 0.9}, 0.03))
     assert {st.reason for st in states.values()} == {"max 20 reached"}
     assert all(st.interval.n == 20 and st.waves == 4 for st in states.values())
+
+
+AXES = {
+    "library": ["libraries=[sklearn,torch]"],
+    "model": ["libraries=[sklearn]", "+model@model_zoo.mlp=mlp", "models=[logreg,mlp]"],
+    "mode": ["libraries=[torch]", "modes=[aligned,defaults]"],
+    "device": ["libraries=[torch]", "sweep.devices=[cpu,cuda]"],
+    "deterministic": ["libraries=[torch]", "sweep.deterministic=[true,false]"],
+    "threads": ["libraries=[torch]", "sweep.threads=[1,2]"],
+    "cpu_isa": ["libraries=[torch]", "sweep.cpu_isa=[native,avx2]"],
+}
+
+
+@pytest.mark.parametrize("axis", [a.value for a in CompareAxis])
+def test_every_compare_axis_pairs_its_setups(axis: str) -> None:
+    """compose and Plan.of for each axis seeds.until.compare accepts: one pair, ordered as the
+    config names the values (model: the model's name as specs hold it, not its config key)."""
+    args = ["+sweep=seeds", "sweep.varied=[split]", "seeds.n=5", *AXES[axis]]
+    plan = waves.Plan.of(to_container(compose([*args, f"seeds.until.compare={axis}"])))
+    assert len(plan.pairs) == 1 and not plan.unpaired
+    first, second = (plan.setups[sid] for sid in plan.pairs[0])
+    assert str(first.fields[axis]) != str(second.fields[axis])
+    if axis == "model":
+        assert (first.fields["model"], second.fields["model"]) == ("logreg", "mlp")
+
+
+def test_unpaired_setups_get_their_reason_and_nothing_paired_is_refused() -> None:
+    """sklearn's order and init seeds are left out under mode=defaults: those setups of the
+    aligned mode have no partner, say so before the run, and stop with that reason."""
+    args = ["+sweep=seeds", "libraries=[sklearn]", "sweep.varied=[split,init]", "seeds.n=5"]
+    plan = waves.Plan.of(to_container(compose(
+        [*args, "modes=[aligned,defaults]", "seeds.until.compare=mode"])))  # fmt: skip
+    lone = [plan.setups[sid] for sid in plan.unpaired]
+    assert len(plan.pairs) == 1 and [s.fields["varied"] for s in lone] == ["init"]
+    assert plan.notes() == [f"seeds.until: {lone[0].label}: no partner on mode (the sweep has no "
+                            "mode=defaults setup with its other settings: left out by the sweep "
+                            "or by seeds.n_by_source); it stops after its first wave"]  # fmt: skip
+    values = {sp.trial_key: 0.9 + 0.01 * (i % 3) for s in plan.setups.values()
+              for i, sp in enumerate(s.specs)}  # fmt: skip
+    states, _ = waves.replay(plan, values)
+    assert states[lone[0].id].reason.startswith("no partner on mode (")
+    assert states[lone[0].id].waves == 1
+    with pytest.raises(
+        ConfigError, match="^seeds.until.compare: no two setups differ only in mode"
+    ):
+        waves.Plan.of(to_container(compose(
+            [*args[:2], "sweep.varied=[init]", "modes=[aligned,defaults]",
+             "seeds.until.compare=mode"])))  # fmt: skip
+
+
+def test_interrupted_failed_and_nan_waves_are_told_apart(tmp_path: Path) -> None:
+    """A wave whose trials were all tried and failed: "no ok trial in wave k"; a wave never
+    reached (a killed run): "open (interrupted in wave k)". read_values sees error rows, drops
+    NaN, and gives the test rows that floor the sd."""
+    plan = waves.Plan.of(to_container(compose([*UNTIL, "seeds.until.ci_width=0.0001"])))
+    split, init = (next(s for s in plan.setups.values()
+                        if s.fields["varied"] == v and s.fields["library"] == "sklearn")
+                   for v in ("split", "init"))  # fmt: skip
+    keys, status, acc = [], [], []
+    for setup in (split, init):
+        for i, sp in enumerate(setup.specs[:10]):  # waves 1 and 2
+            keys.append(sp.trial_key)
+            failed = setup is split and i >= 5
+            status.append("error" if failed else "ok")
+            acc.append(None if failed else (float("nan") if i == 9 else 0.9 + 0.01 * (i % 2)))
+    table = pa.table({"trial_key": keys, "status": status, "accuracy": acc,
+                      "n_test": [114] * len(keys)}, schema=pa.schema(
+        [store.SCHEMA.field(c) for c in ("trial_key", "status", "accuracy", "n_test")]))  # fmt: skip
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, tmp_path / "part-0.parquet")
+    rows = waves.read_values(tmp_path, plan)
+    assert len(rows.values) == 14 and len(rows.tried) == 20 and set(rows.n_test.values()) == {114}
+    states, _ = waves.replay(plan, rows)
+    assert states[split.id].reason == "no ok trial in wave 2"
+    assert states[init.id].reason == "open (interrupted in wave 3)"  # 9 ok values, NaN dropped
+    assert states[init.id].interval.n == 9
+    torch = [st for st in states.values() if st.setup.fields["library"] == "torch"]
+    assert {st.reason for st in torch} == {"open (interrupted in wave 1)"}
+    lines = waves.summary_lines(plan, rows)
+    assert any("no ok trial; stopped: open (interrupted in wave 1)" in line for line in lines)
+
+
+def test_caps_and_first_waves_name_the_key_that_set_them() -> None:
+    cfg = compose([*UNTIL, "seeds.until.ci_width=0.0001", "seeds.n_by_library={torch:10}"])
+    plan = waves.Plan.of(to_container(cfg))
+    states, _ = waves.replay(plan, _values(plan, {"sklearn": 0.95, "torch": 0.9}, 0.03))
+    reasons = {st.setup.fields["library"]: st.reason for st in states.values()}
+    assert reasons == {
+        "sklearn": "max 20 reached",
+        "torch": "max 10 reached (seeds.n_by_library.torch)",
+    }
+    assert waves.trials_phrase(cfg, 20) == "20 trials in the first wave, up to 60"
+    assert waves.trials_phrase(compose(UNTIL), 20) == "20 trials"
 
 
 # --- real sweeps, killed and resumed ----------------------------------------------------------------
@@ -234,6 +361,12 @@ BAD = [
     (["libraries=[sklearn,torch]", "seeds.until.compare=library", "seeds.until.margin=0"],
      "seeds.until.margin: must be > 0"),
     (["seeds.until.ci_width=0.01", "seeds.n=3"], "seeds.n: seeds.until needs a first wave"),
+    (["seeds.until.ci_width=0.01", "seeds.n_by_source={split:3}"],
+     "seeds.n_by_source.split: seeds.until needs a first wave of >= 5 seeds per setup"),
+    (["seeds.until.ci_width=0.01", "seeds.n_by_library={sklearn:4}"],
+     "seeds.n_by_library.sklearn: seeds.until needs a first wave"),
+    (["seeds.until.ci_width=0.01", "seeds.n_by_source={split:30}", "seeds.until.max=20"],
+     "seeds.until.max: must be >= the first wave (seeds.n_by_source.split: 30)"),
     (["seeds.until.ci_widht=0.01"], "seeds.until.ci_widht"),
 ]  # fmt: skip
 

@@ -149,6 +149,7 @@ def submit(cfg: DictConfig, args: list[str], out: TextIO = sys.stdout) -> int:
             "or use cluster=local or cluster=ray"
         )
     from bench.sweep import expand
+    from bench.waves import trials_phrase
 
     n_trials = len(expand(cfg))  # a sweep that cannot expand is refused before anything is queued
     script, run_dir, run_id = write_job(cfg, args)
@@ -164,7 +165,7 @@ def submit(cfg: DictConfig, args: list[str], out: TextIO = sys.stdout) -> int:
         )
     job_id = first.split(";", 1)[0]
     output = script.parent / f"slurm-{job_id}.out"
-    print(f"submitted SLURM job {job_id}: {n_trials} trials, run {run_id}", file=out)
+    print(f"submitted SLURM job {job_id}: {trials_phrase(cfg, n_trials)}, run {run_id}", file=out)
     print(f"  job file: {script}", file=out)
     print(f"  output:   {output}", file=out)
     print(f"  results:  {run_dir}", file=out)
