@@ -174,6 +174,63 @@ def _probe_address(address: str) -> None:
         ) from None
 
 
+LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+TOKEN_HINT = "RAY_AUTH_MODE=token with RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
+
+
+def _auth_token() -> tuple[str, str] | None:
+    """The token a driver would send, and where it comes from: none unless RAY_AUTH_MODE=token;
+    then RAY_AUTH_TOKEN, else the file RAY_AUTH_TOKEN_PATH names, else ~/.ray/auth_token (Ray's
+    own order)."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip(), "RAY_AUTH_TOKEN"
+    named = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    path = Path(named) if named else Path.home() / ".ray" / "auth_token"
+    try:
+        return path.read_text().strip(), f"{'RAY_AUTH_TOKEN_PATH' if named else 'the file'} {path}"
+    except OSError:
+        return None
+
+
+def _probe_token(address: str) -> None:
+    """Fail in one line when the cluster refuses this driver's token (or its lack of one).
+
+    Why a probe: `ray.init` against a token-protected GCS retries its first call (GetClusterId)
+    once a second for ~15 s, prints each refusal as a C++ log line on the terminal, and ends with
+    "Failed to connect", which does not say why. The same first call, made here with grpcio (Ray's
+    own dependency) and the token Ray would send, answers UNAUTHENTICATED at once. Any other
+    answer (OK, a server without that method, a timeout) leaves the verdict to `ray.init`."""
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    import grpc
+
+    token = _auth_token()
+    metadata = (("authorization", f"Bearer {token[0]}"),) if token else ()
+    options = [("grpc.enable_http_proxy", 0)]
+    with grpc.insecure_channel(address, options=options) as channel:
+        call = channel.unary_unary(
+            "/ray.rpc.NodeInfoGcsService/GetClusterId",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        try:
+            call(b"", timeout=ADDRESS_PROBE_S, metadata=metadata)
+            return
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+                return
+    if token is None:
+        raise ConfigError(
+            f"cluster.address: {address} requires a Ray auth token ({TOKEN_HINT}); none is set"
+        )
+    raise ConfigError(
+        f"cluster.address: {address} refused the Ray auth token from {token[1]}; "
+        "it is not that cluster's token"
+    )
+
+
 def _token_auth_if_available() -> None:
     """Ray 2.60: `ray start --head` turns token authentication on when a token exists, but a driver
     joining by an explicit address sends no token unless RAY_AUTH_MODE=token. A head without
@@ -261,6 +318,7 @@ def connect(
             )
         _probe_address(address)
         _token_auth_if_available()
+        _probe_token(address)
         try:
             ray.init(address=address, **common)
         except ConnectionError as exc:
@@ -273,6 +331,20 @@ def connect(
     if folders:  # the workers import the user's code from where this process found it
         paths = [*folders, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         start_env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    # Loopback only: Ray 2.60 gives a new node this machine's interface address, and then its
+    # servers (GCS, raylet, object manager, core workers, agents, metrics) listen on every
+    # interface; an embedded Ray serves this process only. With the switch below off, Ray takes
+    # 127.0.0.1 as the node's address (its Windows/macOS default) and binds every server there.
+    # The variable reaches Ray's own processes, the constant this one (read when Ray was
+    # imported); both only while Ray starts, so a later join to a real cluster is unchanged.
+    # A RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER of the user's own wins.
+    from ray._private import ray_constants
+
+    local_only = LOOPBACK_SWITCH not in os.environ and hasattr(ray_constants, "ENABLE_RAY_CLUSTER")
+    switch = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if local_only:
+        start_env[LOOPBACK_SWITCH] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
     saved = {k: os.environ.get(k) for k in start_env}
     os.environ.update(start_env)
     try:
@@ -285,6 +357,8 @@ def connect(
             **common,
         )
     finally:  # only bench's keys: Ray sets some of its own for this process and its children
+        if local_only:
+            ray_constants.ENABLE_RAY_CLUSTER = switch
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

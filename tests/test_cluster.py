@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.cluster.localray import LocalRayCluster
+from bench.cluster.localray import LocalRayCluster, is_loopback
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -148,3 +151,107 @@ def test_the_users_module_is_sent_to_a_joined_cluster(
     rows = pd.read_parquet(tmp_path / "results/smoke/user")
     assert (rows["status"] == "ok").all(), rows["error"].dropna().head(1).tolist()
     assert rows["ray_node_id"].nunique() == 2 and len(rows) == 4
+
+
+def _non_loopback(rows: list[tuple[int, str, str, int]]) -> list[str]:
+    return [f"{name} (pid {pid}) on {address}:{port}" for pid, name, address, port in rows
+            if not is_loopback(address)]  # fmt: skip
+
+
+def test_the_cluster_listens_on_loopback_only(two_nodes: LocalRayCluster) -> None:
+    """Every TCP socket the cluster's processes listen on (GCS, raylets, object managers, core
+    workers, dashboard, metrics and runtime-env agents, client server) is bound to 127.0.0.1 or
+    ::1 (IPv4-mapped included), never to 0.0.0.0, :: or the machine's own address."""
+    rows = two_nodes.listening()
+    gcs_port = int(str(two_nodes.address).rpartition(":")[2])
+    assert any(port == gcs_port for *_, port in rows), rows  # the listing sees Ray's sockets
+    assert len({pid for pid, *_ in rows}) >= 6, rows  # GCS, 2 raylets, 2 agents, a worker at least
+    assert not _non_loopback(rows), _non_loopback(rows)
+
+
+EMBEDDED = """
+import os, sys
+from bench.cluster.localray import listening, process_tree
+from bench.runner import connect
+connect({"num_cpus": 1})
+for pid, name, address, port in listening(process_tree(os.getpid())):
+    print(pid, name.rsplit("/", 1)[-1], address, port, sep="\\t")
+import ray
+ray.shutdown()
+"""
+
+
+def test_an_embedded_ray_listens_on_loopback_only() -> None:
+    """The embedded Ray that `cluster=local` starts (bench.runner.connect): the same check over
+    the driver and every process it started."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-c", EMBEDDED], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("\t") for line in result.stdout.splitlines() if line.count("\t") == 3]
+    rows = [(int(pid), name, address, int(port)) for pid, name, address, port in rows]
+    assert any("gcs_server" in name for _, name, *_ in rows), rows
+    assert not _non_loopback(rows), _non_loopback(rows)
+
+
+NO_TOKEN = (
+    "bench: error: cluster.address: {} requires a Ray auth token "
+    "(RAY_AUTH_MODE=token with RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH); none is set"
+)
+
+
+def test_joining_a_token_cluster_without_a_token_fails_in_one_line(
+    two_nodes: LocalRayCluster, tmp_path: Path
+) -> None:
+    """`python -m bench ... cluster.address=HOST:PORT` without the cluster's token: exit 2, one
+    line, nothing written. Ray's own answer is ~20 lines of C++ log after ~23 s; the one line
+    means Ray's retry loop never ran (the time the join takes is checked in-process below, apart
+    from bench's start-up, which on a busy 2-core machine alone can take over 10 s)."""
+    env = {k: v for k, v in two_nodes.env.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token of the machine's own
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    result = _bench(
+        ["+sweep=smoke", "libraries=[sklearn]", "cluster=ray",
+         f"cluster.address={two_nodes.address}"],
+        tmp_path, env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    expected = NO_TOKEN.format(two_nodes.address)
+    assert result.stderr.strip().splitlines() == [expected], result.stderr[-3000:]
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("token", ["none", "wrong"])
+def test_a_refused_token_is_found_within_seconds(
+    two_nodes: LocalRayCluster,
+    tmp_path: Path,
+    token: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """bench.runner.connect asks the GCS before `ray.init` does: no token, or a wrong one, is one
+    ConfigError within 10 s (about 1.5 s here, `import ray` included), nothing on the terminal."""
+    from bench.config import ConfigError
+    from bench.runner import connect
+
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    if token == "wrong":
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")
+        monkeypatch.setenv("RAY_AUTH_TOKEN", "0" * 64)
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as error:
+        connect({"address": two_nodes.address})
+    elapsed = time.monotonic() - started
+    expected = {
+        "none": NO_TOKEN.format(two_nodes.address).removeprefix("bench: error: "),
+        "wrong": f"cluster.address: {two_nodes.address} refused the Ray auth token from "
+        "RAY_AUTH_TOKEN; it is not that cluster's token",
+    }[token]
+    assert str(error.value) == expected
+    assert elapsed < 10, f"{elapsed:.1f} s"
+    out, err = capfd.readouterr()
+    assert not out and not err, err[-2000:]

@@ -7,9 +7,13 @@ CPUs and custom resources), each in its own session, all under one private, shor
 takes its node down) and, as a backstop, the processes whose command line names files in its temp
 dir. Ports are picked free, not Ray's defaults, so several such clusters can run side by side.
 
-Loopback only: every node is started with `--node-ip-address=127.0.0.1` (the default `ip`), so
-the nodes find each other and drivers connect over 127.0.0.1, never the machine's own interface
-address (which may not route back to itself in a sandbox, and should not expose a test cluster).
+Loopback only: every node is started with `--node-ip-address=127.0.0.1` (the default `ip`) through
+bench.cluster.ray_loopback, and `env` holds RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 for the nodes'
+processes and every driver, so the nodes find each other, drivers connect, and every Ray server
+(GCS, raylets, object managers, core workers, agents, metrics) listens on 127.0.0.1 only, never on
+the machine's own interface address (which may not route back to itself in a sandbox, and should
+not expose a test cluster). Plain `ray start` would swap 127.0.0.1 for that address and listen on
+every interface; `listening()` lists what the cluster's processes listen on, for tests to check.
 
 Token authentication (Ray 2.60): the cluster gets its own token; `env` holds RAY_AUTH_MODE=token and
 RAY_AUTH_TOKEN for every process that joins it (nodes and drivers must agree on the mode).
@@ -17,6 +21,7 @@ RAY_AUTH_TOKEN for every process that joins it (nodes and drivers must agree on 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -55,6 +60,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+LOOPBACK_START = Path(__file__).with_name("ray_loopback.py")
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1, an IPv4-mapped loopback (::ffff:127.x) or `localhost`."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
 def processes_naming(text: str) -> list[int]:
     """Pids whose command line contains `text` (read from /proc; Linux only)."""
     found = []
@@ -70,6 +90,86 @@ def processes_naming(text: str) -> list[int]:
     return found
 
 
+def session_members(sessions: set[int]) -> list[int]:
+    """Pids whose session id is in `sessions` (Linux /proc). Each node is started in a session of
+    its own, and Ray's agents and workers stay in it but rename themselves (`ray::IDLE`,
+    `ray::DashboardAgent`), so their command lines name nothing of ours."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp sid
+        if int(fields[3]) in sessions:
+            found.append(int(entry.name))
+    return found
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every process descended from it (parent links in /proc): an embedded Ray's
+    GCS, raylet, agents and workers descend from the driver that started it."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    found = {root}
+    while True:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        if not more:
+            return sorted(found)
+        found |= more
+
+
+def _listening_sockets() -> dict[int, tuple[str, int]]:
+    """Socket inode -> (address, port) for every listening TCP socket (IPv4 and IPv6) in this
+    network namespace, from /proc/net/tcp and tcp6 (state 0A is LISTEN)."""
+    found = {}
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        try:
+            lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A":
+                continue
+            hex_address, hex_port = fields[1].split(":")
+            raw = bytes.fromhex(hex_address)  # 32-bit words in host (little-endian) byte order
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            found[int(fields[9])] = (socket.inet_ntop(family, raw), int(hex_port, 16))
+    return found
+
+
+def listening(pids: list[int]) -> list[tuple[int, str, str, int]]:
+    """(pid, process name, address, port) of every listening TCP socket the processes hold."""
+    sockets = _listening_sockets()
+    found = []
+    for pid in pids:
+        try:
+            name = (
+                Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            )
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and int(link[8:-1]) in sockets:
+                address, port = sockets[int(link[8:-1])]
+                found.append((pid, name.strip(), address, port))
+    return sorted(set(found))
+
+
 class LocalRayCluster:
     """`with LocalRayCluster() as c: c.start_head(1); c.add_node(1); c.wait_for(2, 2)`."""
 
@@ -81,6 +181,11 @@ class LocalRayCluster:
         self.env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
         self.env.pop("RAY_AUTH_TOKEN_PATH", None)
         self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+        if is_loopback(ip):
+            # Ray then takes loopback as this machine's address (its Windows/macOS default) instead
+            # of swapping 127.0.0.1 for the interface address: drivers connect to 127.0.0.1 and
+            # their own servers (a driver is a core worker) listen there.
+            self.env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         # A node that gets SIGTERM first "drains" for up to 30 s (for Ray Serve); bench's trials
         # are over by the time a cluster is stopped, so stop at once.
         self.env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
@@ -94,10 +199,12 @@ class LocalRayCluster:
             "--runtime-env-agent-port": free_port(),
             "--metrics-export-port": free_port(),
         }
+        # A loopback node goes through bench.cluster.ray_loopback (by path: the node's interpreter
+        # needs Ray, not bench), which keeps 127.0.0.1 instead of Ray's swap for the machine's.
+        launcher = [str(LOOPBACK_START)] if is_loopback(self.ip) else ["-m", "ray.scripts.scripts"]
         cmd = [
             self.python,
-            "-m",
-            "ray.scripts.scripts",
+            *launcher,
             "start",
             "--block",
             f"--temp-dir={self.root}",
@@ -171,10 +278,16 @@ class LocalRayCluster:
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
     def pids(self) -> list[int]:
-        """This cluster's processes still alive: its `ray start` processes and every process that
-        names a file in its temp dir (GCS, raylets, workers, agents)."""
+        """This cluster's processes still alive: its `ray start` processes, every process in their
+        sessions (GCS, raylets, agents, workers, even after their node process is gone) and every
+        process that names a file in its temp dir."""
         own = [p.pid for p in self.nodes if p.poll() is None]
-        return sorted(set(own) | set(processes_naming(f"{self.root}/")))
+        sessions = session_members({p.pid for p in self.nodes})
+        return sorted(set(own) | set(sessions) | set(processes_naming(f"{self.root}/")))
+
+    def listening(self) -> list[tuple[int, str, str, int]]:
+        """(pid, process name, address, port) of every TCP socket this cluster listens on."""
+        return listening(self.pids())
 
     def stop(self, timeout: float = 60) -> list[int]:
         """Stop the nodes (newest first), then kill any straggler; return pids that survived."""
@@ -192,7 +305,7 @@ class LocalRayCluster:
                 proc.kill()
                 proc.wait()
         for _ in range(20):
-            left = processes_naming(f"{self.root}/")
+            left = [pid for pid in self.pids() if pid != os.getpid()]
             if not left:
                 break
             for pid in left:
