@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 
 from bench.config import ConfigError, compose
+from bench.diskfull import EXIT_CODE as DISK_FULL
+from bench.diskfull import DiskFull
 from bench.runner import Interrupted
 
 USAGE = """usage: python -m bench +sweep=NAME [key=value ...]
@@ -97,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
+    except DiskFull as exc:  # what is on disk is kept; the same run_id resumes (bench.diskfull)
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return DISK_FULL
     except Interrupted as exc:
         again = " ".join(
             [*(a for a in args if not a.startswith("run_id=")), f"run_id={exc.run_id}"]

@@ -1,5 +1,6 @@
 """Benchmarks as commands, measured side by side in one run: `python -m bench.perf overhead|batched`
-(and `gpu`, every GPU check as one command: bench.perf_gpu).
+(and `gpu`, every GPU check as one command: bench.perf_gpu; `soak`, faults over thousands of
+trials: bench.perf_soak).
 
 `overhead` runs the same trials (default: 3 libraries x MLP x 20 seeds on breast_cancer) twice, each
 in a fresh Python process so that neither inherits the other's imports or warm caches:
@@ -214,9 +215,22 @@ def main(argv: list[str] | None = None) -> int:
     from bench import perf_gpu
 
     perf_gpu.add_parser(sub)
+    s = sub.add_parser("soak", help="thousands of trials, workers and the driver killed, resumed")
+    s.add_argument("--trials", type=int, default=2000, help="trials per sweep (two sweeps)")
+    s.add_argument("--worker-kills", type=int, default=10, help="about this many, per sweep")
+    s.add_argument("--out", help="keep the runs here (default: a temporary folder)")
+    s.add_argument("--seed", type=int, help="picks seeds.base and the driver kill's moment")
+    s.add_argument("--modes", default="one-by-one,stacked", help="sweeps to soak, comma-separated")
     ns = parser.parse_args(args)
     if ns.command == "gpu":
         return perf_gpu.main(ns)
+    if ns.command == "soak":
+        from bench import perf_soak
+
+        modes = ns.modes.split(",")
+        if set(modes) - set(perf_soak.MODES):
+            parser.error(f"--modes: choose from {', '.join(perf_soak.MODES)}")
+        return perf_soak.main(ns.trials, ns.worker_kills, ns.out, ns.seed, modes)
     if ns.command == "batched":
         return _print_batched(ns)
     if ns.repeat < 1:

@@ -14,6 +14,7 @@ journaled and written in part files as they arrive, and a progress bar shows cou
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -30,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 
-from bench import __version__, isa, provenance, rows, store, waves
+from bench import __version__, diskfull, isa, provenance, rows, store, waves
 from bench.config import (
     USER_MODELS,
     ConfigError,
@@ -520,6 +521,10 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[str, Path, set[str], store.RunLock
         store.write_version(path)
     except OSError as exc:
         lock.release()
+        config_file.unlink(missing_ok=True)  # half written: the rerun must find a fresh run
+        full = diskfull.full(exc, path, None)
+        if full is not None:
+            raise full from None
         raise ConfigError(f"results_dir: cannot write to {path}: {exc.strerror or exc}") from None
     except BaseException:
         lock.release()
@@ -641,6 +646,8 @@ def execute(
     staging = str(writer.staging.resolve()) if rows_to == "workers" else None
 
     def finish(batch: pa.RecordBatch) -> pa.RecordBatch:
+        if models_to is not None:  # a worker storing a model in the run folder found it full
+            diskfull.check_rows(batch)
         if batch.schema.equals(rows.SCHEMA):  # rows, not a worker's receipt for its own part
             writer.add_batch(batch)
         for status, n in Counter(batch.column("status").to_pylist()).items():
@@ -690,6 +697,8 @@ def execute(
                     try:
                         batch = ray.get(ref)
                     except ray.exceptions.RayError as exc:
+                        if diskfull.reason(exc):  # a worker's part (rows_to=workers)
+                            raise OSError(errno.ENOSPC, diskfull.reason(exc)) from exc
                         batch = failed(
                             unit, f"{type(exc).__name__}: {' '.join(str(exc).split())[:2000]}"
                         )
@@ -757,6 +766,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutco
         check_cpu_isa(examples, cpu_isa_key(cfg))
     started = connect(cluster, common_env(examples, [n for _, n in settings]), user_targets(plain))
     lock: store.RunLock | None = None
+    run_id, path = cfg.run_id, store.run_dir(cfg.results_dir, cfg.sweep.name, cfg.run_id or "")
     try:
         no_gpu = ray.cluster_resources().get("GPU", 0) == 0
         cuda = any(s.device == "cuda" for s in examples)
@@ -858,6 +868,11 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutco
             writer.close()
             raise
         writer.close()
+    except OSError as exc:  # a full disk wherever the driver wrote: one line, exit 4
+        full = diskfull.full(exc, path, run_id)
+        if full is None:
+            raise
+        raise full from None
     finally:
         if lock is not None:
             lock.release()

@@ -17,6 +17,7 @@ Arrow record batches and are journaled before they reach a part.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import secrets
@@ -271,10 +272,14 @@ def _write_part(
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), **part_metadata(config)}
     )
-    pq.write_table(table, tmp, use_dictionary=_DICTIONARY, write_statistics=_STATISTICS)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp, use_dictionary=_DICTIONARY, write_statistics=_STATISTICS)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: what was written of it frees its space, and is no part
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 
@@ -478,6 +483,7 @@ class PartWriter:
         self.rows_written = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="bench-parts")
         self._pending: list = []
+        self.failed: OSError | None = None  # a write failed (a full disk): write nothing more
         self._journal = self._new_journal()
 
     def _new_journal(self) -> Journal:
@@ -497,12 +503,26 @@ class PartWriter:
         # the journal holds but the part written at the end lacks (its journal is then deleted).
         self._buffer.append(batch)
         self._buffered += batch.num_rows
-        self._journal.append(batch)
-        if (
-            self._buffered >= self.rows_per_part
-            or time.monotonic() - self._oldest >= self.max_age_s
-        ):
-            self._rotate()
+        with self._failing():
+            self._journal.append(batch)
+            if (
+                self._buffered >= self.rows_per_part
+                or time.monotonic() - self._oldest >= self.max_age_s
+            ):
+                self._rotate()
+
+    @contextlib.contextmanager
+    def _failing(self) -> Iterator[None]:
+        """A write that fails (a full disk, bench.diskfull) stops this writer for good: a batch
+        appended after a half-written one would be unreadable, and the journals must stay (they
+        hold the rows no part holds) for a resume to recover them."""
+        if self.failed is not None:
+            raise self.failed
+        try:
+            yield
+        except OSError as exc:
+            self.failed = exc
+            raise
 
     def _rotate(self) -> None:
         """Hand the waiting rows to the part writer; start a new journal for what comes next."""
@@ -523,17 +543,27 @@ class PartWriter:
 
     def _check(self) -> None:
         """Raise a part write's error (a full disk) here, in the driver, once it is known."""
-        while self._pending and self._pending[0].done():
-            self._pending.pop(0).result()
+        with self._failing():
+            while self._pending and self._pending[0].done():
+                self._pending.pop(0).result()
 
     def flush(self) -> None:
-        """Every row received so far is in a part file when this returns."""
-        if self._buffer:
-            self._rotate()
-        while self._pending:
-            self._pending.pop(0).result()
+        """Every row received so far is in a part file when this returns. After a failed write,
+        nothing: the rows stay in their journals, for a resume."""
+        if self.failed is not None:
+            return
+        with self._failing():
+            if self._buffer:
+                self._rotate()
+            while self._pending:
+                self._pending.pop(0).result()
 
     def close(self) -> None:
+        if self.failed is not None:  # keep every journal; let the helper thread end its write
+            self._pool.shutdown()
+            with contextlib.suppress(OSError):  # its buffer cannot be written either
+                self._journal.close()
+            return
         self.flush()
         self._pool.shutdown()
         self._journal.close()
