@@ -2,8 +2,8 @@
 cannot rot: workers killed, the driver killed once and resumed, one ok row per trial.
 
 The default test soaks the stacked sweep of 40 trials (8 stacks; the one-by-one sweep differs only
-in its overrides); the full soak, 2,000 trials of both sweeps, is the `extended` test (about
-15 minutes on 2 idle cores; docs/faults.md has the figures).
+in its overrides); the full soak, 2,000 trials of both sweeps, is the `extended` test (tens of
+minutes on 2 cores; docs/faults.md has the figures measured so far).
 """
 
 from __future__ import annotations
