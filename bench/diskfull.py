@@ -26,7 +26,10 @@ class DiskFull(Exception):
 
     def __init__(self, folder: Path, run_id: str | None, reason: str) -> None:
         again = f"rerun with run_id={run_id} to resume" if run_id else "rerun (nothing was written)"
-        super().__init__(f"results folder {folder} is full ({reason}); free space and {again}")
+        # absolute: the line is read where the command ran, often from a job's log elsewhere
+        super().__init__(
+            f"results folder {Path(folder).absolute()} is full ({reason}); free space and {again}"
+        )
         self.folder, self.run_id, self.reason = folder, run_id, reason
 
 

@@ -1,7 +1,8 @@
 """The soak command (`python -m bench.perf soak`, bench.perf_soak) on a small sweep, so that it
 cannot rot: workers killed, the driver killed once and resumed, one ok row per trial.
 
-The default test soaks the stacked sweep of 40 trials (8 stacks; the one-by-one sweep differs only
+Both are `extended` (outside the default run, which must fit CI's 30 minutes; the faults they
+combine are each tested in tests/test_faults.py). The small test soaks the stacked sweep of 40 trials (8 stacks; the one-by-one sweep differs only
 in its overrides); the full soak, 2,000 trials of both sweeps, is the `extended` test (tens of
 minutes on 2 cores; docs/faults.md has the figures measured so far).
 """
@@ -53,6 +54,7 @@ def figures(out: str, trials: int) -> dict[str, list[str]]:
     return rows
 
 
+@pytest.mark.extended  # about a minute even idle: outside the default run (CI's 30 minutes)
 def test_soak_kills_workers_and_the_driver_and_loses_nothing() -> None:
     out = soak("--trials", "40", "--worker-kills", "2", "--modes", "stacked", timeout=600)
     assert list(figures(out, 40)) == ["stacked"]
