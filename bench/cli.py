@@ -22,6 +22,8 @@ USAGE = """usage: python -m bench +sweep=NAME [key=value ...]
        python -m bench --info [all|config|defaults|defaults-tree|plugins|searchpath] +sweep=NAME ...
        python -m bench report RUN_DIR [--out DIR] [--metric M] [--threshold T]   write .<run_id>/report/report.md beside RUN_DIR
        python -m bench replay RUN_DIR [--trial KEY]   re-run stored trials, compare bits
+       python -m bench verify RUN_DIR [--format text|json]   parts, schema, rows, config vs the run's manifest
+           exit 0 verified, 1 problems (each named), 2 bad input, 3 no manifest (an older bench's run)
        python -m bench gate BASELINE_RUN CANDIDATE_RUN [--margin 0.01] [--unlabelled] [--markdown FILE]
            is the candidate worse beyond seed noise? exit 0 pass, 1 worse, 3 inconclusive, 2 bad input (docs/gate.md)
        python -m bench score RUN_DIR [--dataset FILE | dataset.KEY=VALUE ...]   stored models (save_models=true) on new data
@@ -51,6 +53,7 @@ SUBCOMMANDS = {
     "gate": "bench.gate",
     "monitor": "bench.monitor",
     "stream": "bench.data.stream",
+    "verify": "bench.verify",
 }
 
 

@@ -57,16 +57,18 @@ def run_inline(
     results_dir: str | Path,
     run_id: str,
     edit: Callable[[list[TrialSpec]], list[TrialSpec]] | None = None,
+    rows_per_part: int | None = None,
 ) -> Path:
     """Run a sweep in this process, without Ray: the run folder `python -m bench` would write
     (its config, part files, every row as the Ray task `bench.runner._execute` makes it). For
     benchmarks and tests that need many small runs; a sweep needing a GPU, a cluster or stacked
     training belongs to `python -m bench`. `edit` may change the trials before they run (their
-    keys follow)."""
+    keys follow). `rows_per_part`: default, every row in one part."""
     from omegaconf import OmegaConf
 
     from bench import runner, store
     from bench.config import compose
+    from bench.manifest import Manifest
     from bench.sweep import expand
 
     cfg = compose([*overrides, f"results_dir={results_dir}", f"run_id={run_id}"])
@@ -76,9 +78,10 @@ def run_inline(
     try:
         writer = store.PartWriter(
             path,
-            max(1, len(specs)),
+            rows_per_part or max(1, len(specs)),
             config=OmegaConf.to_yaml(cfg, resolve=True),
             staging=store.run_files(path).staging,
+            manifest=Manifest.load(store.run_files(path).manifest),
         )
         predictions = OmegaConf.to_container(cfg, enum_to_str=True)["predictions"]
         for spec in specs:

@@ -203,6 +203,11 @@ def replay(
     config_file = files.config
     if not config_file.is_file():
         raise ConfigError(f"{run_dir}: not a bench run folder (no {config_file})")
+    from bench.verify import refusal
+
+    why = refusal(run_dir)  # a part changed or missing: replaying it would compare the wrong bits
+    if why:
+        raise ConfigError(f"not replaying: {why}")
     try:
         ok = store.read_results(run_dir)
     except store.CorruptPartError as exc:

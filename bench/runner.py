@@ -32,6 +32,7 @@ import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 
 from bench import __version__, diskfull, isa, provenance, rows, store, waves
+from bench import manifest as mf
 from bench.config import (
     USER_MODELS,
     ConfigError,
@@ -84,6 +85,7 @@ RESUME_FREE = {
     "rows_to",
 }
 ADDRESS_PROBE_S = 5.0
+PART_ENTRY = b"bench.part"  # a worker's receipt (rows_to=workers): its part's manifest entry
 # The worker environment an embedded Ray was started with, keyed by its node id (random per
 # start), so that another Ray initialised later in this process never inherits the claim.
 _inherited: tuple[str, dict[str, str]] | None = None
@@ -112,7 +114,8 @@ def _execute(
     back), into one record batch of rows, each with the run's id and command-line `overrides`
     (JSON). With `part_dir` (rows_to=workers) it writes them there as a part of its own (by way
     of `staging`, the run's bookkeeping folder), the run's composed `config` in its metadata, and
-    returns only their trial keys and statuses. `models_to` (the run folder, save_models=true)
+    returns only their trial keys and statuses, the part's manifest entry in the receipt's schema
+    metadata (the driver keeps the manifest). `models_to` (the run folder, save_models=true)
     is where the fitted models are stored (bench.modelstore)."""
     from bench import trial
 
@@ -128,10 +131,11 @@ def _execute(
     batch = with_run_id(batch, run_id, overrides, wave)
     if part_dir is None:
         return batch
-    store.write_worker_part(
+    entry = store.write_worker_part(
         batch, store.worker_part(Path(part_dir), specs), Path(staging) if staging else None, config
     )
-    return batch.select(["trial_key", "status"])
+    receipt = batch.select(["trial_key", "status"])
+    return receipt.replace_schema_metadata({PART_ENTRY: mf.entry_to_json(entry)})
 
 
 def with_run_id(
@@ -466,6 +470,21 @@ def _check_writable(path: Path) -> None:
         raise ConfigError(f"results_dir: cannot write to {path}: {probe} is not a writable folder")
 
 
+def _check_verified(path: Path) -> None:
+    """Refuse to resume a run folder that fails `python -m bench verify` (a part changed or
+    missing, ...), in one line, before anything is written. What a killed driver leaves is
+    taken in (bench.verify.refusal). A run another driver is writing is left to the lock's
+    refusal, which says so (its manifest changes while it runs)."""
+    from bench import verify
+
+    files = store.run_files(path)
+    if not files.config.exists() or verify.lock_holder(files):
+        return
+    why = verify.refusal(path, resume=True)
+    if why:
+        raise ConfigError(f"run_id: not resuming: {why}")
+
+
 def _lock(path: Path) -> store.RunLock:
     try:
         return store.RunLock(path)
@@ -498,7 +517,7 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[str, Path, set[str], store.RunLock
                 )
             try:
                 config = OmegaConf.to_yaml(cfg, resolve=True)
-                return run_id, path, store.compact_for_resume(path, config), lock
+                return run_id, path, _compact(path, config, written_by), lock
             except store.CorruptPartError as exc:
                 raise ConfigError(str(exc)) from None
         except BaseException:
@@ -519,9 +538,11 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[str, Path, set[str], store.RunLock
             raise ConfigError(f"run_id: run {run_id} was just started by another driver")
         OmegaConf.save(cfg, config_file, resolve=True)
         store.write_version(path)
+        mf.Manifest.create(files.manifest, config_file, __version__)
     except OSError as exc:
         lock.release()
-        config_file.unlink(missing_ok=True)  # half written: the rerun must find a fresh run
+        for half_written in (config_file, files.manifest):  # the rerun must find a fresh run
+            half_written.unlink(missing_ok=True)
         full = diskfull.full(exc, path, None)
         if full is not None:
             raise full from None
@@ -530,6 +551,28 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[str, Path, set[str], store.RunLock
         lock.release()
         raise
     return run_id, path, set(), lock
+
+
+def _compact(path: Path, config: str, written_by: str) -> set[str]:
+    """A resume's compaction (store.compact_for_resume), its manifest kept: `writing` from
+    before the first change, every part left in the folder listed afterwards (those a killed
+    driver left unlisted are hashed now; a run from before manifests gets one)."""
+    files = store.run_files(path)
+    try:
+        manifest = mf.Manifest.load(files.manifest)
+    except ValueError as exc:
+        raise ConfigError(f"run_id: {exc}") from None
+    if manifest is not None:
+        manifest.update(state=mf.WRITING)
+    done = store.compact_for_resume(path, config, manifest)
+    if manifest is None:
+        manifest = mf.Manifest.create(files.manifest, files.config, written_by)
+    listed = manifest.entries()
+    unlisted = [p for p in store.part_files(path) if p.name not in listed]
+    if unlisted:
+        manifest.update(add=[mf.entry_of(p) for p in unlisted])
+    manifest.rewrite()  # the log as one line per part again
+    return done
 
 
 def error_row(spec: TrialSpec, message: str) -> dict[str, Any]:
@@ -645,11 +688,15 @@ def execute(
     config = ray.put(writer.config) if part_dir is not None else None  # once, not per task
     staging = str(writer.staging.resolve()) if rows_to == "workers" else None
 
-    def finish(batch: pa.RecordBatch) -> pa.RecordBatch:
+    def finish(batch: pa.RecordBatch, entry: mf.PartEntry | None = None) -> pa.RecordBatch:
         if models_to is not None:  # a worker storing a model in the run folder found it full
             diskfull.check_rows(batch)
         if batch.schema.equals(rows.SCHEMA):  # rows, not a worker's receipt for its own part
             writer.add_batch(batch)
+        elif PART_ENTRY in (batch.schema.metadata or {}):
+            entry = mf.entry_from_json(batch.schema.metadata[PART_ENTRY])
+        if entry is not None and writer.manifest is not None:
+            writer.manifest.update(add=[entry])
         for status, n in Counter(batch.column("status").to_pylist()).items():
             counts[status] = counts.get(status, 0) + n
         bar.update(job, advance=batch.num_rows, **counts)
@@ -659,7 +706,9 @@ def execute(
         if part_dir is not None:  # a worker may have written the unit's part before it failed
             written = store.worker_part(Path(part_dir), unit)
             if written.exists():
-                return store.read_part(written).select(["trial_key", "status"]).to_batches()[0]
+                receipt = store.read_part(written).select(["trial_key", "status"])
+                entry = mf.entry_to_json(mf.entry_of(written, receipt.num_rows))
+                return receipt.to_batches()[0].replace_schema_metadata({PART_ENTRY: entry})
         return rows.to_batch([driver_row(s, message, run_id, overrides, wave) for s in unit])
 
     with _progress(progress) as bar:
@@ -759,6 +808,8 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutco
     if raw.dropped:
         print(f"dataset: {raw.dropped} row(s) without a target left out", file=sys.stderr)
     _check_writable(store.run_dir(cfg.results_dir, cfg.sweep.name, cfg.run_id or "new"))
+    if cfg.run_id:  # a resume: the run must verify (bench.verify) before Ray starts
+        _check_verified(store.run_dir(cfg.results_dir, cfg.sweep.name, cfg.run_id))
     plain = to_container(cfg)
     plan = waves.plan_of(plain)  # seeds.until: the setups and their seeds, wave by wave
     cluster = plain["cluster"]
@@ -813,9 +864,11 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutco
             from bench.modelstore import write_dataset_info
 
             write_dataset_info(path, raw, to_container(cfg.dataset))
+        files = store.run_files(path)
         writer = store.PartWriter(
-            path, cfg.rows_per_part, config=config, staging=store.run_files(path).staging
-        )
+            path, cfg.rows_per_part, config=config, staging=files.staging,
+            manifest=mf.Manifest.load(files.manifest),
+        )  # fmt: skip
         command = provenance.overrides_text(overrides)
         counts = {"ok": 0, "error": 0, "skipped": 0}
         if n_skip:

@@ -269,8 +269,12 @@ def score(
     path.mkdir(parents=True, exist_ok=True)
     write_atomic(files.config, f"sweep:\n  name: score\nscore: {config}\n")
     store.write_version(path)
+    from bench import __version__
+    from bench.manifest import Manifest
+
+    manifest = Manifest.create(files.manifest, files.config, __version__)
     writer = store.PartWriter(path, max(1, len(out_rows)), config=files.config.read_text(),
-                              staging=files.staging)  # fmt: skip
+                              staging=files.staging, manifest=manifest)  # fmt: skip
     writer.add_batch(batch)
     writer.close()
     return path

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench import rows
+from bench.manifest import CLOSED, Manifest, PartEntry
 
 COLUMNS, SCHEMA, SPEC_COLUMNS = rows.COLUMNS, rows.SCHEMA, rows.SPEC_COLUMNS
 check_columns, to_table = rows.check_columns, rows.to_table
@@ -63,6 +64,10 @@ class RunFiles:
     @property
     def version(self) -> Path:  # which bench wrote the run: a resume by another one is refused
         return self._name("bench_version")
+
+    @property
+    def manifest(self) -> Path:  # the run's parts with their checksums (bench.manifest)
+        return self._name("manifest.jsonl")
 
     @property
     def lock(self) -> Path:
@@ -260,10 +265,14 @@ def part_metadata(config: str | None = None) -> dict[bytes, bytes]:
 
 def _write_part(
     table: pa.Table, path: Path, staging: Path | None = None, config: str | None = None
-) -> None:
+) -> PartEntry:
     """Write `table` under a dot-name in `staging` (default: beside `path`), fsync it, rename it
     to `path` (the same file system: a run's bookkeeping folder is its run folder's sibling). Its
-    metadata holds the schema version and `config`, the run's composed config (`part_metadata`)."""
+    metadata holds the schema version and `config`, the run's composed config (`part_metadata`).
+    Returns its manifest entry, hashed while the file is open for its fsync: the bytes just
+    written, from the page cache, not a second read of the folder."""
+    import hashlib
+
     if staging is None:
         staging = path.parent
     else:
@@ -276,11 +285,16 @@ def _write_part(
         pq.write_table(table, tmp, use_dictionary=_DICTIONARY, write_statistics=_STATISTICS)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+            entry = PartEntry(
+                path.name, os.fstat(f.fileno()).st_size, hashlib.file_digest(f, "sha256").hexdigest(),
+                table.num_rows,
+            )  # fmt: skip
         os.replace(tmp, path)
     except BaseException:  # a full disk: what was written of it frees its space, and is no part
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    return entry
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -361,14 +375,17 @@ def read_results(directory: str | Path):
     return pa.concat_tables([read_part(p) for p in parts]).to_pandas()
 
 
-def compact_for_resume(directory: Path, config: str | None = None) -> set[str]:
+def compact_for_resume(
+    directory: Path, config: str | None = None, manifest: Manifest | None = None
+) -> set[str]:
     """Prepare a run folder for resuming; return the trial keys that already have an ok row.
 
     Keeps exactly one ok row per trial key (journal rows of a killed driver included) in a new
     part, moves error rows and duplicates into the bookkeeping's `superseded/` (their trials run
     again; `*.pq`, out of readers' way), then removes the old parts and journals. A crash in
     between leaves duplicates that the next resume removes the same way. `config`: the composed
-    config, for the parts' metadata.
+    config, for the parts' metadata. `manifest`: the run's, which lists the new part before the
+    old ones are deleted, and never lists a deleted one (bench.manifest).
     """
     files = run_files(directory)
     parts = check_parts(directory)
@@ -390,11 +407,18 @@ def compact_for_resume(directory: Path, config: str | None = None) -> set[str]:
     if not drop and not journals and len(parts) <= 1:
         return done
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
+    new = []
     if keep:
-        _write_part(table.take(keep), directory / f"part-r{stamp}.parquet", files.staging, config)
+        new.append(
+            _write_part(
+                table.take(keep), directory / f"part-r{stamp}.parquet", files.staging, config
+            )
+        )
     if drop:
         files.superseded.mkdir(parents=True, exist_ok=True)
         _write_part(table.take(drop), files.superseded / f"{stamp}{ASIDE_SUFFIX}", config=config)
+    if manifest is not None:
+        manifest.update(add=new, remove=[p.name for p in parts])
     for path in [*parts, *journals]:
         path.unlink()
     return done
@@ -410,11 +434,12 @@ def worker_part(directory: Path, specs: list) -> Path:
 
 def write_worker_part(
     batch: pa.RecordBatch, path: Path, staging: Path | None = None, config: str | None = None
-) -> None:
+) -> PartEntry:
     """A Ray task's rows as a part file of its own, durable before this returns: written under a
     dot-name in `staging`, fsynced, renamed over any earlier attempt's, the folder fsynced.
-    `config`: the run's composed config, for the part's metadata."""
-    _write_part(pa.Table.from_batches([batch], schema=SCHEMA), path, staging, config)
+    `config`: the run's composed config, for the part's metadata. Returns the part's manifest
+    entry, which the task hands to the driver (the driver keeps the manifest)."""
+    return _write_part(pa.Table.from_batches([batch], schema=SCHEMA), path, staging, config)
 
 
 class Journal:
@@ -455,7 +480,9 @@ class PartWriter:
     written on a helper thread while the driver goes on with a fresh journal; the old
     journal is deleted when its part is on disk. Encoding Parquet was most of the driver's time
     per row; pyarrow does it without the GIL, so the driver keeps taking batches meanwhile.
-    `config` (the run's composed config, YAML) goes into every part's metadata.
+    `config` (the run's composed config, YAML) goes into every part's metadata. `manifest`: the
+    run's (bench.manifest), which lists each part once it is in the run folder, and is closed by
+    `close`.
     """
 
     def __init__(
@@ -466,11 +493,13 @@ class PartWriter:
         config: str | None = None,
         staging: Path | None = None,
         suffix: str = ".parquet",
+        manifest: Manifest | None = None,
     ) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.directory = directory
         self.config = config
+        self.manifest = manifest
         self.staging = directory if staging is None else staging  # journals, parts being written
         self.suffix = suffix
         self.rows_per_part = rows_per_part
@@ -535,7 +564,9 @@ class PartWriter:
         self._buffer, self._buffered = [], 0
 
         def write() -> None:
-            _write_part(table, path, self.staging, self.config)
+            entry = _write_part(table, path, self.staging, self.config)
+            if self.manifest is not None:  # listed before its journal goes (bench.manifest)
+                self.manifest.update(add=[entry])
             journal.path.unlink(missing_ok=True)
             self.rows_written += n
 
@@ -568,3 +599,5 @@ class PartWriter:
         self._pool.shutdown()
         self._journal.close()
         self._journal.path.unlink(missing_ok=True)
+        if self.manifest is not None:  # every part is listed: a later resume tolerates nothing
+            self.manifest.update(state=CLOSED)

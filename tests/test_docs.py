@@ -32,7 +32,17 @@ def _commands() -> list[tuple[str, list[str]]]:
                     continue
                 args = shlex.split(line.split("python -m bench ", 1)[1])
                 if (
-                    args[0] in ("report", "replay", "export", "stream", "monitor", "score", "gate")
+                    args[0]
+                    in (
+                        "report",
+                        "replay",
+                        "export",
+                        "stream",
+                        "monitor",
+                        "score",
+                        "gate",
+                        "verify",
+                    )
                     or args[0].startswith("-")
                     and args[0] != "--cfg"
                 ):
