@@ -241,3 +241,17 @@ def test_a_change_cut_short_by_a_crash_is_ignored(
         f.write("\n")
     code, out = verified(run, capsys)
     assert code == verify.FAILED and f"unreadable manifest: .{RUN_ID}/manifest.jsonl" in out
+
+
+def test_a_lost_part_is_accepted_by_saying_so_in_the_manifest(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/faults.md: a user who accepts a lost part (its trials run again) appends its
+    removal to the manifest; the run then verifies and resumes."""
+    lost = store.part_files(run)[-1]
+    lost.unlink()
+    assert verify.refusal(run, resume=True) is not None
+    with open(store.run_files(run).manifest, "a") as f:
+        f.write(json.dumps({"remove": lost.name}) + "\n")
+    assert verified(run, capsys)[0] == verify.OK
+    assert verify.refusal(run, resume=True) is None
