@@ -4,4 +4,4 @@ Data flow: conf/ -> config -> sweep -> runner -> trial -> (determinism, data, mo
 fingerprint) -> store -> analysis. Nothing at package level imports a training library.
 """
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
