@@ -8,11 +8,13 @@ app takes them (bench.hydra_flags, bench.multirun; docs/hydra.md).
 
 from __future__ import annotations
 
+import os
 import sys
 
 from bench.config import ConfigError, compose
 from bench.diskfull import EXIT_CODE as DISK_FULL
 from bench.diskfull import DiskFull
+from bench.preempt import EXIT_RESUMABLE
 from bench.runner import Interrupted
 
 USAGE = """usage: python -m bench +sweep=NAME [key=value ...]
@@ -109,6 +111,18 @@ def main(argv: list[str] | None = None) -> int:
         again = " ".join(
             [*(a for a in args if not a.startswith("run_id=")), f"run_id={exc.run_id}"]
         )
-        print(f"bench: {exc}; resume with: python -m bench {again}", file=sys.stderr)
-        return 130
+        if exc.signal is None:  # Ctrl-C
+            print(f"bench: {exc}; resume with: python -m bench {again}", file=sys.stderr)
+            return 130
+        # A planned stop (bench.preempt): slurm/bench.sbatch requeues the job on this exit code.
+        how = (
+            f"job {os.environ['SLURM_JOB_ID']} continues it when requeued"
+            if os.environ.get("SLURM_JOB_ID")
+            else "resume with the same run_id"
+        )
+        print(
+            f"bench: {exc}; run {exc.run_id} is resumable ({how}): python -m bench {again}",
+            file=sys.stderr,
+        )
+        return EXIT_RESUMABLE
     return 0 if outcome.n_error == 0 else 1

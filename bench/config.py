@@ -390,6 +390,13 @@ class ClusterConfig:
     results_dir: str | None = None
     python: str | None = None  # the interpreter the job runs; null: the one that submits
     wait: bool = False  # true: block until the job ends and exit with its exit status
+    # Time limits and preemption (docs/clusters.md): SLURM signals the job signal_lead_s seconds
+    # before its time limit (0: no warning); the job then requeues itself, at most max_requeues
+    # times. stop_grace_s (any cluster): after SIGTERM or SIGUSR1 the driver waits this long for
+    # the trials in flight before it writes what it has and exits 75 (resumable).
+    signal_lead_s: int = 120
+    max_requeues: int = 10
+    stop_grace_s: float = 20.0
 
 
 @dataclass
@@ -779,7 +786,10 @@ _SBATCH_TOKEN = re.compile(r"^[A-Za-z0-9_.,:+@%/=-]+$")
 _SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^(infinite|unlimited)$", re.IGNORECASE)
 _SBATCH_OPTION = re.compile(r"^--[a-z][a-z0-9-]*(=\S.*)?$")
 # Options bench sets itself in a generated job (where its output goes, where it runs).
-_SBATCH_OWN = ("--output", "--error", "--chdir", "--wait", "--wrap", "--parsable", "--export")
+_SBATCH_OWN = (
+    "--output", "--error", "--chdir", "--wait", "--wrap", "--parsable", "--export", "--signal",
+    "--requeue", "--no-requeue", "--open-mode",
+)  # fmt: skip
 
 
 def validate_cluster(cfg: DictConfig) -> None:
@@ -808,6 +818,9 @@ def validate_cluster(cfg: DictConfig) -> None:
             "must not be empty",
         ),
         ("cluster.python", c.python is None or c.python.strip() != "", "must not be empty"),
+        ("cluster.signal_lead_s", 0 <= c.signal_lead_s <= 65535, "must be 0 to 65535 seconds"),
+        ("cluster.max_requeues", c.max_requeues >= 0, "must be >= 0"),
+        ("cluster.stop_grace_s", c.stop_grace_s >= 0, "must be >= 0"),
     ]
     for key in ("job_name", "partition", "account", "gpu_type"):
         value = c[key]

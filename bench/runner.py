@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 
-from bench import __version__, diskfull, isa, provenance, rows, store, waves
+from bench import __version__, diskfull, isa, preempt, provenance, rows, store, waves
 from bench import manifest as mf
 from bench.config import (
     USER_MODELS,
@@ -63,11 +63,14 @@ class SweepOutcome:
 
 
 class Interrupted(Exception):
-    """Ctrl-C during a sweep: every finished row is on disk; the run can be resumed."""
+    """Ctrl-C, or a stop signal (bench.preempt: SLURM's time-limit warning, preemption), during a
+    sweep: every finished row is on disk; the run can be resumed. `signal` names the stop signal
+    (None for Ctrl-C), which makes it the planned stop a batch script requeues on."""
 
-    def __init__(self, run_id: str, path: Path, rows: int) -> None:
-        super().__init__(f"interrupted: {rows} rows written to {path}")
-        self.run_id, self.path, self.rows = run_id, path, rows
+    def __init__(self, run_id: str, path: Path, rows: int, signal: str | None = None) -> None:
+        why = f"stopped by {signal}" if signal else "interrupted"
+        super().__init__(f"{why}: {rows} rows written to {path}")
+        self.run_id, self.path, self.rows, self.signal = run_id, path, rows, signal
 
 
 # Keys that may change when a run is resumed: they say how to run, not what the trials are.
@@ -715,7 +718,9 @@ def execute(
         job = bar.add_task(description, total=total, **counts)
         try:
             while not exhausted or pending:
-                while not exhausted and len(pending) < limit:
+                if preempt.requested() and (not pending or preempt.grace_over()):
+                    raise preempt.Preempted  # the Ctrl-C path: finished rows written, resumable
+                while not exhausted and len(pending) < limit and not preempt.requested():
                     try:
                         unit, stacked = next(queue)
                     except StopIteration:
@@ -748,6 +753,8 @@ def execute(
                     except ray.exceptions.RayError as exc:
                         if diskfull.reason(exc):  # a worker's part (rows_to=workers)
                             raise OSError(errno.ENOSPC, diskfull.reason(exc)) from exc
+                        if preempt.requested():  # Ray going down with the job: run it on resume
+                            continue
                         batch = failed(
                             unit, f"{type(exc).__name__}: {' '.join(str(exc).split())[:2000]}"
                         )
@@ -792,6 +799,14 @@ def load_checked(cfg: DictConfig) -> RawDataset:
 def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutcome:
     """Everything `python -m bench` does after composing: expand, check, run, write, summarise.
     `overrides`: the command-line overrides `cfg` was composed from, recorded in every row.
+    SIGTERM and SIGUSR1 stop it as Ctrl-C does, after `cluster.stop_grace_s` for the trials in
+    flight (bench.preempt), raising Interrupted with the signal's name."""
+    with preempt.handling(cfg.cluster.stop_grace_s):
+        return _run_sweep(cfg, overrides)
+
+
+def _run_sweep(cfg: DictConfig, overrides: list[str] | None) -> SweepOutcome:
+    """run_sweep's body.
 
     Order matters for "bad input loses nothing": the data file and the results folder are checked,
     and Ray is joined (address and GPU checks) before the run folder is created or a trial runs.
@@ -816,6 +831,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutco
     if embedded(cluster):
         check_cpu_isa(examples, cpu_isa_key(cfg))
     started = connect(cluster, common_env(examples, [n for _, n in settings]), user_targets(plain))
+    preempt.rearm()  # ray.init replaced the SIGTERM handler with its own
     lock: store.RunLock | None = None
     run_id, path = cfg.run_id, store.run_dir(cfg.results_dir, cfg.sweep.name, cfg.run_id or "")
     try:
@@ -912,10 +928,11 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepOutco
                 for status, n in Counter(batch.column("status").to_pylist()).items():
                     counts[status] = counts.get(status, 0) + n
             batches.close()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             batches.close()  # cancels what is in flight, before the writer and Ray go
             writer.close()
-            raise Interrupted(run_id, path, counts["ok"] + counts["error"]) from None
+            stopped_by = preempt.signal_name() if isinstance(exc, preempt.Preempted) else None
+            raise Interrupted(run_id, path, counts["ok"] + counts["error"], stopped_by) from None
         except BaseException:
             batches.close()
             writer.close()

@@ -19,9 +19,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,7 @@ SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={root}/munge/munge.sock
+AuthInfo=socket={root}/munge/munge.sock,cred_expire=10
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
@@ -66,6 +67,9 @@ JobCompType=jobcomp/none
 JobAcctGatherType=jobacct_gather/none
 ReturnToService=2
 MinJobAge=600
+JobRequeue=1
+KillWait=30
+OverTimeLimit=0
 NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """
@@ -179,7 +183,9 @@ def slurm() -> Iterator[Slurm]:
     )
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SLURM_JOB_ID")}
     # BENCH_RAY_NODE_IP: the jobs' Ray nodes bind to and connect over loopback only.
-    env.update(SLURM_CONF=str(conf), BENCH_PYTHON=sys.executable, PATH=sbin, BENCH_RAY_NODE_IP="127.0.0.1")
+    env.update(
+        SLURM_CONF=str(conf), BENCH_PYTHON=sys.executable, PATH=sbin, BENCH_RAY_NODE_IP="127.0.0.1"
+    )
     state = Slurm(root, env)
     stepds_before = _stepds()
     pids = {
@@ -396,6 +402,10 @@ def test_cluster_slurm_without_sbatch_is_one_line_naming_it(tmp_path: Path) -> N
         ("cluster.sbatch=['--output=/tmp/x']", "cluster.sbatch"),
         ("cluster.sbatch=['-q short']", "cluster.sbatch"),
         ("cluster.mem=lots", "cluster.mem"),
+        ("cluster.signal_lead_s=-1", "cluster.signal_lead_s"),
+        ("cluster.max_requeues=-1", "cluster.max_requeues"),
+        ("cluster.sbatch=['--signal=USR2@60']", "cluster.sbatch"),
+        ("cluster.sbatch=['--no-requeue']", "cluster.sbatch"),
     ],
 )
 def test_bad_slurm_values_are_refused_naming_the_key(override: str, key: str) -> None:
@@ -417,6 +427,9 @@ def test_job_file_quotes_every_word(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     cfg = compose(args)
     text = render(cfg, args, "rid", tmp_path / "r e s", tmp_path / "job")
     assert "#SBATCH --gres=gpu:a100:2" in text and "#SBATCH --qos=short" in text
+    for line in ("--requeue", "--open-mode=append", "--signal=B:USR1@120"):  # time limits
+        assert f"#SBATCH {line}\n" in text
+    assert "export BENCH_MAX_REQUEUES=10\n" in text
     words = shlex.split(text.strip().splitlines()[-1])
     assert words[3:] == [
         "+sweep=smoke", "cluster=slurm", "cluster.gpus_per_node=2", "cluster.gpu_type=a100",
@@ -475,3 +488,157 @@ def test_sbatch_script_starts_a_ray_worker_per_extra_node(tmp_path: Path) -> Non
     assert rows["ray_node_id"].nunique() == 2
     ray_dir = _ray_dir(output)
     assert not processes_naming(ray_dir) and not Path(ray_dir).exists()
+
+
+# Time limits and preemption (slurm/bench.sbatch, bench.preempt, docs/clusters.md). Trials are
+# slowed with the hang hook (every trial sleeps mid-trial, then finishes ok) so that a sweep
+# outlasts a job; both jobs run at once with one CPU each, so the two tests cost the longer one
+# (about 2 minutes) rather than the sum. The test SLURM's cred_expire=10 makes a requeued job
+# eligible 11 s after its requeue instead of SLURM's default 121 s.
+PREEMPT_SWEEP = ["+sweep=smoke", "libraries=[sklearn]", "faults.hang_on=1.0", "progress=false"]
+PREEMPT_SWEEP += ["cluster.stop_grace_s=10"]  # a 4.5 s trial in flight finishes within it
+# 10 trials of 5 s on one CPU: longer than SLURM's warning leaves (slurmctld checks every 30 s and
+# sends it once within lead + 30 s of the limit: @5 before a 1-minute limit is 25-55 s after the
+# start), so the first start is always stopped. The hard limit comes 30 s or more after the warning.
+TIMELIMIT_ARGS = [*PREEMPT_SWEEP, "seeds.n=5", "faults.hang_seconds=5", "run_id=timelimit"]
+REQUEUE_ARGS = [*PREEMPT_SWEEP, "seeds.n=4", "faults.hang_seconds=3", "run_id=requeued"]
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")
+
+
+@dataclass
+class ResumableJob:
+    job_id: str
+    args: list[str]
+    run: Path
+    output: Path
+    raised: list[str] = field(default_factory=list)  # what raised its time limit, once requeued
+
+
+def _raise_limit_once_requeued(slurm: Slurm, job: ResumableJob, stop: threading.Event) -> None:
+    """Give the time-limit job 5 minutes once it has been requeued (see the test's docstring),
+    the moment it is, while the other test runs."""
+    while not stop.is_set():
+        state = slurm.job(job.job_id)
+        if state.get("Restarts", "0") != "0":
+            result = slurm.run("scontrol", "update", f"JobId={job.job_id}", "TimeLimit=5")
+            job.raised.append(f"{result.returncode} {result.stderr.strip()}")
+            return
+        if state.get("JobState") in ENDED:
+            return
+        stop.wait(0.5)
+
+
+@pytest.fixture(scope="module")
+def resumable_jobs(
+    slurm: Slurm, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, ResumableJob]]:
+    """Both preemption jobs, submitted at once: a 1-minute job warned 5 s before its limit, and
+    a 10-minute one that test_scontrol_requeue_... requeues mid-run."""
+    jobs = {}
+    for name, args, options in (
+        ("requeued", REQUEUE_ARGS, ["--time=10"]),
+        ("timelimit", TIMELIMIT_ARGS, ["--time=1", "--signal=B:USR1@5"]),
+    ):
+        tmp = tmp_path_factory.mktemp(name)
+        result = slurm.run(
+            "sbatch", "--parsable", f"--output={tmp}/job-%j.out", "--cpus-per-task=1",
+            f"--chdir={tmp}", *options, str(SBATCH), *args, f"results_dir={tmp}/results",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        job_id = result.stdout.strip().split(";")[0]
+        run = tmp / "results" / "smoke" / args[-1].split("=", 1)[1]
+        jobs[name] = ResumableJob(job_id, args, run, tmp / f"job-{job_id}.out")
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=_raise_limit_once_requeued, args=(slurm, jobs["timelimit"], stop), daemon=True
+    )
+    watcher.start()
+    try:
+        yield jobs
+    finally:
+        stop.set()
+        watcher.join(timeout=30)
+
+
+def _wait_until_ended(slurm: Slurm, job: ResumableJob, timeout: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while (state := slurm.job(job.job_id)).get("JobState") not in ENDED:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{state}\n{_output(job)[-4000:]}\n{slurm.log()}")
+        time.sleep(0.5)
+    return state
+
+
+def _output(job: ResumableJob) -> str:
+    return job.output.read_text(errors="replace") if job.output.exists() else ""
+
+
+def _journaled(run: Path) -> int:
+    staging = store.run_files(run).staging
+    return sum(store.read_journal(j).num_rows for j in store.journal_files(staging))
+
+
+def _assert_one_ok_row_per_trial_and_nothing_left(job: ResumableJob, output: str) -> None:
+    from bench.config import compose
+    from bench.sweep import expand
+
+    rows = _rows(job.run)
+    every = {s.trial_key for s in expand(compose(job.args))}
+    assert set(rows["trial_key"]) == every and rows["trial_key"].is_unique, output[-4000:]
+    assert (rows["status"] == "ok").all(), rows.loc[rows["status"] != "ok", "error"].tolist()
+    ray_dirs = set(re.findall(r"(/tmp/bench-ray\.[A-Za-z0-9]+)/session_", output))
+    assert len(ray_dirs) == 2, output[-4000:]  # one Ray per start of the job
+    for ray_dir in ray_dirs:
+        assert not processes_naming(ray_dir) and not Path(ray_dir).exists()
+    assert not processes_naming(f"[{job.job_id}."), "a job step outlived the job"
+
+
+@pytest.mark.slow
+def test_scontrol_requeue_mid_run_resumes_the_run_to_one_ok_row_per_trial(
+    slurm: Slurm, resumable_jobs: dict[str, ResumableJob]
+) -> None:
+    """`scontrol requeue` (what preemption with PreemptMode=REQUEUE does) sends SIGTERM to every
+    process of the job: the driver writes its finished rows and exits 75, and the requeued job
+    runs the script again with the same run_id, which resumes the run."""
+    job = resumable_jobs["requeued"]
+    deadline = time.monotonic() + 180
+    while not job.run.exists() or _journaled(job.run) < 2:
+        assert time.monotonic() < deadline, f"no 2 rows in 180 s\n{_output(job)[-4000:]}"
+        assert slurm.job(job.job_id).get("JobState") in ("PENDING", "RUNNING"), _output(job)
+        time.sleep(0.2)
+    requeue = slurm.run("scontrol", "requeue", job.job_id)
+    assert requeue.returncode == 0, requeue.stderr
+    state = _wait_until_ended(slurm, job, 240)
+    output = _output(job)
+    assert state["JobState"] == "COMPLETED" and state["ExitCode"] == "0:0", (state, output[-4000:])
+    assert state["Restarts"] == "1", state
+    # SLURM signals every process: the driver meets SIGTERM, or the shell's SIGUSR1, first
+    assert "bench.sbatch: SIGTERM" in output and "bench: stopped by SIG" in output, output[-4000:]
+    assert "run requeued is resumable" in output
+    assert re.search(r"resuming run requeued: [2-7] of 8 trials already ok", output), output[-4000:]
+    _assert_one_ok_row_per_trial_and_nothing_left(job, output)
+
+
+@pytest.mark.slow
+def test_a_sweep_longer_than_its_time_limit_requeues_itself_until_complete(
+    slurm: Slurm, resumable_jobs: dict[str, ResumableJob]
+) -> None:
+    """A 1-minute job with a 50 s sweep: SLURM's warning (SIGUSR1 to the batch shell) stops the
+    driver, which writes its rows and exits 75; the script stops Ray and requeues the job, whose
+    second start resumes the run. Once requeued, the fixture raises the job's limit to 5 minutes:
+    SLURM's 30 s check makes the warning arrive anywhere from 25 to 55 s into each start, and
+    without that a second (or third) stop would cost CI another minute each. On a busy machine
+    Ray and the driver may take most of that to start: a warning that comes before the driver
+    runs skips the sweep in that start (nothing to write), and the requeued job runs it."""
+    job = resumable_jobs["timelimit"]
+    state = _wait_until_ended(slurm, job, 360)
+    output = _output(job)
+    assert job.raised == ["0 "], (job.raised, state, output[-4000:])
+    assert state["JobState"] == "COMPLETED" and state["ExitCode"] == "0:0", (state, output[-4000:])
+    assert state["Restarts"] == "1", state
+    assert "bench.sbatch: SIGUSR1" in output, output[-4000:]
+    assert f"requeueing job {job.job_id} (restart 1 of at most 10)" in output
+    if "stopped by SIGUSR1" in output:  # the warning met a running sweep: its rows were kept
+        resumed = r"resuming run timelimit: [1-9] of 10 trials already ok"
+        assert re.search(resumed, output), output[-4000:]
+    _assert_one_ok_row_per_trial_and_nothing_left(job, output)

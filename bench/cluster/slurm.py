@@ -7,7 +7,9 @@ it is the record of what ran and can be resubmitted as is. Its #SBATCH lines com
 body runs slurm/bench.sbatch, which starts Ray across the job's nodes and runs `python -m bench`
 with the same overrides plus a fixed `run_id` and an absolute `results_dir`, every word quoted
 with shlex.quote. Inside the job
-(SLURM_JOB_ID set) the same command line runs the sweep on that Ray cluster instead.
+(SLURM_JOB_ID set) the same command line runs the sweep on that Ray cluster instead. The job is
+requeueable and asks for SIGUSR1 `cluster.signal_lead_s` before its time limit; the fixed run_id
+is what lets a requeued start resume the run (slurm/bench.sbatch, docs/clusters.md).
 """
 
 from __future__ import annotations
@@ -83,7 +85,13 @@ def sbatch_lines(cluster: dict[str, Any], output: Path, workdir: Path) -> list[s
         f"--output={_sbatch_path('cluster.results_dir', output)}",
         f"--chdir={_sbatch_path('cluster=slurm: the working directory', workdir)}",
         "--export=ALL",
+        # Time limits and preemption: the job is requeueable, warned (its batch shell only, which
+        # forwards a stop to the driver) before its limit, and one output file holds every start.
+        "--requeue",
+        "--open-mode=append",
     ]
+    if cluster["signal_lead_s"] > 0:
+        lines.append(f"--signal=B:USR1@{cluster['signal_lead_s']}")
     for key in ("partition", "account", "mem"):
         if cluster.get(key):
             lines.append(f"--{key}={cluster[key]}")
@@ -112,6 +120,7 @@ def render(cfg: DictConfig, args: list[str], run_id: str, results_dir: Path, job
             *sbatch_lines(cluster, job_dir / "slurm-%j.out", Path.cwd()),
             "set -euo pipefail",
             f"export BENCH_PYTHON={shlex.quote(python)}",
+            f"export BENCH_MAX_REQUEUES={int(cluster['max_requeues'])}",
             " ".join(shlex.quote(word) for word in command),
             "",
         ]

@@ -1,0 +1,48 @@
+"""bench.preempt without Ray or SLURM: what a stop signal sets, and that handlers come back.
+
+The end-to-end paths (a SLURM time-limit warning, `scontrol requeue`) are in tests/test_slurm.py;
+these check the small state machine they rely on, in milliseconds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from bench import preempt
+from bench.runner import Interrupted
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM])
+def test_a_stop_signal_is_recorded_not_fatal_and_the_old_handler_returns(
+    sig: signal.Signals,
+) -> None:
+    before = signal.getsignal(sig)
+    with preempt.handling(grace_s=0.2):
+        assert not preempt.requested()
+        os.kill(os.getpid(), sig)
+        time.sleep(0.05)  # the handler runs between bytecodes of the main thread
+        assert preempt.requested() and preempt.signal_name() == sig.name
+        assert not preempt.grace_over()
+        os.kill(os.getpid(), signal.SIGTERM)  # a second signal (SLURM's and the shell's) is no news
+        time.sleep(0.25)
+        assert preempt.signal_name() == sig.name and preempt.grace_over()
+    assert signal.getsignal(sig) == before
+
+
+def test_rearm_puts_the_handler_back_after_something_replaced_it() -> None:
+    """ray.init installs its own SIGTERM handler (abseil's, which aborts the driver)."""
+    with preempt.handling(grace_s=1):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        preempt.rearm()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert preempt.requested()
+
+
+def test_the_exit_status_and_message_say_resumable() -> None:
+    exc = Interrupted("rid", preempt.__file__, 3, "SIGUSR1")  # type: ignore[arg-type]
+    assert str(exc).startswith("stopped by SIGUSR1: 3 rows written")
+    assert preempt.EXIT_RESUMABLE == 75 and Interrupted("r", None, 0).signal is None  # type: ignore[arg-type]
