@@ -558,6 +558,10 @@ def resumable_jobs(
     finally:
         stop.set()
         watcher.join(timeout=30)
+        for job in jobs.values():  # after a failure: no job may outlive the daemons
+            if slurm.job(job.job_id).get("JobState") not in ENDED:
+                slurm.run("scancel", job.job_id)
+                _wait_until_ended(slurm, job, 90)
 
 
 def _wait_until_ended(slurm: Slurm, job: ResumableJob, timeout: float) -> dict[str, str]:
@@ -590,7 +594,11 @@ def _assert_one_ok_row_per_trial_and_nothing_left(job: ResumableJob, output: str
     assert len(ray_dirs) == 2, output[-4000:]  # one Ray per start of the job
     for ray_dir in ray_dirs:
         assert not processes_naming(ray_dir) and not Path(ray_dir).exists()
-    assert not processes_naming(f"[{job.job_id}."), "a job step outlived the job"
+    step = f"slurmstepd: [{job.job_id}."  # its batch step, once SLURM has closed it
+    deadline = time.monotonic() + 30
+    while processes_naming(step) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not processes_naming(step), "a job step outlived the job"
 
 
 @pytest.mark.slow
