@@ -248,6 +248,7 @@ def _rows(path: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # the requeue test below runs the script end to end too (CI's 30 minutes)
 def test_sbatch_script_runs_a_smoke_sweep_and_stops_ray(slurm: Slurm, tmp_path: Path) -> None:
     result = slurm.run(
         "sbatch", "--parsable", "--wait", f"--output={tmp_path}/job-%j.out",
