@@ -321,6 +321,7 @@ def test_a_fused_run_written_by_bench_0_2_0_replays_bitwise(tmp_path: Path) -> N
     del config["batching"]["compile"]
     files.config.write_text(yaml.safe_dump(config))
     files.version.write_text("0.2.0\n")
+    files.manifest.unlink()  # 0.2.0 kept no manifest (bench verify)
     _replayed(run, len(rows))
 
 

@@ -129,7 +129,8 @@ def test_replay_fails_when_a_trial_does_not_reproduce_on_the_same_environment(
         return df
 
     _rewrite(run, tamper)
-    store.run_files(run).version.write_text("0.1.0\n")  # as an older bench wrote the run
+    store.run_files(run).version.write_text("0.1.0\n")  # as an older bench wrote the run,
+    store.run_files(run).manifest.unlink()  # which kept no manifest (bench verify)
     result = bench("replay", str(run), "--no-progress")
     out = " ".join(result.stdout.split())  # rich wraps long lines
     assert result.returncode == 1, result.stdout + result.stderr
@@ -354,6 +355,8 @@ def test_replay_of_a_run_hashed_before_predictions_dtype_compares_like_with_like
         i = table.schema.get_field_index("predictions_sha256")
         table = table.set_column(i, "predictions_sha256", pa.array(old, pa.string()))
         pq.write_table(table.drop_columns(["predictions_dtype"]), part)
+    store.run_files(run).version.write_text("0.5.0\n")  # which kept no manifest (bench verify)
+    store.run_files(run).manifest.unlink()
     n = len(pd.read_parquet(run))
     result = bench("replay", str(run), "--no-progress")
     assert result.returncode == 0, result.stdout + result.stderr

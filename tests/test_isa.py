@@ -227,6 +227,10 @@ def test_replay_reproduces_each_level_and_names_a_changed_kernel(
         df.loc[hit, "weights_sha256"] = "0" * 64
         df.loc[hit, "torch_cpu_capability"] = "AVX512"
         pq.write_table(pa.Table.from_pandas(df, schema=store.SCHEMA, preserve_index=False), part)
+    from bench.manifest import Manifest, entry_of
+
+    kept = Manifest.load(store.run_files(run).manifest)  # as bench wrote them there: listed
+    kept.update(add=[entry_of(part) for part in store.part_files(run)])
     module = [sys.executable, "-m", "bench", "replay"]
     whole, one = run_at_once(
         [[*module, str(isa_run), "--no-progress"],
