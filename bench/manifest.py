@@ -12,14 +12,18 @@ cache), never by reading the folder again, so keeping it costs one short write p
 - an entry is added only after its part has been renamed into the run folder, and removed before
   the part is deleted, so a listed part is always present: a crash can leave a part *unlisted*,
   never a listed part missing;
-- `state` is `writing` while a driver writes the run and `closed` once its writer has closed
-  (Ctrl-C included). An unlisted part, or a trial key with two rows, in a run whose manifest
-  still says `writing` is what a killed driver leaves (a part renamed just before the kill, a
-  resume's compaction cut short): resuming takes them in. In a `closed` run they are not.
+- `state` is `writing` while a driver writes the run and `closed` once its sweep has finished
+  and its writer has closed. A run that stopped before the end (Ctrl-C, SIGTERM/SIGUSR1, a full
+  disk, an error) stays `writing`, as a killed driver's does: with `rows_to=workers` a worker
+  may have renamed its part into the run folder after the driver last listed one. An unlisted
+  part, or a trial key with two rows, in a run whose manifest still says `writing` is what such
+  a stop leaves (a part renamed just before it, a resume's compaction cut short): resuming
+  takes them in. In a `closed` run they are not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -79,7 +83,7 @@ class Manifest:
     whole JSON file rewritten per part grew quadratic with a run's part count: 10,000
     `rows_to=workers` parts made 15 GB of rewrites). A last line cut short by a crash (no
     newline) is ignored, as a journal's last batch is: the change it held had not happened yet
-    (rules above). `rewrite` replaces the log by its folded state, atomically (a resume does,
+    (rules above); the next append cuts it off first, and an append that fails is cut off too. `rewrite` replaces the log by its folded state, atomically (a resume does,
     after compacting the parts).
 
     Thread-safe: a PartWriter records its parts from its helper thread while the driver records
@@ -148,12 +152,28 @@ class Manifest:
         changes += [{"state": state}] if state is not None else []
         if not changes:
             return
-        text = "".join(json.dumps(c, sort_keys=True) + "\n" for c in changes)
+        data = "".join(json.dumps(c, sort_keys=True) + "\n" for c in changes).encode()
         with self._lock:
-            with open(self.path, "a") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
+            fd = os.open(self.path, os.O_RDWR)
+            try:
+                # A last line cut short by a crash goes first: appended to, it would become a
+                # corrupt middle line, and the manifest unreadable for good.
+                start = _complete_length(fd)
+                os.ftruncate(fd, start)
+                try:
+                    view = memoryview(data)
+                    offset = start
+                    while view:
+                        n = os.pwrite(fd, view, offset)
+                        view, offset = view[n:], offset + n
+                    os.fsync(fd)
+                except BaseException:  # a full disk: no half-written line left behind
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, start)
+                        os.fsync(fd)
+                    raise
+            finally:
+                os.close(fd)
             for change in changes:
                 _fold(self.data, change)
 
@@ -167,11 +187,15 @@ class Manifest:
             changes += [{"add": asdict(e)} for e in self.entries().values()]
             text = "".join(json.dumps(c, sort_keys=True) + "\n" for c in [header, *changes])
             tmp = self.path.with_name(f".{self.path.name}.tmp")
-            with open(tmp, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            try:
+                with open(tmp, "w") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:  # a full disk: no half-written copy left beside the manifest
+                tmp.unlink(missing_ok=True)
+                raise
             _fsync_dir(self.path.parent)
 
 
@@ -187,6 +211,19 @@ def _fold(data: dict[str, Any], change: dict[str, Any]) -> None:
         data["state"] = value
     else:
         raise ValueError(f"unknown change {change}")
+
+
+def _complete_length(fd: int) -> int:
+    """The bytes of the file's complete lines: its size, less a last line without a newline."""
+    end = os.lseek(fd, 0, os.SEEK_END)
+    pos = end
+    while pos > 0:
+        chunk = os.pread(fd, min(pos, 4096), max(0, pos - 4096))
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            return pos - len(chunk) + cut + 1
+        pos -= len(chunk)
+    return 0
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -705,15 +705,25 @@ def execute(
         bar.update(job, advance=batch.num_rows, **counts)
         return batch
 
+    def written_part(unit: list[TrialSpec]) -> pa.RecordBatch | None:
+        """The receipt of the unit's part if its worker wrote it before it failed (or before Ray
+        went down with the job), with the part's manifest entry."""
+        if part_dir is None:
+            return None
+        written = store.worker_part(Path(part_dir), unit)
+        if not written.exists():
+            return None
+        receipt = store.read_part(written).select(["trial_key", "status"])
+        entry = mf.entry_to_json(mf.entry_of(written, receipt.num_rows))
+        return receipt.to_batches()[0].replace_schema_metadata({PART_ENTRY: entry})
+
     def failed(unit: list[TrialSpec], message: str) -> pa.RecordBatch:
-        if part_dir is not None:  # a worker may have written the unit's part before it failed
-            written = store.worker_part(Path(part_dir), unit)
-            if written.exists():
-                receipt = store.read_part(written).select(["trial_key", "status"])
-                entry = mf.entry_to_json(mf.entry_of(written, receipt.num_rows))
-                return receipt.to_batches()[0].replace_schema_metadata({PART_ENTRY: entry})
+        written = written_part(unit)
+        if written is not None:
+            return written
         return rows.to_batch([driver_row(s, message, run_id, overrides, wave) for s in unit])
 
+    dropped = False  # a task lost to the stop: the sweep did not finish, whatever comes next
     with _progress(progress) as bar:
         job = bar.add_task(description, total=total, **counts)
         try:
@@ -754,6 +764,10 @@ def execute(
                         if diskfull.reason(exc):  # a worker's part (rows_to=workers)
                             raise OSError(errno.ENOSPC, diskfull.reason(exc)) from exc
                         if preempt.requested():  # Ray going down with the job: run it on resume
+                            written = written_part(unit)  # unless its part is already written
+                            if written is not None:
+                                yield finish(written)
+                            dropped = True
                             continue
                         batch = failed(
                             unit, f"{type(exc).__name__}: {' '.join(str(exc).split())[:2000]}"
@@ -770,6 +784,8 @@ def execute(
                                 f"(trial_timeout_s={timeout_s:g}); worker killed"
                             )
                             yield finish(failed(unit, message))
+            if dropped:  # its trials run on resume: stopped, not finished
+                raise preempt.Preempted
         finally:
             writer.flush()
             for ref in pending:
@@ -930,12 +946,12 @@ def _run_sweep(cfg: DictConfig, overrides: list[str] | None) -> SweepOutcome:
             batches.close()
         except KeyboardInterrupt as exc:
             batches.close()  # cancels what is in flight, before the writer and Ray go
-            writer.close()
+            writer.close(complete=False)  # `writing`: a resume takes in unlisted worker parts
             stopped_by = preempt.signal_name() if isinstance(exc, preempt.Preempted) else None
             raise Interrupted(run_id, path, counts["ok"] + counts["error"], stopped_by) from None
         except BaseException:
             batches.close()
-            writer.close()
+            writer.close(complete=False)
             raise
         writer.close()
     except OSError as exc:  # a full disk wherever the driver wrote: one line, exit 4

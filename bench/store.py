@@ -589,7 +589,12 @@ class PartWriter:
             while self._pending:
                 self._pending.pop(0).result()
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
+        """Write what is buffered and end the helper thread. `complete`: the sweep ran to its end,
+        so every part is listed and the manifest says `closed`. A stopped one (Ctrl-C, a stop
+        signal, a full disk, an error) passes False and leaves it `writing`: parts that workers
+        wrote but the driver had not listed yet are then what a killed driver leaves, and the
+        resume takes them in (bench.manifest)."""
         if self.failed is not None:  # keep every journal; let the helper thread end its write
             self._pool.shutdown()
             with contextlib.suppress(OSError):  # its buffer cannot be written either
@@ -599,5 +604,5 @@ class PartWriter:
         self._pool.shutdown()
         self._journal.close()
         self._journal.path.unlink(missing_ok=True)
-        if self.manifest is not None:  # every part is listed: a later resume tolerates nothing
+        if complete and self.manifest is not None:  # every part listed: a resume tolerates nothing
             self.manifest.update(state=CLOSED)

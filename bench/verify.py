@@ -7,6 +7,10 @@ one row (the run's final rows: error rows a resume ran again were moved aside, s
 has exactly one row per key, ok or error), and the config and the bench version are present and
 as the manifest recorded them. Each problem is one line naming the file.
 
+A run whose manifest still says `writing` (its sweep stopped or was killed before its end) is
+checked as far as it was written, with a note that it is unfinished; the exit status is as for
+any run: 0 when nothing is wrong, 1 with a part it does not list yet (which a resume takes in).
+
 Exit status: 0 verified; 1 one or more problems; 2 bad input (no such folder, not a bench run);
 3 nothing wrong found, but the run has no manifest because an older bench wrote it, so its parts
 could not be checked against checksums (everything else was).
@@ -265,7 +269,10 @@ def refusal(run: str | Path, resume: bool = False) -> str | None:
 def text(report: Report) -> str:
     lines = [str(p) for p in report.problems] + [f"note: {n}" for n in report.notes]
     counts = f"{report.parts} parts, {report.rows} rows, {report.keys} trial keys"
-    if report.code == OK:
+    if report.code == OK and report.state == mf.WRITING:  # stopped or killed before its end
+        lines.append(f"{report.run}: verified as far as written, unfinished ({counts}; "
+                     f"config and bench {report.written_by} as the manifest lists them)")  # fmt: skip
+    elif report.code == OK:
         lines.append(f"{report.run}: verified ({counts}; config and bench "
                      f"{report.written_by} as the manifest lists them)")  # fmt: skip
     elif report.code == NO_MANIFEST:

@@ -255,3 +255,56 @@ def test_a_lost_part_is_accepted_by_saying_so_in_the_manifest(
         f.write(json.dumps({"remove": lost.name}) + "\n")
     assert verified(run, capsys)[0] == verify.OK
     assert verify.refusal(run, resume=True) is None
+
+
+def test_an_update_after_a_cut_line_cuts_it_off_first(
+    run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change appended after a line cut short by a crash would turn it into a corrupt middle
+    line (the run refused for good): the update cuts it off first; an append that fails (a full
+    disk) is cut off as well."""
+    import errno
+    import os
+
+    files = store.run_files(run)
+    with open(files.manifest, "a") as f:
+        f.write('{"remove": "part-')
+    manifest = mf.Manifest.load(files.manifest)
+    manifest.update(state=mf.WRITING)
+    assert mf.Manifest.load(files.manifest).state == mf.WRITING
+    before = files.manifest.read_bytes()
+    assert before.endswith(b'{"state": "writing"}\n')
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError):
+        manifest.update(state=mf.CLOSED)
+    monkeypatch.undo()
+    assert files.manifest.read_bytes() == before
+    manifest.update(state=mf.CLOSED)
+    assert verified(run, capsys)[0] == verify.OK
+
+
+def test_a_stopped_sweep_leaves_its_manifest_writing(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only a sweep that ran to its end closes the manifest. A stopped one (Ctrl-C, a stop
+    signal, a full disk) leaves it `writing`, so a worker's part the driver had not listed yet
+    is taken in by the resume instead of refusing it; verify says the run is unfinished."""
+    files = store.run_files(run)
+    manifest = mf.Manifest.load(files.manifest)
+    last = store.part_files(run)[-1].name
+    manifest.update(remove=[last], state=mf.WRITING)  # as a resume starts, a worker's part
+    store.PartWriter(run, manifest=mf.Manifest.load(files.manifest)).close(complete=False)
+    assert mf.Manifest.load(files.manifest).state == mf.WRITING
+    code, out = verified(run, capsys)
+    assert code == verify.FAILED and "note: unfinished" in out
+    assert verify.refusal(run, resume=True) is None
+    mf.Manifest.load(files.manifest).update(add=[mf.entry_of(run / last)])
+    code, out = verified(run, capsys)
+    assert code == verify.OK and "note: unfinished" in out
+    store.PartWriter(run, manifest=mf.Manifest.load(files.manifest)).close(complete=True)
+    code, out = verified(run, capsys)
+    assert code == verify.OK and "unfinished" not in out
