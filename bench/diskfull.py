@@ -16,7 +16,8 @@ import errno
 import os
 from pathlib import Path
 
-EXIT_CODE = 4  # 0 ok, 1 some trials failed, 2 bad input, 3 gate inconclusive, 130 Ctrl-C
+EXIT_CODE = 4  # 0 ok, 1 some trials failed, 2 bad input, 3 gate inconclusive, 75 stopped by a
+# signal (resumable), 130 Ctrl-C
 _ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _TEXTS = tuple(os.strerror(e) for e in _ERRNOS)  # "No space left on device", "Disk quota exceeded"
 

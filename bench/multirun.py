@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 
 from bench.config import CONF_DIR, ConfigError, compose, estimator_arguments, free_form
 from bench.overrides import Override, axis_equivalent, axis_refusal, hydra_refusal, parse
+from bench.preempt import EXIT_RESUMABLE
 
 
 @dataclass
@@ -130,7 +131,9 @@ def run_one(overrides: list[str], cfg: DictConfig | None = None) -> tuple[int, s
     except Interrupted as exc:
         again = [*(a for a in overrides if _key(a) != "run_id"), f"run_id={exc.run_id}"]
         print(f"bench: {exc}; resume with: python -m bench {shlex.join(again)}", file=sys.stderr)
-        return 130, str(exc.path)
+        # A stop signal (SLURM's warning, preemption) is the planned, resumable stop (75), as
+        # for `python -m bench`; Ctrl-C is 130.
+        return (EXIT_RESUMABLE if exc.signal else 130), str(exc.path)
     return (0 if outcome.n_error == 0 else 1), str(outcome.path)
 
 
@@ -143,9 +146,10 @@ def run_here(p: Plan) -> int:
         print(f"multirun [{i}/{n}]: python -m bench {shlex.join(combo)}", file=sys.stderr)
         rc, path = run_one(combo, cfg)
         done.append((combo, rc, path))
-        if rc == 130:
+        if rc in (130, EXIT_RESUMABLE):
             left = n - i
-            print(f"multirun: interrupted; {left} run(s) not started", file=sys.stderr)
+            how = "interrupted" if rc == 130 else "stopped by a signal"
+            print(f"multirun: {how}; {left} run(s) not started", file=sys.stderr)
             break
     _print_done(done, p.combos)
     return max(rc for _, rc, _ in done)
