@@ -3,8 +3,9 @@
 A sweep of thousands of trials can outgrow its disk or quota. When it does, going on is worse
 than stopping: every later write fails too, and a journal written past a failed append could hide
 the rows after it. So the first ENOSPC or EDQUOT (from Python's own writes, from pyarrow's,
-which carry the errno, or from a worker, whose error reaches the driver as Ray's wrapper) stops
-the sweep: nothing more is submitted, what is already durable stays where it is (part files and
+which carry the errno, or from a worker, whose error reaches the driver as Ray's wrapper and
+counts only when it names a path in the run folder or its bookkeeping folder: a node's full
+/tmp/ray, or a user's model writing elsewhere, is that trial's error row) stops the sweep: nothing more is submitted, what is already durable stays where it is (part files and
 journals; the part writer deletes no journal whose rows are not in a part, `store.PartWriter`),
 and the command exits with `EXIT_CODE` and one line that names the folder and the run id to
 resume with. Rows that were in flight, or whose journal append failed, are run again on resume.
@@ -57,11 +58,39 @@ def full(exc: BaseException, folder: Path, run_id: str | None) -> DiskFull | Non
     return None if why is None else DiskFull(folder, run_id, why)
 
 
-def check_rows(batch) -> None:
-    """Raise ENOSPC when a row of `batch` (a pyarrow RecordBatch) failed for a full disk: with
-    save_models=true a worker writes into the run's folder, and its error becomes the row's."""
+def naming(exc: OSError, path: Path | str) -> OSError:
+    """`exc`, or, when it is a full disk that does not name its file (pyarrow's write errors, a
+    plain write's), the same error naming `path`: a worker's error reaches the driver as text, and
+    the driver counts it as the run's full folder only when the text names a path in it."""
+    why = reason(exc)
+    if why is None or getattr(exc, "filename", None):
+        return exc
+    code = exc.errno if exc.errno in _ERRNOS else _ERRNOS[_TEXTS.index(why)]
+    return OSError(code, why, str(path))
+
+
+def run_folders(run_dir: Path | str) -> tuple[str, ...]:
+    """The run folder and its bookkeeping folder (`.<run_id>`), as a worker's error names them."""
+    from bench.store import run_files
+
+    run = Path(run_dir)
+    found = (run, run_files(run).meta)
+    return tuple(dict.fromkeys(str(f) for p in found for f in (p.absolute(), p.resolve())))
+
+
+def in_folders(text: str, folders: tuple[str, ...]) -> bool:
+    """Whether an error's text names a path inside one of `folders` (bench.diskfull.run_folders):
+    a full disk elsewhere (a node's /tmp/ray, a user's model writing its own files) is the
+    trial's error, not the run's full results folder."""
+    return any(folder.rstrip(os.sep) + os.sep in text for folder in folders)
+
+
+def check_rows(batch, folders: tuple[str, ...]) -> None:
+    """Raise ENOSPC when a row of `batch` (a pyarrow RecordBatch) failed for a full disk in the
+    run's `folders`: with save_models=true a worker writes into the run's bookkeeping folder, and
+    its error becomes the row's. A row whose error names no path there stays an error row."""
     if "error" not in batch.schema.names:  # a worker's receipt for its own part
         return
     for text in batch.column("error").to_pylist():
-        if text and any(found in text for found in _TEXTS):
+        if text and any(found in text for found in _TEXTS) and in_folders(text, folders):
             raise OSError(errno.ENOSPC, next(f for f in _TEXTS if f in text))

@@ -80,7 +80,14 @@ def _write_once(directory: Path, name: str, data: bytes) -> Path:
     """`directory/name` holding `data`, written whole (bench.cli_common.write_atomic) unless it
     is there already: content-addressed, an existing file already holds these bytes' model."""
     path = directory / name
-    return path if path.exists() else write_atomic(path, data)
+    if path.exists():
+        return path
+    try:
+        return write_atomic(path, data)
+    except OSError as exc:  # a full disk, named: the driver stops the sweep only for its own
+        from bench.diskfull import naming
+
+        raise naming(exc, path) from exc
 
 
 def _entry(path: Path, prefix: str) -> dict[str, Any]:

@@ -134,9 +134,11 @@ def _execute(
     batch = with_run_id(batch, run_id, overrides, wave)
     if part_dir is None:
         return batch
-    entry = store.write_worker_part(
-        batch, store.worker_part(Path(part_dir), specs), Path(staging) if staging else None, config
-    )
+    path = store.worker_part(Path(part_dir), specs)
+    try:
+        entry = store.write_worker_part(batch, path, Path(staging) if staging else None, config)
+    except OSError as exc:  # named, so that the driver knows the full disk is the run's
+        raise diskfull.naming(exc, path) from exc
     receipt = batch.select(["trial_key", "status"])
     return receipt.replace_schema_metadata({PART_ENTRY: mf.entry_to_json(entry)})
 
@@ -690,10 +692,11 @@ def execute(
     part_dir = str(writer.directory.resolve()) if rows_to == "workers" else None
     config = ray.put(writer.config) if part_dir is not None else None  # once, not per task
     staging = str(writer.staging.resolve()) if rows_to == "workers" else None
+    folders = diskfull.run_folders(part_dir) if part_dir is not None else ()
 
     def finish(batch: pa.RecordBatch, entry: mf.PartEntry | None = None) -> pa.RecordBatch:
         if models_to is not None:  # a worker storing a model in the run folder found it full
-            diskfull.check_rows(batch)
+            diskfull.check_rows(batch, diskfull.run_folders(models_to))
         if batch.schema.equals(rows.SCHEMA):  # rows, not a worker's receipt for its own part
             writer.add_batch(batch)
         elif PART_ENTRY in (batch.schema.metadata or {}):
@@ -761,8 +764,11 @@ def execute(
                     try:
                         batch = ray.get(ref)
                     except ray.exceptions.RayError as exc:
-                        if diskfull.reason(exc):  # a worker's part (rows_to=workers)
-                            raise OSError(errno.ENOSPC, diskfull.reason(exc)) from exc
+                        # a worker's part (rows_to=workers) in the run's folders; a full disk
+                        # elsewhere (a node's /tmp/ray) is the trial's error
+                        why = diskfull.reason(exc)
+                        if why and part_dir and diskfull.in_folders(str(exc), folders):
+                            raise OSError(errno.ENOSPC, why) from exc
                         if preempt.requested():  # Ray going down with the job: run it on resume
                             written = written_part(unit)  # unless its part is already written
                             if written is not None:

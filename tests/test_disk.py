@@ -102,6 +102,36 @@ def test_reason_sees_enospc_and_edquot_raised_anywhere() -> None:
     assert diskfull.reason(OSError(errno.EACCES, "Permission denied")) is None
 
 
+def test_only_a_full_disk_in_the_run_folders_stops_the_sweep(tmp_path: Path) -> None:
+    """A worker's full disk reaches the driver as text: it stops the sweep only when it names a
+    path in the run folder or its bookkeeping folder; a node's full /tmp/ray, a user's model
+    writing elsewhere, or an error naming no path stays the trial's error row."""
+    import errno
+
+    run = tmp_path / "results" / "smoke" / "r1"
+    folders = diskfull.run_folders(run)
+    named = diskfull.naming(
+        OSError("Error writing bytes. Detail: No space left on device"), run / "part-w1.parquet"
+    )
+    assert named.errno == errno.ENOSPC and diskfull.in_folders(str(named), folders)
+    meta = store.run_files(run).meta / "models" / "abc.safetensors"
+    assert diskfull.in_folders(
+        str(OSError(errno.ENOSPC, "No space left on device", str(meta))), folders
+    )
+    elsewhere = OSError(errno.ENOSPC, "No space left on device", "/tmp/ray/session/x")
+    assert not diskfull.in_folders(str(elsewhere), folders)
+    sibling = OSError(errno.ENOSPC, "No space left on device", f"{run}2/part-0.parquet")
+    assert not diskfull.in_folders(str(sibling), folders)
+
+    def errors(*texts: str) -> pa.RecordBatch:
+        return pa.RecordBatch.from_pydict({"error": list(texts)})
+
+    diskfull.check_rows(errors("OSError: [Errno 28] No space left on device", None), folders)
+    diskfull.check_rows(errors(f"OSError: {elsewhere}"), folders)
+    with pytest.raises(OSError):
+        diskfull.check_rows(errors(f"OSError: {named}"), folders)
+
+
 # 10 quick sklearn trials on one Ray worker, a part every 2 rows (~25 KB, its rows journaled
 # meanwhile): 100 KB free holds the run's first parts, not all five.
 SWEEP = ["+sweep=smoke", "libraries=[sklearn]", "seeds.n=5", "progress=false", "rows_per_part=2"]
