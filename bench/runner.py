@@ -351,6 +351,12 @@ def connect(
     from ray._private import ray_constants
 
     local_only = LOOPBACK_SWITCH not in os.environ and hasattr(ray_constants, "ENABLE_RAY_CLUSTER")
+    if LOOPBACK_SWITCH not in os.environ and not local_only:  # a Ray other than 2.60's
+        print(
+            f"bench: warning: Ray {ray.__version__} has no ray_constants.ENABLE_RAY_CLUSTER; "
+            "the embedded Ray may listen on every interface, not loopback only",
+            file=sys.stderr,
+        )
     switch = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
     if local_only:
         start_env[LOOPBACK_SWITCH] = "0"

@@ -20,21 +20,52 @@ from __future__ import annotations
 
 import sys
 
+# The Ray versions whose private functions this was written against and tested with.
+TESTED = "2.60"
+
+
+def _private_api() -> tuple[object, object, object, object]:
+    """Ray's constants and services modules, `is_localhost` and `ray start`'s main, or exit with
+    one line when this Ray lacks them (a Ray other than the one this was tested with)."""
+    import ray
+
+    where = f"bench.cluster.ray_loopback: Ray {ray.__version__}"
+    if not (ray.__version__ == TESTED or ray.__version__.startswith(TESTED + ".")):
+        print(
+            f"{where}: tested with Ray {TESTED}.x only; its private API may differ", file=sys.stderr
+        )
+    try:
+        import ray._private.ray_constants as ray_constants
+        import ray._private.services as services
+        from ray._common.network_utils import is_localhost
+        from ray.scripts.scripts import main as ray_main
+    except ImportError as exc:
+        sys.exit(f"{where} lacks what loopback nodes need ({exc}); use Ray {TESTED}.x")
+    missing = [
+        name
+        for module, name in (
+            (services, "resolve_ip_for_localhost"),
+            (ray_constants, "ENABLE_RAY_CLUSTER"),
+        )
+        if not hasattr(module, name)
+    ]
+    if missing:
+        sys.exit(
+            f"{where} lacks {', '.join(missing)}, which loopback nodes need; use Ray {TESTED}.x"
+        )
+    return ray_constants, services, is_localhost, ray_main
+
 
 def main() -> None:
-    import ray._private.ray_constants as ray_constants
-    import ray._private.services as services
-    from ray._common.network_utils import is_localhost
-    from ray.scripts.scripts import main as ray_main
-
-    resolve = services.resolve_ip_for_localhost
+    ray_constants, services, is_localhost, ray_main = _private_api()
+    resolve = services.resolve_ip_for_localhost  # type: ignore[attr-defined]
 
     def keep_loopback(host: str) -> str:
         return host if is_localhost(host) else resolve(host)
 
-    services.resolve_ip_for_localhost = keep_loopback
-    ray_constants.ENABLE_RAY_CLUSTER = True
-    sys.exit(ray_main())
+    services.resolve_ip_for_localhost = keep_loopback  # type: ignore[attr-defined]
+    ray_constants.ENABLE_RAY_CLUSTER = True  # type: ignore[attr-defined]
+    sys.exit(ray_main())  # type: ignore[operator]
 
 
 if __name__ == "__main__":
