@@ -53,3 +53,19 @@ def test_the_exit_status_and_message_say_resumable() -> None:
     exc = Interrupted("rid", preempt.__file__, 3, "SIGUSR1")  # type: ignore[arg-type]
     assert str(exc).startswith("stopped by SIGUSR1: 3 rows written")
     assert preempt.EXIT_RESUMABLE == 75 and Interrupted("r", None, 0).signal is None  # type: ignore[arg-type]
+
+
+def test_a_multiruns_stopped_run_exits_resumable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run of a multirun stopped by a stop signal exits 75 (bench.sbatch: not requeued, as a
+    multirun has no run_id), Ctrl-C 130."""
+    from bench import multirun, runner
+    from bench.config import compose
+
+    cfg = compose(["+sweep=smoke", "libraries=[sklearn]"])
+    for sig, code in (("SIGUSR1", preempt.EXIT_RESUMABLE), (None, 130)):
+
+        def stopped(cfg: object, sig: str | None = sig) -> None:
+            raise Interrupted("rid", preempt.__file__, 0, sig)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(runner, "run_sweep", stopped)
+        assert multirun.run_one(["+sweep=smoke"], cfg)[0] == code
