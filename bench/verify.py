@@ -116,7 +116,9 @@ def check(run: str | Path) -> Report:
     if manifest is None and files.manifest.exists():
         pass  # reported above; the parts are still read below
     elif manifest is None:
-        if _version(report.written_by) >= _version(mf.SINCE):
+        # the earlier layout (bookkeeping inside the run folder) predates manifests, whatever
+        # its version file says (a run copied into that layout keeps its version)
+        if _version(report.written_by) >= _version(mf.SINCE) and not files.legacy:
             bad.append(Problem("missing manifest", _meta_name(files, files.manifest)))
         else:
             report.notes.append(
@@ -127,7 +129,9 @@ def check(run: str | Path) -> Report:
         report.has_manifest, report.state = True, manifest.state
         bad += _against_manifest(files, manifest, on_disk)
     report.parts = len(on_disk)
-    bad += _read_parts(report, list(on_disk.values()), strict=report.has_manifest)
+    # a run in the earlier layout keeps parts from before schema versions, manifest or not
+    strict = report.has_manifest and not files.legacy
+    bad += _read_parts(report, list(on_disk.values()), strict=strict)
     journals = store.journal_files(files.staging)
     if journals or report.state == mf.WRITING:
         held = lock_holder(files)

@@ -210,6 +210,7 @@ def _sweep(results: Path, *extra: str) -> pd.DataFrame:
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # every stacked trial equals its one-by-one run in the default run (CI's 30 minutes)
 def test_a_batched_sweep_writes_one_row_per_trial_equal_to_the_unbatched_sweep(
     tmp_path: Path,
 ) -> None:

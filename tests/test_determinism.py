@@ -88,6 +88,7 @@ def test_summary_reports_hashes_churn_and_time_ratio(determinism_run: Path) -> N
     assert (cost["ratio_median"] > 0).all() and len(cost) == 3
 
 
+@pytest.mark.extended  # the README's worked example replays bitwise in the default run (CI's 30 minutes)
 def test_replay_of_a_cpu_run_reproduces_bitwise(determinism_run: Path) -> None:
     result = bench("replay", str(determinism_run), "--no-progress")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -142,6 +143,7 @@ def test_replay_fails_when_a_trial_does_not_reproduce_on_the_same_environment(
     assert changed + bench_version in out, result.stdout
 
 
+@pytest.mark.extended  # a benchmark-sized sweep (CI's 30 minutes)
 def test_each_thread_count_repeats_itself_and_the_summary_says_what_the_bits_did(
     tmp_path: Path,
 ) -> None:

@@ -170,6 +170,7 @@ def test_multirun_runs_each_combination_as_its_own_run(bench_cli, tmp_path: Path
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # multirun itself runs in the default run (CI's 30 minutes)
 def test_multirun_through_submitit_local_launcher(bench_cli, tmp_path: Path) -> None:
     """The real hydra-submitit-launcher: each combination a submitit job (a subprocess here, an
     array task on SLURM), Hydra's sweep dir holding the launcher's logs, rows in results_dir."""

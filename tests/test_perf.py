@@ -43,6 +43,7 @@ def test_overhead_runs_both_sides_alternately_and_prints_medians() -> None:
     assert re.search(r"^ratio a/b\s+[\d.]+", out, re.M), out
 
 
+@pytest.mark.extended  # a benchmark command (CI's 30 minutes)
 def test_batched_prints_one_by_one_and_stacked_rates() -> None:
     out = perf(
         "batched", "--sizes", "4", "--epochs", "1", "--one-by-one", "2", "--threads", "1",
@@ -62,6 +63,7 @@ def test_batched_prints_one_by_one_and_stacked_rates() -> None:
     assert [bool(r[5]) for r in rows] == [False, False, False, True]  # compile seconds
 
 
+@pytest.mark.extended  # a benchmark command (CI's 30 minutes)
 def test_facts_reports_each_measurement_with_the_cpu_it_ran_on() -> None:
     """`python -m bench.facts` (README, "Bits and the CPU"): runs, names the CPU, gives one row
     per fact, and refuses a level this CPU lacks as a sweep does."""

@@ -127,7 +127,7 @@ def test_a_run_folder_holds_parts_and_its_bookkeeping_is_beside_it(tree: Tree) -
     assert files.meta == tree.results / "smoke" / ".r1" and not files.legacy
     assert files.config.is_file() and files.version.is_file() and files.lock.is_file()
     assert {p.name for p in files.meta.iterdir()} == {
-        "config.yaml", "bench_version", "lock", "superseded", "replay", "report",
+        "config.yaml", "bench_version", "lock", "manifest.jsonl", "superseded", "replay", "report",
     }  # fmt: skip
     # Rows that are not results are Parquet that no `*.parquet` glob takes for results.
     superseded = pd.read_parquet(files.superseded)

@@ -105,7 +105,7 @@ def test_no_temporary_files_left(smoke: SmokeRun) -> None:
     names = [p.relative_to(meta).as_posix() for p in meta.rglob("*")]
     leftovers = [n for n in names if Path(n).name.startswith(".") or n.endswith(".tmp")]
     assert not leftovers
-    assert sorted(names) == ["bench_version", "config.yaml", "lock"]
+    assert sorted(names) == ["bench_version", "config.yaml", "lock", "manifest.jsonl"]
     parts = sorted(smoke.run_dir.glob("part-*.parquet"))
     assert parts and sorted(smoke.run_dir.iterdir()) == parts
     assert sorted(smoke.results_dir.rglob("*.parquet")) == parts

@@ -339,6 +339,7 @@ def test_cluster_slurm_returns_at_once_and_a_failed_job_shows_it(
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # cluster=slurm is tested in the default run (CI's 30 minutes)
 def test_hydra_submitit_slurm_launcher_runs_each_combination_as_an_array_task(
     slurm: Slurm, tmp_path: Path
 ) -> None:

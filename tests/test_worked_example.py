@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bench import store
+from bench.manifest import Manifest, sha256_file
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -73,7 +74,11 @@ def test_the_readme_example_runs_as_written(tmp_path: Path, bench_cli) -> None:
     assert "reproduced" in again.stdout and "NOT" not in again.stdout, again.stdout
 
     # Rows that name code the run's config does not: refused.
+    # The manifest is restamped too, as whoever edits a results folder can: it is not signed.
     config = store.run_files(run_dir).config
     config.write_text(config.read_text().replace("mynets.Net", "mynets.Other"))
+    kept = Manifest.load(store.run_files(run_dir).manifest)
+    kept.data["config_sha256"] = sha256_file(config)
+    kept.rewrite()
     refused = bench_cli(args, cwd=tmp_path)
     assert refused.returncode == 2 and "not importing it" in refused.stderr, refused.stderr
