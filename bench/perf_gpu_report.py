@@ -25,9 +25,13 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     return "\n".join([head, rule, *body])
 
 
-def _section(result: dict[str, Any], name: str) -> list[dict[str, Any]] | None:
+def _block(
+    result: dict[str, Any], name: str, heading: str, columns: list[tuple[str, str]]
+) -> list[str]:
+    """A section's heading and table; a section that did not run is a dict with its status."""
     value = result.get(name)
-    return value if isinstance(value, list) else None
+    body = table(value, columns) if isinstance(value, list) else str((value or {}).get("status"))
+    return [f"## {heading}", "", body, ""]
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -43,43 +47,28 @@ def markdown(result: dict[str, Any]) -> str:
         f"Python {m.get('python_version')}, CPU {m.get('cpu_model')} ({m.get('cpu_count')} cores).",
         "",
     ]  # fmt: skip
-    det = _section(result, "determinism")
-    lines += ["## Determinism", ""]
-    if det is None:
-        lines += [str(result.get("determinism", {}).get("status")), ""]
-    else:
-        lines += [table(det, [
-            ("library", "library"), ("model", "model"), ("device", "device"),
-            ("setting", "setting"), ("status", "status"), ("runs", "runs"),
-            ("distinct_weights", "distinct weight hashes"),
-            ("distinct_predictions", "distinct prediction hashes"),
-            ("nondeterministic_ops", "non-deterministic ops"),
-            ("fit_seconds_median", "fit s (median)"),
-            ("fit_time_ratio_det_to_default", "fit time det / PyTorch defaults"),
-            ("fit_time_ratio_det_to_autotune", "fit time det / autotuning"),
-        ]), ""]  # fmt: skip
-    hw = _section(result, "hardware")
-    lines += ["## CPU vs GPU (same spec, deterministic mode on)", ""]
-    if hw is None:
-        lines += [str(result.get("hardware", {}).get("status")), ""]
-    else:
-        lines += [table(hw, [
-            ("library", "library"), ("model", "model"), ("devices", "devices"),
-            ("status", "status"), ("errors", "errors"), ("bitwise_equal", "bitwise equal"),
-            ("max_weight_diff", "largest weight difference"), ("churn", "churn"),
-            ("accuracy_diff", "accuracy difference (GPU - CPU)"),
-        ]), ""]  # fmt: skip
-    tp = _section(result, "throughput")
-    lines += ["## Stacked throughput (30-64-64 MLP, breast_cancer)", ""]
-    if tp is None:
-        lines += [str(result.get("throughput", {}).get("status")), ""]
-    else:
-        lines += [table(tp, [
-            ("size", "members"), ("variant", "variant"), ("status", "status"),
-            ("models_per_s", "models/s"), ("compile_seconds", "compile s"),
-            ("host_share", "host share"), ("host_share_raw", "host share, unclipped"),
-            ("host_share_note", "host share: how"),
-        ]), ""]  # fmt: skip
+    lines += _block(result, "determinism", "Determinism", [
+        ("library", "library"), ("model", "model"), ("device", "device"),
+        ("setting", "setting"), ("status", "status"), ("runs", "runs"),
+        ("distinct_weights", "distinct weight hashes"),
+        ("distinct_predictions", "distinct prediction hashes"),
+        ("nondeterministic_ops", "non-deterministic ops"),
+        ("fit_seconds_median", "fit s (median)"),
+        ("fit_time_ratio_det_to_default", "fit time det / PyTorch defaults"),
+        ("fit_time_ratio_det_to_autotune", "fit time det / autotuning"),
+    ])  # fmt: skip
+    lines += _block(result, "hardware", "CPU vs GPU (same spec, deterministic mode on)", [
+        ("library", "library"), ("model", "model"), ("devices", "devices"),
+        ("status", "status"), ("errors", "errors"), ("bitwise_equal", "bitwise equal"),
+        ("max_weight_diff", "largest weight difference"), ("churn", "churn"),
+        ("accuracy_diff", "accuracy difference (GPU - CPU)"),
+    ])  # fmt: skip
+    lines += _block(result, "throughput", "Stacked throughput (30-64-64 MLP, breast_cancer)", [
+        ("size", "members"), ("variant", "variant"), ("status", "status"),
+        ("models_per_s", "models/s"), ("compile_seconds", "compile s"),
+        ("host_share", "host share"), ("host_share_raw", "host share, unclipped"),
+        ("host_share_note", "host share: how"),
+    ])  # fmt: skip
     tests = result.get("gpu_tests", {})
     lines += ["## gpu-marked tests", ""]
     counts = ", ".join(f"{k} {tests[k]}" for k in ("passed", "failed", "errors", "skipped")
