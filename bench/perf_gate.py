@@ -66,7 +66,7 @@ def run_inline(
     keys follow). `rows_per_part`: default, every row in one part."""
     from omegaconf import OmegaConf
 
-    from bench import runner, store
+    from bench import rundir, runner, store
     from bench.config import compose
     from bench.manifest import Manifest
     from bench.sweep import expand
@@ -74,7 +74,7 @@ def run_inline(
     cfg = compose([*overrides, f"results_dir={results_dir}", f"run_id={run_id}"])
     raw = runner.load_checked(cfg)
     specs = expand(cfg) if edit is None else edit(expand(cfg))
-    run_id, path, _, lock = runner.prepare_run_dir(cfg)
+    run_id, path, _, lock = rundir.prepare_run_dir(cfg)
     try:
         writer = store.PartWriter(
             path,

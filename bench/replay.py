@@ -195,8 +195,9 @@ def replay(
     run_dir: Path, trial: str | None = None, progress: bool = True, address: str | None = None
 ) -> pd.DataFrame:
     """Re-run the ok trials of a run (or the one whose key starts with `trial`) and compare."""
+    from bench.cluster.connect import connect, embedded
     from bench.data import load
-    from bench.runner import connect, embedded, execute
+    from bench.runner import execute
 
     run_dir = Path(run_dir)
     files = store.run_files(run_dir)

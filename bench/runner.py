@@ -15,11 +15,7 @@ journaled and written in part files as they arrive, and a progress bar shows cou
 from __future__ import annotations
 
 import errno
-import json
-import logging
 import math
-import os
-import socket
 import sys
 import time
 from collections import Counter
@@ -31,19 +27,27 @@ from typing import Any
 import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 
-from bench import __version__, diskfull, isa, preempt, provenance, rows, store, waves
+from bench import diskfull, preempt, provenance, rows, store, waves
 from bench import manifest as mf
+from bench.cluster.connect import (
+    check_cpu_isa,
+    check_fits,
+    common_env,
+    connect,
+    embedded,
+    task_env,
+    user_targets,
+)
 from bench.config import (
-    USER_MODELS,
     ConfigError,
     cpu_isa_key,
-    selected_models,
     stack_kernels,
     to_container,
 )
 from bench.data import RawDataset, load
 from bench.data.split import LabelFlip
 from bench.determinism import spec_env
+from bench.rundir import check_verified, check_writable, prepare_run_dir
 from bench.spec import TrialSpec
 from bench.summary import print_summary
 from bench.sweep import describe_left_out, iter_specs, left_out, setups
@@ -73,25 +77,7 @@ class Interrupted(Exception):
         self.run_id, self.path, self.rows, self.signal = run_id, path, rows, signal
 
 
-# Keys that may change when a run is resumed: they say how to run, not what the trials are.
-RESUME_FREE = {
-    "run_id",
-    "progress",
-    "cluster",
-    "rows_per_part",
-    "retries",
-    "trial_timeout_s",
-    "faults",
-    "report",
-    "results_dir",
-    "hardware",
-    "rows_to",
-}
-ADDRESS_PROBE_S = 5.0
 PART_ENTRY = b"bench.part"  # a worker's receipt (rows_to=workers): its part's manifest entry
-# The worker environment an embedded Ray was started with, keyed by its node id (random per
-# start), so that another Ray initialised later in this process never inherits the claim.
-_inherited: tuple[str, dict[str, str]] | None = None
 
 
 def _execute(
@@ -164,426 +150,6 @@ def driver_row(
     columns and the driver's own bench (no worker's code ran the trial)."""
     return {**error_row(spec, message), "run_id": run_id, "overrides": overrides, "wave": wave,
             **provenance.code()}  # fmt: skip
-
-
-def _probe_address(address: str) -> None:
-    """Fail within seconds, naming the key, when nobody listens at a host:port address."""
-    if address in ("auto", "local") or address.startswith("ray://"):
-        return
-    host, _, port = address.rpartition(":")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(
-            f"cluster.address: expected auto, local, ray://HOST:PORT or HOST:PORT, got {address!r}"
-        )
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=ADDRESS_PROBE_S):
-            pass
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"cluster.address: nobody answers at {address} (waited {ADDRESS_PROBE_S:g} s: {exc})"
-        ) from None
-
-
-LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-TOKEN_HINT = "RAY_AUTH_MODE=token with RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
-
-
-def _auth_token() -> tuple[str, str] | None:
-    """The token a driver would send, and where it comes from: none unless RAY_AUTH_MODE=token;
-    then RAY_AUTH_TOKEN, else the file RAY_AUTH_TOKEN_PATH names, else ~/.ray/auth_token (Ray's
-    own order)."""
-    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
-        return None
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return os.environ["RAY_AUTH_TOKEN"].strip(), "RAY_AUTH_TOKEN"
-    named = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    path = Path(named) if named else Path.home() / ".ray" / "auth_token"
-    try:
-        return path.read_text().strip(), f"{'RAY_AUTH_TOKEN_PATH' if named else 'the file'} {path}"
-    except OSError:
-        return None
-
-
-def _probe_token(address: str) -> None:
-    """Fail in one line when the cluster refuses this driver's token (or its lack of one).
-
-    Why a probe: `ray.init` against a token-protected GCS retries its first call (GetClusterId)
-    once a second for ~15 s, prints each refusal as a C++ log line on the terminal, and ends with
-    "Failed to connect", which does not say why. The same first call, made here with grpcio (Ray's
-    own dependency) and the token Ray would send, answers UNAUTHENTICATED at once. Any other
-    answer (OK, a server without that method, a timeout) leaves the verdict to `ray.init`."""
-    if address in ("auto", "local") or address.startswith("ray://"):
-        return
-    import grpc
-
-    token = _auth_token()
-    metadata = (("authorization", f"Bearer {token[0]}"),) if token else ()
-    options = [("grpc.enable_http_proxy", 0)]
-    with grpc.insecure_channel(address, options=options) as channel:
-        call = channel.unary_unary(
-            "/ray.rpc.NodeInfoGcsService/GetClusterId",
-            request_serializer=lambda b: b,
-            response_deserializer=lambda b: b,
-        )
-        try:
-            call(b"", timeout=ADDRESS_PROBE_S, metadata=metadata)
-            return
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
-                return
-    if token is None:
-        raise ConfigError(
-            f"cluster.address: {address} requires a Ray auth token ({TOKEN_HINT}); none is set"
-        )
-    raise ConfigError(
-        f"cluster.address: {address} refused the Ray auth token from {token[1]}; "
-        "it is not that cluster's token"
-    )
-
-
-def _token_auth_if_available() -> None:
-    """Ray 2.60: `ray start --head` turns token authentication on when a token exists, but a driver
-    joining by an explicit address sends no token unless RAY_AUTH_MODE=token. A head without
-    authentication ignores a token, so with a token at hand token mode is right either way; an
-    explicit RAY_AUTH_MODE always wins."""
-    if os.environ.get("RAY_AUTH_MODE") is not None:
-        return
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-    if os.environ.get("RAY_AUTH_TOKEN") or path.is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
-
-
-def check_fits(specs: list[TrialSpec], gpu_fraction: float = 1.0) -> None:
-    """Refuse a trial that no single Ray node can hold: Ray would queue it forever ("infeasible").
-    On a cluster of 1-CPU nodes a threads=2 trial is one, although the cluster has 2 CPUs."""
-    import ray
-
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    if not specs or not nodes:
-        return
-    threads = max(s.threads for s in specs)
-    most = max(r.get("CPU", 0) for r in nodes)
-    if threads > most:
-        raise ConfigError(
-            f"threads: a trial reserves {threads} CPUs, but the largest Ray node has {most:g}; "
-            f"use threads={int(most)} or fewer, or bigger nodes"
-        )
-    cuda = max((s.threads for s in specs if s.device == "cuda"), default=0)
-    if cuda and not any(r.get("GPU", 0) >= gpu_fraction and r.get("CPU", 0) >= cuda for r in nodes):
-        raise ConfigError(
-            f"device: a cuda trial needs {gpu_fraction:g} GPU and {cuda} CPUs on one node; "
-            "no Ray node has both"
-        )
-
-
-def embedded(cluster: dict[str, Any]) -> bool:
-    """Whether `connect` would start Ray on this machine rather than join a cluster."""
-    return not (cluster.get("address") or os.environ.get("RAY_ADDRESS"))
-
-
-def check_cpu_isa(specs: list[TrialSpec], key: str) -> None:
-    """Refuse, before anything runs, a CPU kernel level this machine cannot run, or several
-    levels while a level variable is set by hand (bench.isa.check_environment). Only for trials
-    that run here (an embedded Ray): a joined cluster's nodes may have other CPUs and their own
-    environment, and each worker checks its CPU before its libraries compute."""
-    levels = {s.cpu_isa for s in specs}
-    try:
-        isa.check_environment(levels, key)
-        for level in sorted(levels):
-            isa.check(level, key)
-    except isa.UnsupportedLevel as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def connect(
-    cluster: dict[str, Any],
-    base_env: dict[str, str] | None = None,
-    user_code: list[str] | None = None,
-) -> bool:
-    """Join the configured cluster, or start an embedded Ray. True if this call started Ray.
-
-    `base_env`: the worker environment most trials need. An embedded Ray's workers inherit the
-    driver's environment, so it is put in force while Ray starts (and only then); a joined
-    cluster's workers have their own, and every task there carries its environment.
-    `user_code`: import paths of the user's models (bench.backends.user_code). The folders they
-    were imported from here go on PYTHONPATH for an embedded Ray's workers; a joined cluster
-    is sent their packages (Ray's `py_modules`) unless they are installed."""
-    global _inherited
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
-    common: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
-    folders, packages, loose = _user_code_locations(user_code or [])
-    if address:
-        if packages:
-            common["runtime_env"] = {"py_modules": packages}
-        if loose:
-            print(
-                f"model._target_: {', '.join(loose)} is a single file, which bench does not send "
-                "to a joined cluster; make it a package (a folder with __init__.py) or install it "
-                "on every node",
-                file=sys.stderr,
-            )
-        _probe_address(address)
-        _token_auth_if_available()
-        _probe_token(address)
-        try:
-            ray.init(address=address, **common)
-        except ConnectionError as exc:
-            raise ConfigError(
-                f"cluster.address: cannot join Ray at {address}: {' '.join(str(exc).split())}"
-            ) from None
-        return True
-    base_env = base_env or {}
-    start_env = dict(base_env)
-    if folders:  # the workers import the user's code from where this process found it
-        paths = [*folders, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-        start_env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    # Loopback only: Ray 2.60 gives a new node this machine's interface address, and then its
-    # servers (GCS, raylet, object manager, core workers, agents, metrics) listen on every
-    # interface; an embedded Ray serves this process only. With the switch below off, Ray takes
-    # 127.0.0.1 as the node's address (its Windows/macOS default) and binds every server there.
-    # The variable reaches Ray's own processes, the constant this one (read when Ray was
-    # imported); both only while Ray starts, so a later join to a real cluster is unchanged.
-    # A RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER of the user's own wins.
-    from ray._private import ray_constants
-
-    local_only = LOOPBACK_SWITCH not in os.environ and hasattr(ray_constants, "ENABLE_RAY_CLUSTER")
-    if LOOPBACK_SWITCH not in os.environ and not local_only:  # a Ray other than 2.60's
-        print(
-            f"bench: warning: Ray {ray.__version__} has no ray_constants.ENABLE_RAY_CLUSTER; "
-            "the embedded Ray may listen on every interface, not loopback only",
-            file=sys.stderr,
-        )
-    switch = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
-    if local_only:
-        start_env[LOOPBACK_SWITCH] = "0"
-        ray_constants.ENABLE_RAY_CLUSTER = False
-    saved = {k: os.environ.get(k) for k in start_env}
-    os.environ.update(start_env)
-    try:
-        ray.init(
-            address="local",  # always a new embedded instance, never a stale cluster's address
-            num_cpus=cluster.get("num_cpus"),  # None: Ray's own count, which respects cgroup limits
-            num_gpus=cluster.get("num_gpus"),
-            include_dashboard=cluster.get("include_dashboard", False),
-            dashboard_host="127.0.0.1",
-            **common,
-        )
-    finally:  # only bench's keys: Ray sets some of its own for this process and its children
-        if local_only:
-            ray_constants.ENABLE_RAY_CLUSTER = switch
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    _inherited = (ray.get_runtime_context().get_node_id(), dict(base_env))
-    return True
-
-
-def _user_code_locations(targets: list[str]) -> tuple[list[str], list[str], list[str]]:
-    if not targets:
-        return [], [], []
-    from bench.backends.user_code import locations
-
-    try:
-        return locations(targets)
-    except ValueError as exc:
-        raise ConfigError(f"model._target_: {exc}") from None
-
-
-def connect_for(cfg: DictConfig) -> bool:
-    """Start (or join) Ray once for several runs of an experiment: each `run_sweep` then uses it
-    rather than starting its own (seconds each). True if this call started it."""
-
-    settings = setups(cfg)
-    examples = [spec for spec, _ in settings]
-    weights = [n for _, n in settings]
-    plain = to_container(cfg)
-    return connect(plain["cluster"], common_env(examples, weights), user_targets(plain))
-
-
-def user_targets(plain: dict[str, Any]) -> list[str]:
-    """The import paths of the user's models a run trains (its config's `_target_` values)."""
-    return sorted({m["_target_"] for _, m in selected_models(plain) if m["name"] in USER_MODELS})
-
-
-def task_env(env: dict[str, str]) -> dict[str, Any]:
-    """Ray task options that give a trial its worker environment: none when the embedded Ray's
-    workers already have exactly it (so the prestarted ones are used), else a runtime_env."""
-    import ray
-
-    if _inherited is not None and _inherited == (ray.get_runtime_context().get_node_id(), env):
-        return {}
-    return {"runtime_env": {"env_vars": env}}
-
-
-def common_env(specs: list[TrialSpec], weights: list[int] | None = None) -> dict[str, str] | None:
-    """The worker environment most of `specs` need (each counted `weights[i]` times: a setting
-    stands for its trials), among those that set no variable another trial leaves unset: a
-    runtime_env can override an inherited variable but not remove it (deterministic CUDA trials
-    set CUBLAS_WORKSPACE_CONFIG; the others must not inherit it). None for no specs."""
-    envs = [spec_env(s) for s in specs]
-    if not envs:
-        return None
-    weights = weights or [1] * len(envs)
-    fewest = set.intersection(*(set(e) for e in envs))
-    counts: Counter[str] = Counter()
-    for env, weight in zip(envs, weights, strict=True):
-        if set(env) == fewest:
-            counts[json.dumps(env, sort_keys=True)] += weight
-    return json.loads(counts.most_common(1)[0][0]) if counts else None
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix: data}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out.update(
-            _flatten(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}")
-        )
-    return out
-
-
-# Keys added within a version, with the value that runs written before them ran with: such a
-# run's config lacks them, and resuming it with that value is no change.
-ADDED_KEYS = {
-    "batching.stacks_per_task": 1,
-    **{f"seeds.until.{k}": v for k, v in {
-        "ci_width": None, "compare": None, "margin": 0.01, "metric": "accuracy", "wave": 10,
-        "max": 200, "confidence": 0.95,
-    }.items()},
-}  # fmt: skip
-
-
-def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """`key: old -> new` for every trial-defining key that differs."""
-    a = _flatten({k: v for k, v in old.items() if k not in RESUME_FREE})
-    b = _flatten({k: v for k, v in new.items() if k not in RESUME_FREE})
-    a = {**{k: v for k, v in ADDED_KEYS.items() if k in b}, **a}
-    return [
-        f"{k}: {a.get(k, '<absent>')} -> {b.get(k, '<absent>')}"
-        for k in sorted(a.keys() | b.keys())
-        if a.get(k) != b.get(k)
-    ]
-
-
-def _check_writable(path: Path) -> None:
-    """Refuse early (before Ray starts) a results folder that cannot be created or written."""
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"results_dir: cannot write to {path}: {probe} is not a writable folder")
-
-
-def _check_verified(path: Path) -> None:
-    """Refuse to resume a run folder that fails `python -m bench verify` (a part changed or
-    missing, ...), in one line, before anything is written. What a killed driver leaves is
-    taken in (bench.verify.refusal). A run another driver is writing is left to the lock's
-    refusal, which says so (its manifest changes while it runs)."""
-    from bench import verify
-
-    files = store.run_files(path)
-    if not files.config.exists() or verify.lock_holder(files):
-        return
-    why = verify.refusal(path, resume=True)
-    if why:
-        raise ConfigError(f"run_id: not resuming: {why}")
-
-
-def _lock(path: Path) -> store.RunLock:
-    try:
-        return store.RunLock(path)
-    except store.RunInUseError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def prepare_run_dir(cfg: DictConfig) -> tuple[str, Path, set[str], store.RunLock]:
-    """Create (or reopen, to resume) the run folder and its bookkeeping folder and lock the run;
-    return run id, folder, finished keys and the lock, which the caller releases when its last
-    row is written."""
-    run_id = cfg.run_id or store.new_run_id()
-    path = store.run_dir(cfg.results_dir, cfg.sweep.name, run_id)
-    files = store.run_files(path)
-    config_file = files.config
-    if config_file.exists():
-        lock = _lock(path)  # before compacting: another driver may still be appending
-        try:
-            written_by = store.run_version(path)
-            if written_by != __version__:
-                raise ConfigError(
-                    f"run_id: run {run_id} was written by bench {written_by}, this is bench "
-                    f"{__version__}, whose trials may train differently; start a new run_id"
-                )
-            diff = config_diff(to_container(OmegaConf.load(config_file)), to_container(cfg))
-            if diff:
-                raise ConfigError(
-                    f"run_id: run {run_id} was made with another config, not resuming it: "
-                    f"{'; '.join(diff)}"
-                )
-            try:
-                config = OmegaConf.to_yaml(cfg, resolve=True)
-                return run_id, path, _compact(path, config, written_by), lock
-            except store.CorruptPartError as exc:
-                raise ConfigError(str(exc)) from None
-        except BaseException:
-            lock.release()
-            raise
-    if path.exists() and (store.part_files(path) or store.journal_files(files.staging)):
-        raise ConfigError(
-            f"run_id: {path} holds results but no {config_file}; choose another run_id"
-        )
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        files.meta.mkdir(exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"results_dir: cannot write to {path}: {exc.strerror or exc}") from None
-    lock = _lock(path)
-    try:
-        if config_file.exists():  # another driver created this run between the checks above
-            raise ConfigError(f"run_id: run {run_id} was just started by another driver")
-        OmegaConf.save(cfg, config_file, resolve=True)
-        store.write_version(path)
-        mf.Manifest.create(files.manifest, config_file, __version__)
-    except OSError as exc:
-        lock.release()
-        for half_written in (config_file, files.manifest):  # the rerun must find a fresh run
-            half_written.unlink(missing_ok=True)
-        full = diskfull.full(exc, path, None)
-        if full is not None:
-            raise full from None
-        raise ConfigError(f"results_dir: cannot write to {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        lock.release()
-        raise
-    return run_id, path, set(), lock
-
-
-def _compact(path: Path, config: str, written_by: str) -> set[str]:
-    """A resume's compaction (store.compact_for_resume), its manifest kept: `writing` from
-    before the first change, every part left in the folder listed afterwards (those a killed
-    driver left unlisted are hashed now; a run from before manifests gets one)."""
-    files = store.run_files(path)
-    try:
-        manifest = mf.Manifest.load(files.manifest)
-    except ValueError as exc:
-        raise ConfigError(f"run_id: {exc}") from None
-    if manifest is not None:
-        manifest.update(state=mf.WRITING)
-    done = store.compact_for_resume(path, config, manifest)
-    if manifest is None:
-        manifest = mf.Manifest.create(files.manifest, files.config, written_by)
-    listed = manifest.entries()
-    unlisted = [p for p in store.part_files(path) if p.name not in listed]
-    if unlisted:
-        manifest.update(add=[mf.entry_of(p) for p in unlisted])
-    manifest.rewrite()  # the log as one line per part again
-    return done
 
 
 def error_row(spec: TrialSpec, message: str) -> dict[str, Any]:
@@ -850,9 +416,9 @@ def _run_sweep(cfg: DictConfig, overrides: list[str] | None) -> SweepOutcome:
     raw = load_checked(cfg)
     if raw.dropped:
         print(f"dataset: {raw.dropped} row(s) without a target left out", file=sys.stderr)
-    _check_writable(store.run_dir(cfg.results_dir, cfg.sweep.name, cfg.run_id or "new"))
+    check_writable(store.run_dir(cfg.results_dir, cfg.sweep.name, cfg.run_id or "new"))
     if cfg.run_id:  # a resume: the run must verify (bench.verify) before Ray starts
-        _check_verified(store.run_dir(cfg.results_dir, cfg.sweep.name, cfg.run_id))
+        check_verified(store.run_dir(cfg.results_dir, cfg.sweep.name, cfg.run_id))
     plain = to_container(cfg)
     plan = waves.plan_of(plain)  # seeds.until: the setups and their seeds, wave by wave
     cluster = plain["cluster"]

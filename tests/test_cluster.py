@@ -172,7 +172,7 @@ def test_the_cluster_listens_on_loopback_only(two_nodes: LocalRayCluster) -> Non
 EMBEDDED = """
 import os, sys
 from bench.cluster.localray import listening, process_tree
-from bench.runner import connect
+from bench.cluster.connect import connect
 connect({"num_cpus": 1})
 for pid, name, address, port in listening(process_tree(os.getpid())):
     print(pid, name.rsplit("/", 1)[-1], address, port, sep="\\t")
@@ -182,7 +182,7 @@ ray.shutdown()
 
 
 def test_an_embedded_ray_listens_on_loopback_only() -> None:
-    """The embedded Ray that `cluster=local` starts (bench.runner.connect): the same check over
+    """The embedded Ray that `cluster=local` starts (bench.cluster.connect): the same check over
     the driver and every process it started."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -231,10 +231,10 @@ def test_a_refused_token_is_found_within_seconds(
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    """bench.runner.connect asks the GCS before `ray.init` does: no token, or a wrong one, is one
+    """bench.cluster.connect asks the GCS before `ray.init` does: no token, or a wrong one, is one
     ConfigError within 10 s (about 1.5 s here, `import ray` included), nothing on the terminal."""
+    from bench.cluster.connect import connect
     from bench.config import ConfigError
-    from bench.runner import connect
 
     for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
         monkeypatch.delenv(key, raising=False)

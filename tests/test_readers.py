@@ -26,10 +26,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench import analysis, store
+from bench.cluster.connect import connect
 from bench.config import compose
 from bench.replay import replay
 from bench.report import write_report
-from bench.runner import connect, run_sweep
+from bench.runner import run_sweep
 
 pytestmark = pytest.mark.slow
 

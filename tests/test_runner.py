@@ -161,7 +161,7 @@ def test_embedded_workers_inherit_the_common_env_and_the_driver_keeps_its_own(mo
 
     import ray
 
-    from bench.runner import connect, task_env
+    from bench.cluster.connect import connect, task_env
 
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     base = {"OMP_NUM_THREADS": "1", "BENCH_PROBE": "base"}
@@ -192,8 +192,8 @@ def test_common_env_never_makes_workers_inherit_a_variable_other_trials_leave_un
     majority, the base environment is still the one without CUBLAS_WORKSPACE_CONFIG."""
     from dataclasses import replace
 
+    from bench.cluster.connect import common_env
     from bench.determinism import worker_env
-    from bench.runner import common_env
 
     spec = expand(compose(["+sweep=smoke"]))[0]
     cuda_det = replace(spec, device="cuda", deterministic=True)
@@ -208,8 +208,8 @@ def test_common_env_never_makes_workers_inherit_a_variable_other_trials_leave_un
 def test_a_malformed_address_is_named_as_such_without_waiting(address: str) -> None:
     import time
 
+    from bench.cluster.connect import _probe_address
     from bench.config import ConfigError
-    from bench.runner import _probe_address
 
     started = time.monotonic()
     with pytest.raises(ConfigError, match=r"^cluster\.address: expected auto, .*HOST:PORT, got"):
@@ -262,7 +262,7 @@ def test_stacks_are_cut_as_they_fill_evenly_and_match_the_whole_lists_groups() -
 
 
 def test_a_run_made_before_stacks_per_task_resumes_with_one_stack_a_task() -> None:
-    from bench.runner import config_diff
+    from bench.rundir import config_diff
 
     before = {"batching": {"enabled": True, "max_group": 256}}
     assert config_diff(before, {"batching": {**before["batching"], "stacks_per_task": 1}}) == []

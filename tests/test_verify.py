@@ -191,14 +191,14 @@ def test_what_a_killed_driver_leaves_is_taken_in_by_resume_only(
 def test_a_resume_lists_every_part_and_closes_the_manifest(
     run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The resume's compaction (store.compact_for_resume) through the runner's `_compact`:
+    """The resume's compaction (store.compact_for_resume) through `bench.rundir.compact`:
     one part listed, the unlisted one taken in, the run verifies once its writer closes."""
-    from bench import runner
+    from bench import rundir
 
     files = store.run_files(run)
     manifest = mf.Manifest.load(files.manifest)
     manifest.update(remove=[store.part_files(run)[-1].name], state=mf.WRITING)
-    done = runner._compact(run, files.config.read_text(), "0.8.0")
+    done = rundir.compact(run, files.config.read_text(), "0.8.0")
     assert len(done) == 4
     assert sorted(mf.Manifest.load(files.manifest).entries()) == [
         p.name for p in store.part_files(run)

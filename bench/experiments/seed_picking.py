@@ -85,8 +85,9 @@ def run_seed_picking(cfg: DictConfig, overrides: list[str]) -> int:
     from bench import store
     from bench.analysis import load
     from bench.analysis.seed_picking import seed_picking
+    from bench.cluster.connect import connect_for
     from bench.config import ConfigError, compose
-    from bench.runner import connect_for, run_sweep
+    from bench.runner import run_sweep
 
     sp = OmegaConf.to_container(cfg.seed_picking, resolve=True)
     assert isinstance(sp, dict)

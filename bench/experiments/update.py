@@ -155,9 +155,10 @@ def run_update(cfg: DictConfig, overrides: list[str]) -> int:
 
     from bench import store
     from bench.analysis import load
+    from bench.cluster.connect import connect_for
     from bench.config import ConfigError, compose
     from bench.data.stream import write_stream
-    from bench.runner import connect_for, run_sweep
+    from bench.runner import run_sweep
 
     up = OmegaConf.to_container(cfg.updates, resolve=True)
     assert isinstance(up, dict)
