@@ -222,11 +222,13 @@ def test_replay_reproduces_each_level_and_names_a_changed_kernel(
     key = pd.read_parquet(run).query("library == 'torch' and cpu_isa == 'baseline'")["trial_key"]
     key = key.iloc[0]
     for part in store.part_files(run):  # as if it had run on a CPU with AVX-512 kernels
-        df = pq.read_table(part).to_pandas()
+        table = pq.read_table(part)
+        df = table.to_pandas()
         hit = df["trial_key"] == key
         df.loc[hit, "weights_sha256"] = "0" * 64
         df.loc[hit, "torch_cpu_capability"] = "AVX512"
-        pq.write_table(pa.Table.from_pandas(df, schema=store.SCHEMA, preserve_index=False), part)
+        schema = store.SCHEMA.with_metadata(table.schema.metadata)  # as bench wrote it
+        pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), part)
     from bench.manifest import Manifest, entry_of
 
     kept = Manifest.load(store.run_files(run).manifest)  # as bench wrote them there: listed
