@@ -9,16 +9,22 @@ sweeps: at least 8 tasks), it runs as whole commands,
 side by side:
 
 - a fault-free run of the sweep, for the wall time the faults are compared with;
-- the same sweep with `faults.kill_worker_on` set so that about `--worker-kills` trials, picked by
-  hashing their keys (a random `seeds.base` makes them random trials at random times), end their
-  worker with `os._exit(137)` once (Ray's retry then succeeds; `retries=10`, as a stack may hold
-  several), and the driver killed with SIGKILL once, when a random share (20-60 %) of the rows is
-  durable (in parts or journals); then the same command resumes the run.
+- the same sweep with `faults.kill_worker_on` set so that exactly `--worker-kills` trials, picked
+  by hashing their keys (a random `seeds.base` makes them random trials at random times), end
+  their worker with `os._exit(137)` once (Ray's retry then succeeds; `retries=10`, as a stack may
+  hold several), and the driver killed with SIGKILL once, when a random share (20-60 %) of the
+  rows is durable (in parts or journals) and every planned worker kill before that point has
+  happened; then the same command, faults still on, resumes the run. `seeds.base` and the
+  driver kill's moment are drawn together so that planned worker kills fall on both sides of it:
+  some kill workers of the driver that is killed, the others (sweep positions beyond what the
+  killed driver can have in flight) those of the resumed driver.
 
-It prints, per sweep: trials, worker kills (the hook's marker files: one per kill), the driver
-kill and the rows durable at that moment, rows lost (trials without an ok row), duplicates (rows
-beyond one per trial key), the drivers' peak RSS (VmHWM, sampled), and the wall time of both runs
-with the faults' cost. Exit 1 when a row is lost or duplicated.
+It prints, per sweep: trials, worker kills planned and injected (the hook's marker files: one per
+kill), split into those before the driver kill and those in the resumed run, the driver kill and
+the rows durable at that moment, rows lost (trials without an ok row), duplicates (rows beyond
+one per trial key), the drivers' peak RSS (VmHWM, sampled), and the wall time of both runs with
+the faults' cost. Exit 1 when a row is lost or duplicated, a row is not ok, or a planned worker
+kill was not injected (or none fell on one side of the driver kill), each said in a FAILED line.
 """
 
 from __future__ import annotations
@@ -51,13 +57,18 @@ class Driver:
     killed_at_rows: int | None = None  # rows durable when it was killed (SIGKILL)
 
 
+LOADS: list[float] = []  # the 1-minute load average, sampled while the drivers run
+
+
 @dataclass
 class Figures:
     mode: str
     trials: int
     clean: Driver
     faulty: list[Driver] = field(default_factory=list)  # the killed driver, then the resume
-    worker_kills: int = 0
+    planned: set[str] = field(default_factory=set)  # trial keys the kill hook picks
+    killed: set[str] = field(default_factory=set)  # trial keys whose worker was killed (markers)
+    killed_before: int = 0  # of them, before the driver was killed
     lost: int = 0
     duplicates: int = 0
     not_ok: int = 0
@@ -94,9 +105,27 @@ def _vm_hwm_kb(pid: int) -> int:
     return 0
 
 
-def drive(args: list[str], run: Path | None = None, kill_at: int | None = None) -> Driver:
+def killed_keys(run: Path) -> set[str]:
+    """Trial keys whose worker the kill hook ended: one marker file each (bench.faults)."""
+    from bench import store
+
+    faults = store.run_files(run).faults
+    return (
+        {m.name.removesuffix(".killed") for m in faults.glob("*.killed")}
+        if faults.is_dir()
+        else set()
+    )
+
+
+def drive(
+    args: list[str],
+    run: Path | None = None,
+    kill_at: int | None = None,
+    kills_first: set[str] | None = None,
+) -> Driver:
     """Run `python -m bench ARGS` to its end, or with `kill_at` SIGKILL it once `run` holds that
-    many durable rows. Its peak RSS is sampled from /proc (VmHWM only grows) every 0.25 s. Its
+    many durable rows and the workers of every trial in `kills_first` have been killed (their
+    markers are there). Its peak RSS is sampled from /proc (VmHWM only grows) every 0.25 s. Its
     session is its own, so that whatever it started and left behind is ended with it."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_root(), _pythonpath()]))}
     out = Driver()
@@ -113,7 +142,13 @@ def drive(args: list[str], run: Path | None = None, kill_at: int | None = None) 
         try:
             while proc.poll() is None:
                 peak = max(peak, _vm_hwm_kb(proc.pid))
-                if kill_at is not None and run is not None and durable_rows(run) >= kill_at:
+                LOADS.append(os.getloadavg()[0])
+                if (
+                    kill_at is not None
+                    and run is not None
+                    and durable_rows(run) >= kill_at
+                    and (kills_first or set()) <= killed_keys(run)
+                ):
                     out.killed_at_rows = durable_rows(run)
                     proc.send_signal(signal.SIGKILL)
                     break
@@ -161,51 +196,103 @@ def check(run: Path, every: set[str], figures: Figures) -> None:
     figures.not_ok = int((df["status"] != "ok").sum())
 
 
+def in_flight(mode: str, group: int, trials: int) -> int:
+    """About how many trials past the rows durable a driver may have started: bench.runner keeps
+    max(2, 2 x CPUs) tasks in flight (a trial, or a stack of `group`, each), one task more for
+    the time between two looks at the rows, and 2 % of the sweep for a busy machine's lag."""
+    tasks = max(2, 2 * (os.cpu_count() or 1)) + 1
+    return tasks * (group if mode == "stacked" else 1) + trials // 50
+
+
 def soak_mode(mode: str, trials: int, worker_kills: int, out: Path, rng: random.Random) -> Figures:
-    from bench import store
     from bench.config import compose
     from bench.faults import chosen
     from bench.sweep import expand
 
     fraction = worker_kills / trials
-    for _ in range(100):  # a random base whose trials the kill hook hits at least once
+    group = max(1, min(50, trials // 8))  # a driver killed mid-run needs several tasks' rows
+    args = [*COMMON, *MODES[mode], f"seeds.n={trials}"]
+    if mode == "stacked":
+        args.append(f"batching.max_group={group}")
+    cfg = compose([*args, "seeds.base=1"])
+    margin = in_flight(mode, group, trials)
+    # A random base whose trials the kill hook hits exactly `worker_kills` times, and a random
+    # moment (rows durable) for the driver kill with planned worker kills on both sides: before
+    # it (the killed driver's workers) and beyond what the killed driver can have in flight (the
+    # resumed driver's). Trials run in `expand`'s order (tasks are made from it as a stream).
+    for _ in range(10_000):
         base = rng.randrange(1, 2**31)
-        args = [*COMMON, *MODES[mode], f"seeds.n={trials}", f"seeds.base={base}"]
-        if mode == "stacked":  # a driver killed mid-run needs several tasks' rows to fall between
-            args.append(f"batching.max_group={max(1, min(50, trials // 8))}")
-        args.append(f"results_dir={out / mode}")
-        every = {s.trial_key for s in expand(compose(args))}
-        if any(chosen(k, fraction, "kill") for k in every):
+        kill_at = max(1, int(trials * rng.uniform(0.2, 0.6)))
+        cfg.seeds.base = base
+        keys = [s.trial_key for s in expand(cfg)]
+        at = [i for i, k in enumerate(keys) if chosen(k, fraction, "kill")]
+        if len(at) == worker_kills and at[0] < kill_at and at[-1] >= kill_at + margin:
             break
-    print(f"{mode}: {len(every)} trials, seeds.base={base}", flush=True)
+    else:
+        raise SystemExit(
+            f"{mode}: no seeds.base puts {worker_kills} worker kills on both sides of a driver "
+            f"kill in {trials} trials; try more --trials or fewer --worker-kills"
+        )
+    every = set(keys)
+    planned = {keys[i] for i in at}
+    first = {keys[i] for i in at if i < kill_at}
+    args += [f"seeds.base={base}", f"results_dir={out / mode}"]
+    print(
+        f"{mode}: {len(every)} trials, seeds.base={base}; worker kills planned at sweep positions "
+        f"{', '.join(map(str, at))}; driver kill at {kill_at} rows durable, once the "
+        f"{len(first)} planned before it have happened",
+        flush=True,
+    )
     clean = drive([*args, "run_id=clean"])
     if clean.returncode != 0:
         raise SystemExit(f"{mode}: the fault-free run failed:\n{clean.stderr[-3000:]}")
-    figures = Figures(mode, len(every), clean)
+    figures = Figures(mode, len(every), clean, planned=planned)
     check(out / mode / "seeds" / "clean", every, figures)
     if figures.lost or figures.duplicates:
         raise SystemExit(f"{mode}: the fault-free run lost or duplicated rows: {figures}")
     faulty = [*args, "run_id=faulty", f"faults.kill_worker_on={fraction}"]
     run = out / mode / "seeds" / "faulty"
-    kill_at = max(1, int(trials * rng.uniform(0.2, 0.6)))
-    killed = drive(faulty, run, kill_at)
+    killed = drive(faulty, run, kill_at, first)
     figures.faulty.append(killed)
     if killed.killed_at_rows is None or killed.killed_at_rows >= len(every):
         raise SystemExit(f"{mode}: the driver ended before it was killed mid-run; rerun")
-    resumed = drive(faulty)
+    figures.killed_before = len(killed_keys(run))
+    resumed = drive(faulty)  # the same command: faults.kill_worker_on still set
     figures.faulty.append(resumed)
     if resumed.returncode != 0:
         raise SystemExit(f"{mode}: the resumed run failed:\n{resumed.stderr[-3000:]}")
-    figures.worker_kills = len(list(store.run_files(run).faults.glob("*.killed")))
+    figures.killed = killed_keys(run)
     check(run, every, figures)
     return figures
 
 
+def problems(f: Figures) -> list[str]:
+    """What makes a sweep's soak fail, one line each."""
+    out = []
+    if f.lost or f.duplicates or f.not_ok:
+        out.append(f"{f.mode}: {f.lost} rows lost, {f.duplicates} duplicates, {f.not_ok} not ok")
+    if f.killed != f.planned:
+        missing = sorted(k[:12] for k in f.planned - f.killed)
+        extra = sorted(k[:12] for k in f.killed - f.planned)
+        out.append(
+            f"{f.mode}: {len(f.planned & f.killed)} of {len(f.planned)} planned worker kills "
+            f"injected (not injected: {', '.join(missing) or 'none'}; unplanned: "
+            f"{', '.join(extra) or 'none'})"
+        )
+    if not f.killed_before or len(f.killed) <= f.killed_before:
+        out.append(
+            f"{f.mode}: worker kills {f.killed_before} before the driver kill, "
+            f"{len(f.killed) - f.killed_before} in the resumed run: both must be some"
+        )
+    return out
+
+
 def report(figures: list[Figures]) -> None:
     head = (
-        f"{'sweep':11} {'trials':>6} {'worker kills':>12} {'driver kills':>12} "
-        f"{'durable at kill':>15} {'rows lost':>9} {'duplicates':>10} {'not ok':>6} "
-        f"{'peak RSS MB':>11} {'clean s':>7} {'faulty s':>8} {'fault cost':>14}"
+        f"{'sweep':11} {'trials':>6} {'kills planned':>13} {'injected':>8} {'before':>6} "
+        f"{'after':>5} {'driver kills':>12} {'durable at kill':>15} {'rows lost':>9} "
+        f"{'duplicates':>10} {'not ok':>6} {'peak RSS MB':>11} {'clean s':>7} {'faulty s':>8} "
+        f"{'fault cost':>14}"
     )
     print(head)
     for f in figures:
@@ -213,13 +300,16 @@ def report(figures: list[Figures]) -> None:
         cost = faulty_s - f.clean.wall_s
         peak = max(d.peak_mb for d in f.faulty)
         print(
-            f"{f.mode:11} {f.trials:>6} {f.worker_kills:>12} {1:>12} "
+            f"{f.mode:11} {f.trials:>6} {len(f.planned):>13} {len(f.killed):>8} "
+            f"{f.killed_before:>6} {len(f.killed) - f.killed_before:>5} {1:>12} "
             f"{f.faulty[0].killed_at_rows:>15} {f.lost:>9} {f.duplicates:>10} {f.not_ok:>6} "
             f"{peak:>11.0f} {f.clean.wall_s:>7.1f} {faulty_s:>8.1f} "
             f"{cost:>+7.1f} s {cost / f.clean.wall_s:>+4.0%}"
         )
     print(
-        "peak RSS: the highest VmHWM of the faulty run's two drivers (fault-free: "
+        "worker kills: planned (trials the hook picks), injected (marker files), before the "
+        "driver kill and after it (in the resumed run); peak RSS: the highest VmHWM of the "
+        "faulty run's two drivers (fault-free: "
         + ", ".join(f"{f.mode} {f.clean.peak_mb:.0f} MB" for f in figures)
         + "); faulty s: the killed driver's wall time plus the resume's"
     )
@@ -228,9 +318,12 @@ def report(figures: list[Figures]) -> None:
 def main(
     trials: int, worker_kills: int, out: str | None, seed: int | None, modes: list[str]
 ) -> int:
+    if worker_kills < 2:
+        print("soak: --worker-kills: at least 2 (some before the driver kill, some after)")
+        return 2
     seed = random.randrange(2**31) if seed is None else seed
     rng = random.Random(seed)
-    load = os.getloadavg()[0]
+    LOADS.clear()
     print(
         f"soak: --trials {trials} --worker-kills {worker_kills} --seed {seed} "
         f"--modes {','.join(modes)}",
@@ -243,9 +336,13 @@ def main(
         total = time.perf_counter() - started
     report(figures)
     print(
-        f"soak wall time {total:.0f} s; 1-min load average {load:.1f} before, "
-        f"{os.getloadavg()[0]:.1f} after"
+        f"soak wall time {total:.0f} s; 1-min load average while it ran: mean "
+        f"{sum(LOADS) / max(1, len(LOADS)):.1f}, max {max(LOADS, default=0):.1f} "
+        f"({os.cpu_count()} CPUs)"
     )
-    bad = any(f.lost or f.duplicates or f.not_ok for f in figures)
-    print("FAILED: rows lost, duplicated or not ok" if bad else "ok: one ok row per trial")
+    bad = [line for f in figures for line in problems(f)]
+    for line in bad:
+        print(f"FAILED: {line}")
+    if not bad:
+        print("ok: one ok row per trial; every planned worker kill injected")
     return 1 if bad else 0

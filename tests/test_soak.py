@@ -1,10 +1,12 @@
 """The soak command (`python -m bench.perf soak`, bench.perf_soak) on a small sweep, so that it
-cannot rot: workers killed, the driver killed once and resumed, one ok row per trial.
+cannot rot: workers killed (every planned kill injected, some before the driver kill and some in
+the resumed run), the driver killed once and resumed, one ok row per trial.
 
 Both are `extended` (outside the default run, which must fit CI's 30 minutes; the faults they
-combine are each tested in tests/test_faults.py). The small test soaks the stacked sweep of 40 trials (8 stacks; the one-by-one sweep differs only
-in its overrides); the full soak, 2,000 trials of both sweeps, is the `extended` test (tens of
-minutes on 2 cores; docs/faults.md has the figures measured so far).
+combine are each tested in tests/test_faults.py and tests/test_stop_resume.py). The small test
+soaks the stacked sweep of 40 trials (8 stacks; the one-by-one sweep differs only in its
+overrides); the full soak, 2,000 trials of both sweeps, is the other (some 10 minutes on 2 idle
+cores; docs/faults.md has the figures measured so far).
 """
 
 from __future__ import annotations
@@ -39,18 +41,21 @@ def soak(*args: str, timeout: float) -> str:
 
 
 def figures(out: str, trials: int) -> dict[str, list[str]]:
-    """Each sweep's row of the table: trials, worker kills, driver kills, durable at kill, rows
-    lost, duplicates, not ok, peak RSS, clean s, faulty s."""
-    found = re.findall(r"^(one-by-one|stacked)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)"
-                       r"\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)", out, re.M)  # fmt: skip
+    """Each sweep's row of the table: trials, worker kills planned, injected, before and after
+    the driver kill, driver kills, durable at kill, rows lost, duplicates, not ok, peak RSS,
+    clean s, faulty s."""
+    found = re.findall(r"^(one-by-one|stacked)" + r"\s+(\d+)" * 11 + r"\s+([\d.]+)\s+([\d.]+)",
+                       out, re.M)  # fmt: skip
     rows = {f[0]: list(f[1:]) for f in found}
     for mode, row in rows.items():
         assert int(row[0]) == trials, out
-        assert int(row[1]) >= 1, f"{mode}: no worker was killed\n{out}"
-        assert int(row[2]) == 1 and 0 < int(row[3]) < trials, out
-        assert row[4:7] == ["0", "0", "0"], out  # rows lost, duplicates, not ok
-        assert int(row[7]) > 0, out  # the driver's peak RSS, in MB
-    assert "ok: one ok row per trial" in out
+        planned, injected, before, after = map(int, row[1:5])
+        assert planned >= 2 and injected == planned, f"{mode}: planned worker kills missing\n{out}"
+        assert before >= 1 and after >= 1 and before + after == injected, out
+        assert int(row[5]) == 1 and 0 < int(row[6]) < trials, out
+        assert row[7:10] == ["0", "0", "0"], out  # rows lost, duplicates, not ok
+        assert int(row[10]) > 0, out  # the driver's peak RSS, in MB
+    assert "ok: one ok row per trial; every planned worker kill injected" in out
     return rows
 
 
