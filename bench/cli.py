@@ -9,6 +9,7 @@ app takes them (bench.hydra_flags, bench.multirun; docs/hydra.md).
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 from bench.config import ConfigError, compose
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: error: {exc}", file=sys.stderr)
         return DISK_FULL
     except Interrupted as exc:
-        again = " ".join(
+        again = shlex.join(  # pasteable: a path with a space stays one argument
             [*(a for a in args if not a.startswith("run_id=")), f"run_id={exc.run_id}"]
         )
         if exc.signal is None:  # Ctrl-C

@@ -120,7 +120,7 @@ def test_a_stopped_sweep_exits_75_and_resumes_to_one_ok_row_per_trial(
 ) -> None:
     if not Path("/proc/self/environ").exists():
         pytest.skip("reads /proc to check that no Ray process is left")
-    results = tmp_path / "results"
+    results = tmp_path / "my results"  # a space: the printed resume command quotes it
     args = [*SWEEP, f"results_dir={results}"]  # no run_id: the stop's line names it
     order = [s.trial_key for s in expand(compose(args))]
     every, hung = keys_hit(args, 0.5, "hang")
