@@ -180,4 +180,7 @@ def test_full_disk_stops_with_one_line_and_resume_completes(small_disk: Path) ->
     assert set(df["trial_key"]) == every and df["trial_key"].is_unique
     assert (df["status"] == "ok").all()
     assert not store.journal_files(staging)
+    checked = bench("verify", str(run))  # the resumed folder, as a copy elsewhere would be checked
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "verified" in checked.stdout
     shutil.rmtree(results)  # the mount goes with the fixture; its files go first
