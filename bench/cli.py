@@ -15,7 +15,6 @@ from bench.config import ConfigError, compose
 from bench.diskfull import EXIT_CODE as DISK_FULL
 from bench.diskfull import DiskFull
 from bench.preempt import EXIT_RESUMABLE
-from bench.runner import Interrupted
 
 USAGE = """usage: python -m bench +sweep=NAME [key=value ...]
        python -m bench -m +sweep=NAME key=a,b [...]   one run per combination (docs/hydra.md)
@@ -107,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFull as exc:  # what is on disk is kept; the same run_id resumes (bench.diskfull)
         print(f"bench: error: {exc}", file=sys.stderr)
         return DISK_FULL
-    except Interrupted as exc:
+    except Exception as exc:
+        # bench.runner (and scipy, through bench.analysis) is imported only to run a sweep: a
+        # refusal, --cfg or a subcommand starts without it. Only a sweep raises Interrupted.
+        runner = sys.modules.get("bench.runner")
+        if runner is None or not isinstance(exc, runner.Interrupted):
+            raise
         again = " ".join(
             [*(a for a in args if not a.startswith("run_id=")), f"run_id={exc.run_id}"]
         )
