@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,32 @@ def run_at_once() -> Callable[..., list[subprocess.CompletedProcess[str]]]:
     """Commands that share nothing and time nothing asserted, started together: much of each is
     process and Ray start-up, which overlaps."""
     return _at_once
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    args: list[str]  # after `python -m bench`
+    proc: subprocess.CompletedProcess
+    results_dir: Path
+    run_dir: Path
+
+
+@pytest.fixture(scope="session")
+def smoke_run(bench_cli: CliRunner, tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+    """`python -m bench +sweep=smoke report=true` as a user runs it (12 trials: three libraries,
+    split-varied seeds and fixed-seed repeats, on embedded Ray), once for the whole session:
+    test_runner.py, test_report.py, test_provenance.py and test_modelstore.py each assert what
+    they own about it. A sweep costs half a minute of CI's 30; no test changes the run (copy it
+    first)."""
+    from bench import store
+
+    results_dir = tmp_path_factory.mktemp("smoke-results")
+    args = ["+sweep=smoke", f"results_dir={results_dir}", "progress=false", "report=true"]
+    proc = bench_cli(args, cwd=tmp_path_factory.mktemp("smoke-cwd"), timeout=300)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    runs = store.run_dirs(results_dir / "smoke")
+    assert len(runs) == 1, runs
+    return SmokeRun(args, proc, results_dir, runs[0])
 
 
 @pytest.fixture(scope="session")
