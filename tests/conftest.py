@@ -109,6 +109,21 @@ def run_at_once() -> Callable[..., list[subprocess.CompletedProcess[str]]]:
     return _at_once
 
 
+@pytest.fixture(scope="session")
+def bench_cli_at_once() -> Callable[..., list[subprocess.CompletedProcess[str]]]:
+    """bench_cli for several argument lists started together (each its own interpreter, the
+    user's environment): for commands that share nothing and time nothing asserted, such as
+    refusals, whose cost is mostly an interpreter's start-up."""
+
+    def run(
+        many: Sequence[Sequence[str]], cwd: Path, timeout: float = 120.0
+    ) -> list[subprocess.CompletedProcess[str]]:
+        commands = [[sys.executable, "-m", "bench", *args] for args in many]
+        return _at_once(commands, timeout, cwd=cwd, env=_USER_ENV)
+
+    return run
+
+
 @dataclass(frozen=True)
 class SmokeRun:
     args: list[str]  # after `python -m bench`

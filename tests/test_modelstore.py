@@ -171,7 +171,7 @@ def test_a_tampered_or_missing_model_is_refused_by_name_with_nothing_written(
 
 
 def test_score_bad_input_is_one_line_before_any_work(
-    runs, saved, bench_cli, tmp_path, table
+    runs, saved, bench_cli_at_once, tmp_path, table
 ) -> None:
     cases = {
         (str(runs[2]),): "no stored models (run the sweep with save_models=true)",
@@ -182,9 +182,11 @@ def test_score_bad_input_is_one_line_before_any_work(
     bad = tmp_path / "bad.csv"
     pd.read_csv(table).drop(columns=["site"]).to_csv(bad, index=False)
     cases[(str(saved[1]), "--dataset", str(bad))] = "lacks the training columns ['site']"
-    for args, message in cases.items():
-        done = bench_cli(["score", *args, "--out", str(tmp_path / "o"), "--no-progress"],
-                         cwd=tmp_path)  # fmt: skip
+    done_all = bench_cli_at_once(  # each a fresh interpreter, all at once
+        [["score", *args, "--out", str(tmp_path / "o"), "--no-progress"] for args in cases],
+        cwd=tmp_path,
+    )
+    for (args, message), done in zip(cases.items(), done_all, strict=True):
         assert done.returncode == 2, (args, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("bench score: error: "), lines
