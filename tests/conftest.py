@@ -70,18 +70,23 @@ def bench_cli() -> CliRunner:
 
 
 def _at_once(
-    commands: list[list[str]], timeout: float, **popen: Any
+    commands: list[list[str]],
+    timeout: float,
+    each: Sequence[dict[str, Any]] | None = None,
+    **popen: Any,
 ) -> list[subprocess.CompletedProcess[str]]:
     """Run `commands` all at the same time (each one's output in a file: no pipe to fill), and
     return each one's exit status and output once every one has ended; past `timeout` seconds
-    the ones still running are killed."""
+    the ones still running are killed. `popen` goes to every Popen, `each[i]` (its own env, cwd)
+    to the i-th's over it."""
+    each = [{}] * len(commands) if each is None else each
     with contextlib.ExitStack() as stack:
         files = [
             [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2)] for _ in commands
         ]
         procs = [
-            subprocess.Popen(command, stdout=out, stderr=err, text=True, **popen)
-            for command, (out, err) in zip(commands, files, strict=True)
+            subprocess.Popen(command, stdout=out, stderr=err, text=True, **{**popen, **own})
+            for command, (out, err), own in zip(commands, files, each, strict=True)
         ]
         deadline = time.monotonic() + timeout
         try:
