@@ -15,8 +15,7 @@ import sys
 from bench.config import ConfigError, compose
 from bench.diskfull import EXIT_CODE as DISK_FULL
 from bench.diskfull import DiskFull
-from bench.preempt import EXIT_RESUMABLE
-from bench.runner import Interrupted
+from bench.preempt import EXIT_RESUMABLE, Interrupted
 
 USAGE = """usage: python -m bench +sweep=NAME [key=value ...]
        python -m bench -m +sweep=NAME key=a,b [...]   one run per combination (docs/hydra.md)

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 # "Temporary failure; try again" (sysexits.h EX_TEMPFAIL): the run stopped early on purpose and
@@ -95,3 +96,14 @@ def rearm() -> None:
     if _active and threading.current_thread() is threading.main_thread():
         for s in SIGNALS:
             signal.signal(s, _on_signal)
+
+
+class Interrupted(Exception):
+    """Ctrl-C, or a stop signal (SLURM's time-limit warning, preemption: `stopping`), during a
+    sweep: every finished row is on disk; the run can be resumed. `signal` names the stop signal
+    (None for Ctrl-C), which makes it the planned stop a batch script requeues on."""
+
+    def __init__(self, run_id: str, path: Path, rows: int, signal: str | None = None) -> None:
+        why = f"stopped by {signal}" if signal else "interrupted"
+        super().__init__(f"{why}: {rows} rows written to {path}")
+        self.run_id, self.path, self.rows, self.signal = run_id, path, rows, signal

@@ -47,6 +47,7 @@ from bench.config import (
 from bench.data import RawDataset, load
 from bench.data.split import LabelFlip
 from bench.determinism import spec_env
+from bench.preempt import Interrupted
 from bench.rundir import check_verified, check_writable, prepare_run_dir
 from bench.spec import TrialSpec
 from bench.summary import print_summary
@@ -64,17 +65,6 @@ class SweepOutcome:
     n_resumed: int = 0
     n_skipped: int = 0
     left_out: tuple[str, ...] = ()  # trials not run, and why (bench.sweep.left_out)
-
-
-class Interrupted(Exception):
-    """Ctrl-C, or a stop signal (bench.preempt: SLURM's time-limit warning, preemption), during a
-    sweep: every finished row is on disk; the run can be resumed. `signal` names the stop signal
-    (None for Ctrl-C), which makes it the planned stop a batch script requeues on."""
-
-    def __init__(self, run_id: str, path: Path, rows: int, signal: str | None = None) -> None:
-        why = f"stopped by {signal}" if signal else "interrupted"
-        super().__init__(f"{why}: {rows} rows written to {path}")
-        self.run_id, self.path, self.rows, self.signal = run_id, path, rows, signal
 
 
 PART_ENTRY = b"bench.part"  # a worker's receipt (rows_to=workers): its part's manifest entry

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,18 +70,23 @@ def bench_cli() -> CliRunner:
 
 
 def _at_once(
-    commands: list[list[str]], timeout: float, **popen: Any
+    commands: list[list[str]],
+    timeout: float,
+    each: Sequence[dict[str, Any]] | None = None,
+    **popen: Any,
 ) -> list[subprocess.CompletedProcess[str]]:
     """Run `commands` all at the same time (each one's output in a file: no pipe to fill), and
     return each one's exit status and output once every one has ended; past `timeout` seconds
-    the ones still running are killed."""
+    the ones still running are killed. `popen` goes to every Popen, `each[i]` (its own env, cwd)
+    to the i-th's over it."""
+    each = [{}] * len(commands) if each is None else each
     with contextlib.ExitStack() as stack:
         files = [
             [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2)] for _ in commands
         ]
         procs = [
-            subprocess.Popen(command, stdout=out, stderr=err, text=True, **popen)
-            for command, (out, err) in zip(commands, files, strict=True)
+            subprocess.Popen(command, stdout=out, stderr=err, text=True, **{**popen, **own})
+            for command, (out, err), own in zip(commands, files, each, strict=True)
         ]
         deadline = time.monotonic() + timeout
         try:
@@ -106,6 +112,47 @@ def run_at_once() -> Callable[..., list[subprocess.CompletedProcess[str]]]:
     """Commands that share nothing and time nothing asserted, started together: much of each is
     process and Ray start-up, which overlaps."""
     return _at_once
+
+
+@pytest.fixture(scope="session")
+def bench_cli_at_once() -> Callable[..., list[subprocess.CompletedProcess[str]]]:
+    """bench_cli for several argument lists started together (each its own interpreter, the
+    user's environment): for commands that share nothing and time nothing asserted, such as
+    refusals, whose cost is mostly an interpreter's start-up."""
+
+    def run(
+        many: Sequence[Sequence[str]], cwd: Path, timeout: float = 120.0
+    ) -> list[subprocess.CompletedProcess[str]]:
+        commands = [[sys.executable, "-m", "bench", *args] for args in many]
+        return _at_once(commands, timeout, cwd=cwd, env=_USER_ENV)
+
+    return run
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    args: list[str]  # after `python -m bench`
+    proc: subprocess.CompletedProcess
+    results_dir: Path
+    run_dir: Path
+
+
+@pytest.fixture(scope="session")
+def smoke_run(bench_cli: CliRunner, tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+    """`python -m bench +sweep=smoke report=true` as a user runs it (12 trials: three libraries,
+    split-varied seeds and fixed-seed repeats, on embedded Ray), once for the whole session:
+    test_runner.py, test_report.py, test_provenance.py and test_modelstore.py each assert what
+    they own about it. A sweep costs half a minute of CI's 30; no test changes the run (copy it
+    first)."""
+    from bench import store
+
+    results_dir = tmp_path_factory.mktemp("smoke-results")
+    args = ["+sweep=smoke", f"results_dir={results_dir}", "progress=false", "report=true"]
+    proc = bench_cli(args, cwd=tmp_path_factory.mktemp("smoke-cwd"), timeout=300)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    runs = store.run_dirs(results_dir / "smoke")
+    assert len(runs) == 1, runs
+    return SmokeRun(args, proc, results_dir, runs[0])
 
 
 @pytest.fixture(scope="session")

@@ -64,20 +64,20 @@ def _bench(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
 
 
 def test_sweep_spreads_over_both_nodes_with_local_bits(
-    two_nodes: LocalRayCluster, tmp_path: Path
+    two_nodes: LocalRayCluster, tmp_path: Path, run_at_once
 ) -> None:
     import pandas as pd
 
-    on_cluster = _bench(
-        [*SWEEP, "cluster=ray", f"cluster.address={two_nodes.address}", "run_id=cluster"],
-        tmp_path,
-        two_nodes.env,
-    )
-    assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
+    # The sweep on the cluster and the same sweep on an embedded Ray of its own, at once: they
+    # share nothing but the results folder (each its own run).
     local_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    local = _bench(
-        [*SWEEP, "cluster=local", "cluster.num_cpus=1", "run_id=local"], tmp_path, local_env
-    )
+    module = [sys.executable, "-m", "bench", *SWEEP]
+    on_cluster, local = run_at_once(
+        [[*module, "cluster=ray", f"cluster.address={two_nodes.address}", "run_id=cluster"],
+         [*module, "cluster=local", "cluster.num_cpus=1", "run_id=local"]],
+        300, each=[{"env": two_nodes.env}, {"env": local_env}], cwd=tmp_path,
+    )  # fmt: skip
+    assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
     assert local.returncode == 0, local.stderr[-3000:]
 
     # rows_to=workers: each task writes its own part into the (here shared) run folder.

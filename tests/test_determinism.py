@@ -34,11 +34,42 @@ def run_of(results: Path, sweep: str) -> Path:
     return run
 
 
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+# Without a GPU, the hardware sweep records its CUDA trials as skipped when asked.
+HARDWARE_SKIP = ["+sweep=hardware", "seeds.n=2", "model.epochs=3", "hardware.skip_unavailable=true"]
+
+
 @pytest.fixture(scope="module")
-def determinism_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sweeps(
+    tmp_path_factory: pytest.TempPathFactory, run_at_once
+) -> dict[str, tuple[subprocess.CompletedProcess[str], Path]]:
+    """The determinism sweep and, on a machine without a GPU, the hardware sweep with
+    skip_unavailable, started at once (much of each is process and Ray start-up): by sweep
+    name, the process and its results folder."""
     results = tmp_path_factory.mktemp("determinism")
-    args = ["+sweep=determinism", "libraries=[sklearn,torch,tensorflow]", "seeds.n=3"]
-    result = bench(*args, "model.epochs=5", f"results_dir={results}", "progress=false")
+    args = {"determinism": ["+sweep=determinism", "libraries=[sklearn,torch,tensorflow]",
+                            "seeds.n=3", "model.epochs=5"]}  # fmt: skip
+    if importlib.util.find_spec("torch") is not None and not _cuda():
+        args["hardware"] = HARDWARE_SKIP
+    done = run_at_once(
+        [[sys.executable, "-m", "bench", *a, f"results_dir={results / name}", "progress=false"]
+         for name, a in args.items()],
+        600,
+    )  # fmt: skip
+    return {name: (proc, results / name) for name, proc in zip(args, done, strict=True)}
+
+
+@pytest.fixture(scope="module")
+def determinism_run(sweeps) -> Path:
+    result, results = sweeps["determinism"]
     assert result.returncode == 0, result.stderr
     return run_of(results, "determinism")
 
@@ -177,30 +208,18 @@ def test_each_thread_count_repeats_itself_and_the_summary_says_what_the_bits_did
     assert table["same_weights_share"].iloc[0] == float(same[1] == same[2])
 
 
-def test_cuda_trials_without_a_gpu_are_skipped_when_asked(tmp_path: Path) -> None:
+def test_cuda_trials_without_a_gpu_are_skipped_when_asked(sweeps) -> None:
     pytest.importorskip("torch")
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU; the skip path needs one without")
-    result = bench(
-        "+sweep=hardware", "seeds.n=2", "model.epochs=3", "hardware.skip_unavailable=true",
-        f"results_dir={tmp_path}", "progress=false",
-    )  # fmt: skip
+    result, results = sweeps["hardware"]  # HARDWARE_SKIP, run beside the determinism sweep
     assert result.returncode == 0, result.stderr
-    df = pd.read_parquet(run_of(tmp_path, "hardware"))
+    df = pd.read_parquet(run_of(results, "hardware"))
     assert (df.loc[df["device"] == "cuda", "status"] == "skipped").all()
     assert (df.loc[df["device"] == "cpu", "status"] == "ok").all()
     assert df.loc[df["device"] == "cuda", "error"].str.contains("no GPU").all()
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
 
 
 gpu = pytest.mark.skipif(not _cuda(), reason="needs CUDA")

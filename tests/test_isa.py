@@ -36,13 +36,13 @@ def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     )  # fmt: skip
 
 
-def fresh(code: str, level: str) -> str:
-    """What a fresh interpreter prints with `level`'s environment."""
+def fresh(code: str, level: str) -> list[str]:
+    """The lines a fresh interpreter prints with `level`'s environment."""
     env = {**CLEAN, **isa.level_env(level)}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
-    return done.stdout.strip()
+    return done.stdout.strip().splitlines()
 
 
 def test_each_level_caps_every_library_and_native_sets_nothing() -> None:
@@ -165,10 +165,14 @@ def test_rows_record_the_kernels_each_level_put_in_force(isa_run: Path) -> None:
     assert (df["cpu_flags"] == isa.cpu_columns()["cpu_flags"]).all()
     for level, rows in df.groupby("cpu_isa"):
         torch_rows = rows[rows["library"] == "torch"]
-        capability = "import torch; print(torch.backends.cpu.get_cpu_capability())"
-        assert (torch_rows["torch_cpu_capability"] == fresh(capability, level)).all()
-        simd = "from bench.isa import numpy_simd; print(numpy_simd())"
-        assert (rows["numpy_simd"] == fresh(simd, level)).all()
+        # one fresh interpreter per level (a torch import each): its kernels and numpy's targets
+        capability, simd = fresh(
+            "import torch; print(torch.backends.cpu.get_cpu_capability()); "
+            "from bench.isa import numpy_simd; print(numpy_simd())",
+            level,
+        )
+        assert (torch_rows["torch_cpu_capability"] == capability).all()
+        assert (rows["numpy_simd"] == simd).all()
         env = rows["determinism_env"].map(json.loads)
         for key, value in isa.level_env(level).items():
             assert (env.map(lambda e, k=key: e[k]) == value).all(), key

@@ -3,7 +3,8 @@ portable format, once per distinct model, and `python -m bench score` re-scores 
 without retraining; a tampered or missing file is refused by name with nothing written.
 
 One real sweep (scikit-learn, PyTorch one by one and stacked, Keras; split-varied seeds and
-fixed-seed repeats, whose identical models must be stored once) serves every test."""
+fixed-seed repeats, whose identical models must be stored once) serves every test; the session's
+smoke sweep (conftest.py, without save_models) is the run that has no stored models."""
 
 from __future__ import annotations
 
@@ -41,9 +42,10 @@ def table(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, run_at_once, table) -> tuple[Path, Path, Path]:
+def runs(tmp_path_factory, run_at_once, table, smoke_run) -> tuple[Path, Path, Path]:
     """(breast_cancer run with all three libraries, torch-stacked table run with a categorical
-    column, a run without stored models): three sweeps started at once."""
+    column, a run without stored models): two sweeps started at once, and the session's smoke
+    sweep."""
     import sys
 
     root = tmp_path_factory.mktemp("models")
@@ -53,10 +55,11 @@ def runs(tmp_path_factory, run_at_once, table) -> tuple[Path, Path, Path]:
           f"results_dir={root}/bc"],
          [*bench, "save_models=true", "libraries=[torch]", "batching.enabled=true",
           "dataset=table", f"dataset.path={table}", "dataset.target=target",
-          f"results_dir={root}/table"],
-         [*bench, "libraries=[sklearn]", "seeds.n=1", f"results_dir={root}/plain"]],
+          f"results_dir={root}/table"]],
         600, cwd=root,
     )  # fmt: skip
+    assert not any(a.startswith("save_models") for a in smoke_run.args)
+    done.append(smoke_run.proc)
     for proc in done:
         assert proc.returncode == 0, proc.stderr[-3000:]
     bc = _run(root / "bc")
@@ -66,7 +69,7 @@ def runs(tmp_path_factory, run_at_once, table) -> tuple[Path, Path, Path]:
         f"stored ({use['bytes_without_dedup'] / 1e6:.2f} MB as one file per trial;"
     ) in " ".join(done[0].stderr.split())
     assert "models:" not in done[2].stderr  # a run without save_models says nothing of them
-    return bc, _run(root / "table"), _run(root / "plain")
+    return bc, _run(root / "table"), smoke_run.run_dir
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +171,7 @@ def test_a_tampered_or_missing_model_is_refused_by_name_with_nothing_written(
 
 
 def test_score_bad_input_is_one_line_before_any_work(
-    runs, saved, bench_cli, tmp_path, table
+    runs, saved, bench_cli_at_once, tmp_path, table
 ) -> None:
     cases = {
         (str(runs[2]),): "no stored models (run the sweep with save_models=true)",
@@ -179,9 +182,11 @@ def test_score_bad_input_is_one_line_before_any_work(
     bad = tmp_path / "bad.csv"
     pd.read_csv(table).drop(columns=["site"]).to_csv(bad, index=False)
     cases[(str(saved[1]), "--dataset", str(bad))] = "lacks the training columns ['site']"
-    for args, message in cases.items():
-        done = bench_cli(["score", *args, "--out", str(tmp_path / "o"), "--no-progress"],
-                         cwd=tmp_path)  # fmt: skip
+    done_all = bench_cli_at_once(  # each a fresh interpreter, all at once
+        [["score", *args, "--out", str(tmp_path / "o"), "--no-progress"] for args in cases],
+        cwd=tmp_path,
+    )
+    for (args, message), done in zip(cases.items(), done_all, strict=True):
         assert done.returncode == 2, (args, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("bench score: error: "), lines

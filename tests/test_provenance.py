@@ -132,18 +132,17 @@ def _metadata(part: Path) -> dict[bytes, bytes]:
 
 
 def test_a_sweep_records_its_overrides_and_parts_hold_schema_version_and_config(
-    bench_cli, tmp_path: Path
+    smoke_run,
 ) -> None:
-    args = [
-        "+sweep=smoke", "libraries=[sklearn]", "seeds.n=1", "model.epochs=3", "progress=false",
-        f"results_dir={tmp_path / 'results'}",
-    ]  # fmt: skip
-    proc = bench_cli(args, cwd=tmp_path, timeout=180)
+    """The session's smoke sweep (conftest.py), run with overrides that change its config."""
+    args = smoke_run.args
+    assert "report=true" in args and "progress=false" in args
+    proc = smoke_run.proc
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = run_dirs(tmp_path / "results/smoke")
+    (run_dir,) = run_dirs(smoke_run.results_dir / "smoke")
     df = store.read_results(run_dir)
-    assert len(df) == 2 and (df["status"] == "ok").all()
-    assert [json.loads(v) for v in df["overrides"]] == [args, args]
+    assert len(df) == 12 and (df["status"] == "ok").all()
+    assert [json.loads(v) for v in df["overrides"]] == [args] * 12
     assert (df["bench_version"] == bench.__version__).all()
     if CHECKOUT:
         assert all(HEX40.fullmatch(c) for c in df["bench_commit"])
@@ -155,7 +154,8 @@ def test_a_sweep_records_its_overrides_and_parts_hold_schema_version_and_config(
         meta = _metadata(part)
         assert meta[b"bench.schema_version"] == str(rows.SCHEMA_VERSION).encode()
         assert meta[b"bench.config"].decode() == saved
-        assert OmegaConf.create(meta[b"bench.config"].decode()).model.epochs == 3
+        config = OmegaConf.create(meta[b"bench.config"].decode())
+        assert config.report is True and config.progress is False  # the overrides, not defaults
 
 
 def test_a_workers_own_part_holds_the_run_columns_and_metadata(tmp_path: Path) -> None:

@@ -171,13 +171,12 @@ def test_failed_trials_are_listed_and_left_out(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_smoke_sweep_with_report_true_and_report_subcommand(tmp_path: Path, bench_cli) -> None:
-    results = tmp_path / "results"
-    done = bench_cli(
-        ["+sweep=smoke", f"results_dir={results}", "progress=false", "report=true"],
-        cwd=tmp_path,
-        timeout=300,
-    )
+def test_smoke_sweep_with_report_true_and_report_subcommand(
+    tmp_path: Path, bench_cli, smoke_run
+) -> None:
+    """The session's smoke sweep (conftest.py) ran with report=true."""
+    assert "report=true" in smoke_run.args
+    done, results = smoke_run.proc, smoke_run.results_dir
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = (p for p in (results / "smoke").iterdir() if not p.name.startswith("."))
     out_dir = report_dir(run)  # the run's bookkeeping folder, beside it: the run holds parts only

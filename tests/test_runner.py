@@ -1,7 +1,8 @@
 """A smoke sweep through real embedded Ray, run as a user runs it, and its Parquet read back.
 
-One sweep (`python -m bench +sweep=smoke`, about half a minute on two cores) is shared by every
-test in this module; each test asserts one property of what it left on disk.
+One sweep (`python -m bench +sweep=smoke report=true`, about half a minute on two cores: the
+session's `smoke_run`, conftest.py) is shared by every test here, and by test_report.py,
+test_provenance.py and test_modelstore.py; each test asserts one property of what it left on disk.
 """
 
 from __future__ import annotations
@@ -30,17 +31,9 @@ class SmokeRun:
 
 
 @pytest.fixture(scope="module")
-def smoke(bench_cli, tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
-    results_dir = tmp_path_factory.mktemp("smoke-results")
-    proc = bench_cli(
-        ["+sweep=smoke", f"results_dir={results_dir}", "progress=false"],
-        cwd=tmp_path_factory.mktemp("smoke-cwd"),
-        timeout=300,
-    )
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-    runs = store.run_dirs(results_dir / "smoke")
-    assert len(runs) == 1, runs
-    return SmokeRun(proc, results_dir, runs[0], pd.read_parquet(runs[0]))
+def smoke(smoke_run) -> SmokeRun:
+    run = smoke_run
+    return SmokeRun(run.proc, run.results_dir, run.run_dir, pd.read_parquet(run.run_dir))
 
 
 def test_exit_code_and_rows(smoke: SmokeRun) -> None:
@@ -100,12 +93,19 @@ def test_config_is_saved_beside_the_parts(smoke: SmokeRun) -> None:
 
 def test_no_temporary_files_left(smoke: SmokeRun) -> None:
     """Parts appear only complete, and the run folder holds nothing else: its bookkeeping is in
-    the hidden sibling folder, and nothing there is named `*.parquet`."""
+    the hidden sibling folder, and nothing there is named `*.parquet`. (The sweep ran with
+    report=true: the report's files, which test_report.py checks, are bookkeeping too.)"""
     meta = store.run_files(smoke.run_dir).meta
     names = [p.relative_to(meta).as_posix() for p in meta.rglob("*")]
     leftovers = [n for n in names if Path(n).name.startswith(".") or n.endswith(".tmp")]
     assert not leftovers
-    assert sorted(names) == ["bench_version", "config.yaml", "lock", "manifest.jsonl"]
+    report = store.run_files(smoke.run_dir).report
+    assert report == meta / "report" and report.is_dir()
+    written = [f"report/{p.name}" for p in report.iterdir()]
+    assert all(p.is_file() for p in report.iterdir())
+    assert sorted(names) == sorted(
+        ["bench_version", "config.yaml", "lock", "manifest.jsonl", "report", *written]
+    )
     parts = sorted(smoke.run_dir.glob("part-*.parquet"))
     assert parts and sorted(smoke.run_dir.iterdir()) == parts
     assert sorted(smoke.results_dir.rglob("*.parquet")) == parts

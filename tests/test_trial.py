@@ -141,17 +141,12 @@ def test_a_failing_trial_becomes_an_error_row(change: dict[str, str], needle: st
     assert table.column("status").to_pylist() == ["error"]
 
 
-@pytest.mark.parametrize("deterministic", [False, True])
-def test_a_fresh_workers_first_fit_imports_nothing(deterministic: bool) -> None:
-    """A trial's fit_seconds must be training only. PyTorch's first optimizer imports
-    torch._dynamo (1-3 s); had the first trial of each worker paid it, a worker's first trial
-    (always non-deterministic, before the sweep interleaved the modes) made deterministic mode look
-    30x cheaper. Checked in a fresh process, as a Ray worker starts, for both modes."""
-    import subprocess
-    import sys
+# --- Checks that need a fresh process, as a Ray worker starts ---------------------------------------
 
+
+def _first_fit(deterministic: bool) -> str:
     overrides = ["+sweep=smoke", "libraries=[torch]", "model=mlp", f"deterministic={deterministic}"]
-    code = f"""
+    return f"""
 import sys
 from bench import determinism, trial
 from bench.config import compose
@@ -167,8 +162,76 @@ trial.make_estimator(spec).fit(data.X_train, data.y_train)
 heavy = ("torch._dynamo", "torch._inductor", "torch._functorch")
 print(sorted(m for m in set(sys.modules) - before if m.startswith(heavy)))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+
+
+CUDA_VERSION = """
+import json, sys
+from bench import trial
+from bench.config import compose
+from bench.sweep import expand
+spec = lambda lib: expand(compose(["+sweep=smoke", f"libraries=[{lib}]", "seeds.n=1"]))[0]
+before = trial.run(spec("sklearn"))
+assert "torch" not in sys.modules
+import torch
+torch.version.cuda = "12.4"  # as a CUDA build says it
+torch_row = trial.run(spec("torch"))
+after = trial.run(spec("sklearn"))
+print(json.dumps([r["cuda_version"] for r in (before, torch_row, after)]))
+"""
+
+TF_ONEDNN = """
+import json, os
+from bench import determinism
+from bench.config import compose
+from bench.sweep import expand
+spec = expand(compose(["+sweep=smoke", "libraries=[tensorflow]", "seeds.n=1"]))[0]
+first = determinism.apply(spec)["tf_onednn"]
+from tensorflow.python.util import _pywrap_util_port
+truth = "on" if _pywrap_util_port.IsMklEnabled() else "off"
+os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0" if truth == "on" else "1"  # too late to matter
+second = determinism.apply(spec)["tf_onednn"]
+print(json.dumps([first, second, truth]))
+"""
+
+
+@pytest.fixture(scope="module")
+def fresh(run_at_once) -> dict[tuple, Any]:
+    """Each check below that needs a fresh interpreter (what it imports, what a library reads
+    once it loads): its own process, all started at once, since most of each is importing torch
+    or TensorFlow. By (check, parameter), the process."""
+    import os
+    import sys
+
+    without = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    runs = {
+        ("first_fit", False): (_first_fit(False), dict(os.environ)),
+        ("first_fit", True): (_first_fit(True), dict(os.environ)),
+        ("cuda_version", None): (CUDA_VERSION, dict(os.environ)),
+        ("tf_onednn", None): (TF_ONEDNN, without),
+        ("tf_onednn", "1"): (TF_ONEDNN, {**without, "TF_ENABLE_ONEDNN_OPTS": "1"}),
+    }
+    done = run_at_once(
+        [[sys.executable, "-c", code] for code, _ in runs.values()],
+        600,
+        each=[{"env": env} for _, env in runs.values()],
+    )
+    return dict(zip(runs, done, strict=True))
+
+
+def _stdout(fresh: dict[tuple, Any], key: tuple) -> str:
+    out = fresh[key]
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_a_fresh_workers_first_fit_imports_nothing(deterministic: bool, fresh) -> None:
+    """A trial's fit_seconds must be training only. PyTorch's first optimizer imports
+    torch._dynamo (1-3 s); had the first trial of each worker paid it, a worker's first trial
+    (always non-deterministic, before the sweep interleaved the modes) made deterministic mode look
+    30x cheaper. Checked in a fresh process, as a Ray worker starts, for both modes."""
+    out = _stdout(fresh, ("first_fit", deterministic))
+    assert out.strip() == "[]", out
 
 
 # --- Settings read back, not written (issue 16) ---------------------------------------------------
@@ -206,29 +269,12 @@ def test_warn_only_is_recorded_and_a_kernel_without_determinism_voids_determinis
     assert off["deterministic_in_force"] is False and off["deterministic_warn_only"] is False
 
 
-def test_cuda_version_of_a_sklearn_row_does_not_depend_on_an_earlier_torch_trial() -> None:
+def test_cuda_version_of_a_sklearn_row_does_not_depend_on_an_earlier_torch_trial(fresh) -> None:
     """A worker's scikit-learn rows said torch's CUDA version once it had run a torch trial and
     None before. Checked in a fresh process as a Ray worker starts, with torch made to look like
     a CUDA build once imported (this machine's is a CPU build, whose None hid the difference)."""
-    import subprocess
-    import sys
-
-    code = """
-import json, sys
-from bench import trial
-from bench.config import compose
-from bench.sweep import expand
-spec = lambda lib: expand(compose(["+sweep=smoke", f"libraries=[{lib}]", "seeds.n=1"]))[0]
-before = trial.run(spec("sklearn"))
-assert "torch" not in sys.modules
-import torch
-torch.version.cuda = "12.4"  # as a CUDA build says it
-torch_row = trial.run(spec("torch"))
-after = trial.run(spec("sklearn"))
-print(json.dumps([r["cuda_version"] for r in (before, torch_row, after)]))
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    before, _, after = json.loads(out.stdout.strip().splitlines()[-1])
+    out = _stdout(fresh, ("cuda_version", None))  # CUDA_VERSION
+    before, _, after = json.loads(out.strip().splitlines()[-1])
     assert before == after is None
 
 
@@ -240,34 +286,13 @@ def test_cuda_version_of_a_torch_row_is_torchs_build() -> None:
 
 
 @pytest.mark.parametrize("variable", [None, "1"])
-def test_tf_onednn_is_what_tensorflow_runs_not_the_variable(variable: str | None) -> None:
+def test_tf_onednn_is_what_tensorflow_runs_not_the_variable(variable: str | None, fresh) -> None:
     """`tf_onednn` is TensorFlow's own answer (IsMklEnabled), read once the library is loaded:
     not the variable's text, not a default written down ("on for x86 CPUs" is false on a CPU
-    without AVX-512 VNNI/AMX), and not a value set after TensorFlow read it."""
-    import os
-    import subprocess
-    import sys
-
-    code = """
-import json, os
-from bench import determinism
-from bench.config import compose
-from bench.sweep import expand
-spec = expand(compose(["+sweep=smoke", "libraries=[tensorflow]", "seeds.n=1"]))[0]
-first = determinism.apply(spec)["tf_onednn"]
-from tensorflow.python.util import _pywrap_util_port
-truth = "on" if _pywrap_util_port.IsMklEnabled() else "off"
-os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0" if truth == "on" else "1"  # too late to matter
-second = determinism.apply(spec)["tf_onednn"]
-print(json.dumps([first, second, truth]))
-"""
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    if variable is not None:
-        env["TF_ENABLE_ONEDNN_OPTS"] = variable
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
-    )
-    first, second, truth = json.loads(out.stdout.strip().splitlines()[-1])
+    without AVX-512 VNNI/AMX), and not a value set after TensorFlow read it. TF_ONEDNN, with
+    TF_ENABLE_ONEDNN_OPTS unset or set to `variable`."""
+    out = _stdout(fresh, ("tf_onednn", variable))
+    first, second, truth = json.loads(out.strip().splitlines()[-1])
     assert first == second == truth
     if variable == "1":
         assert truth == "on"
