@@ -99,7 +99,7 @@ def rearm() -> None:
 
 
 class Interrupted(Exception):
-    """Ctrl-C, or a stop signal (SLURM's time-limit warning, preemption: `stopping`), during a
+    """Ctrl-C, or a stop signal (SLURM's time-limit warning, preemption: `handling`), during a
     sweep: every finished row is on disk; the run can be resumed. `signal` names the stop signal
     (None for Ctrl-C), which makes it the planned stop a batch script requeues on."""
 
