@@ -7,6 +7,14 @@ session, so nothing collides with a system SLURM or munge or with another test s
 them by pid at the end and checks that nothing it started (daemons, job steps, Ray) is left.
 `.ci/run` installs the packages; without them (or without root, which munged and slurmd need) the
 daemon tests are skipped with the reason.
+
+Loopback only: slurmctld and slurmd listen on 127.0.0.1, never on 0.0.0.0 (SLURM's default) or the
+machine's own address. `CommunicationParameters=NoCtldInAddrAny,NoInAddrAny` makes them bind to one
+address instead of every one, but SLURM 22.05 takes that address from gethostname(), not from
+SlurmctldHost or NodeAddr: on a machine whose name resolves to its interface address they would
+listen there, where the clients (which connect to 127.0.0.1) never reach them. So both daemons
+start in a UTS namespace of their own whose hostname is `localhost` (`unshare --uts`; root), and
+the jobs they run inherit it (their hostname is `localhost`). The munge socket is a Unix socket.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +37,12 @@ from pathlib import Path
 import pytest
 
 from bench import store
-from bench.cluster.localray import free_port, processes_naming
+from bench.cluster.localray import (
+    free_port,
+    is_loopback,
+    listening,
+    processes_naming,
+)
 from bench.store import run_dirs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -39,9 +53,12 @@ SWEEP = ["+sweep=smoke", "libraries=[sklearn,torch]", "seeds.n=1", "model.epochs
 
 pytestmark = pytest.mark.slurm  # and `slow` on the tests that need the daemons
 
+# NoCtldInAddrAny, NoInAddrAny: slurmctld, slurmd (and the job steps' srun) bind to the address
+# of their hostname, `localhost` in their namespace (_loopback_launcher), not to every address.
 SLURM_CONF = """\
 ClusterName=benchtest
-SlurmctldHost=localhost
+SlurmctldHost=localhost(127.0.0.1)
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
 SlurmUser=root
 SlurmdUser=root
 SlurmctldPort={ctld_port}
@@ -79,6 +96,7 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 class Slurm:
     root: Path
     env: dict[str, str]  # the user's environment plus SLURM_CONF and BENCH_PYTHON
+    pids: dict[str, Path] = field(default_factory=dict)  # daemon name -> its pid file
 
     def run(self, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -157,12 +175,48 @@ def _why_not() -> str | None:
     return None
 
 
+# Runs the command it is given with `localhost` as the hostname, in the UTS namespace `unshare`
+# made for it (a daemon started this way keeps that namespace; the system's hostname is unchanged).
+AS_LOCALHOST = (
+    "import os, socket, sys; socket.sethostname('localhost'); os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
+def _loopback_launcher(sbin: str) -> list[str] | str:
+    """The command prefix that makes SLURM's daemons bind to 127.0.0.1 (see the module's
+    docstring), or why there is none here."""
+    unshare = shutil.which("unshare", path=sbin)
+    why = "unshare not installed"
+    if unshare:
+        prefix = [unshare, "--uts", sys.executable, "-c", AS_LOCALHOST]
+        probe = subprocess.run([*prefix, "true"], capture_output=True, text=True, timeout=30)
+        if probe.returncode == 0:
+            return prefix
+        why = probe.stderr.strip()
+    # No namespace (no unshare, or a container without CAP_SYS_ADMIN): the daemons bind to what
+    # this machine's own name resolves to, which must then be loopback.
+    name = socket.gethostname()
+    try:
+        address = socket.gethostbyname(name)
+    except OSError:
+        address = "nothing"
+    if address == "127.0.0.1":
+        return []
+    return (
+        f"SLURM's daemons would listen on {address} ({name}), not on 127.0.0.1 only: "
+        f"`unshare --uts` failed ({why}) and this machine's name does not resolve to 127.0.0.1"
+    )
+
+
 @pytest.fixture(scope="session")
 def slurm() -> Iterator[Slurm]:
     reason = _why_not()
     if reason:
         pytest.skip(reason)
     sbin = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    launcher = _loopback_launcher(sbin)
+    if isinstance(launcher, str):
+        pytest.skip(launcher)
     root = Path(tempfile.mkdtemp(prefix="bslurm-", dir="/tmp"))  # short: socket paths
     root.chmod(0o755)  # munged refuses a socket whose parent directories others cannot traverse
     for sub in ("state", "spool", "log"):
@@ -186,13 +240,13 @@ def slurm() -> Iterator[Slurm]:
     env.update(
         SLURM_CONF=str(conf), BENCH_PYTHON=sys.executable, PATH=sbin, BENCH_RAY_NODE_IP="127.0.0.1"
     )
-    state = Slurm(root, env)
-    stepds_before = _stepds()
     pids = {
         "munged": root / "munge-etc" / "munged.pid",
         "slurmctld": root / "slurmctld.pid",
         "slurmd": root / "slurmd.pid",
     }
+    state = Slurm(root, env, pids)
+    stepds_before = _stepds()
 
     def start(cmd: list[str]) -> None:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
@@ -210,8 +264,8 @@ def slurm() -> Iterator[Slurm]:
                 f"--seed-file={root}/munge-etc/munged.seed",
             ]
         )  # fmt: skip
-        start(["slurmctld", "-c"])
-        start(["slurmd", "-N", "localhost"])
+        start([*launcher, "slurmctld", "-c"])
+        start([*launcher, "slurmd", "-N", "localhost"])
         deadline = time.monotonic() + 60
         while state.run("sinfo", "-h", "-o", "%T").stdout.strip() != "idle":
             if time.monotonic() > deadline:
@@ -232,6 +286,24 @@ def slurm() -> Iterator[Slurm]:
         left = (_stepds() - stepds_before) | set(processes_naming(f"{root}/"))
         assert not left, f"processes started by the SLURM tests are still running: {left}"
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _beyond_loopback(rows: list[tuple[int, str, str, int]]) -> list[str]:
+    """`listening()` rows whose address is not loopback, as `name (pid N) on ADDRESS:PORT`."""
+    return [f"{Path(name).name} (pid {pid}) on {address}:{port}"
+            for pid, name, address, port in rows if not is_loopback(address)]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_slurm_daemons_listen_on_loopback_only(slurm: Slurm) -> None:
+    """slurmctld and slurmd listen on 127.0.0.1 only (SLURM's default is 0.0.0.0); munged has a
+    Unix socket only. Both still reach each other: the fixture waited for the node to be idle,
+    which takes slurmd's registration with slurmctld and slurmctld's ping of slurmd."""
+    pids = {name: _pid(path) for name, path in slurm.pids.items()}
+    rows = listening([pid for pid in pids.values() if pid is not None])
+    for name in ("slurmctld", "slurmd"):  # the listing sees the daemons' ports
+        assert any(pid == pids[name] for pid, *_ in rows), (name, pids, rows)
+    assert not _beyond_loopback(rows), _beyond_loopback(rows)
 
 
 def _ray_dir(output: str) -> str:
