@@ -38,13 +38,7 @@ from pathlib import Path
 import pytest
 
 from bench import store
-from bench.cluster.localray import (
-    free_port,
-    is_loopback,
-    listening,
-    process_tree,
-    processes_naming,
-)
+from bench.cluster.localray import free_port, is_loopback, listening, process_tree, processes_naming
 from bench.store import run_dirs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -549,6 +543,16 @@ def _start_time(pid: int) -> str | None:
     return stat[stat.rindex(")") + 2 :].split()[19]
 
 
+def _command(pid: int) -> str:
+    """`PID: command line`, for messages."""
+    try:
+        return f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace"
+        )
+    except OSError:
+        return f"{pid}: gone"
+
+
 def _still_running(started: dict[int, str | None]) -> list[int]:
     """Those of `started` (pid -> start time) that still run (zombies count as gone)."""
     return [pid for pid, at in started.items() if at and _start_time(pid) == at and _alive(pid)]
@@ -616,8 +620,9 @@ def test_sbatch_script_starts_a_ray_worker_per_extra_node(tmp_path: Path) -> Non
     assert len(rows) == 8 and (rows["status"] == "ok").all()
     assert rows["ray_node_id"].nunique() == 2, rows["ray_node_id"].value_counts()
 
+    # Every socket the job's processes listened on was loopback, and the listing saw the job's Ray
+    # while both nodes were up (the GCS and two raylets), so it cannot pass by seeing nothing.
     assert not _beyond_loopback(sorted(sockets)), _beyond_loopback(sorted(sockets))
-    # ... and the listing saw the job's Ray while both nodes were up: the GCS and two raylets.
     head = re.search(r"Ray head at \S+:(\d+)", output)
     assert head, output[-4000:]
     names = {(Path(name).name, port) for _, name, _, port in sockets}
@@ -632,7 +637,7 @@ def test_sbatch_script_starts_a_ray_worker_per_extra_node(tmp_path: Path) -> Non
     left = sorted(
         set(_still_running(started)) | {p for p in processes_naming(ray_dir) if _alive(p)}
     )
-    assert not left, f"processes of the job outlived it: {left}"
+    assert not left, f"processes of the job outlived it: {[_command(pid) for pid in left]}"
     assert not Path(ray_dir).exists()
 
 
