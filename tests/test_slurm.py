@@ -7,15 +7,25 @@ session, so nothing collides with a system SLURM or munge or with another test s
 them by pid at the end and checks that nothing it started (daemons, job steps, Ray) is left.
 `.ci/run` installs the packages; without them (or without root, which munged and slurmd need) the
 daemon tests are skipped with the reason.
+
+Loopback only: slurmctld and slurmd listen on 127.0.0.1, never on 0.0.0.0 (SLURM's default) or the
+machine's own address. `CommunicationParameters=NoCtldInAddrAny,NoInAddrAny` makes them bind to one
+address instead of every one, but SLURM 22.05 takes that address from gethostname(), not from
+SlurmctldHost or NodeAddr: on a machine whose name resolves to its interface address they would
+listen there, where the clients (which connect to 127.0.0.1) never reach them. So both daemons
+start in a UTS namespace of their own whose hostname is `localhost` (`unshare --uts`; root), and
+the jobs they run inherit it (their hostname is `localhost`). The munge socket is a Unix socket.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +38,7 @@ from pathlib import Path
 import pytest
 
 from bench import store
-from bench.cluster.localray import free_port, processes_naming
+from bench.cluster.localray import free_port, is_loopback, listening, process_tree, processes_naming
 from bench.store import run_dirs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -39,9 +49,12 @@ SWEEP = ["+sweep=smoke", "libraries=[sklearn,torch]", "seeds.n=1", "model.epochs
 
 pytestmark = pytest.mark.slurm  # and `slow` on the tests that need the daemons
 
+# NoCtldInAddrAny, NoInAddrAny: slurmctld, slurmd (and the job steps' srun) bind to the address
+# of their hostname, `localhost` in their namespace (_loopback_launcher), not to every address.
 SLURM_CONF = """\
 ClusterName=benchtest
-SlurmctldHost=localhost
+SlurmctldHost=localhost(127.0.0.1)
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
 SlurmUser=root
 SlurmdUser=root
 SlurmctldPort={ctld_port}
@@ -79,6 +92,7 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 class Slurm:
     root: Path
     env: dict[str, str]  # the user's environment plus SLURM_CONF and BENCH_PYTHON
+    pids: dict[str, Path] = field(default_factory=dict)  # daemon name -> its pid file
 
     def run(self, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -157,12 +171,48 @@ def _why_not() -> str | None:
     return None
 
 
+# Runs the command it is given with `localhost` as the hostname, in the UTS namespace `unshare`
+# made for it (a daemon started this way keeps that namespace; the system's hostname is unchanged).
+AS_LOCALHOST = (
+    "import os, socket, sys; socket.sethostname('localhost'); os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
+def _loopback_launcher(sbin: str) -> list[str] | str:
+    """The command prefix that makes SLURM's daemons bind to 127.0.0.1 (see the module's
+    docstring), or why there is none here."""
+    unshare = shutil.which("unshare", path=sbin)
+    why = "unshare not installed"
+    if unshare:
+        prefix = [unshare, "--uts", sys.executable, "-c", AS_LOCALHOST]
+        probe = subprocess.run([*prefix, "true"], capture_output=True, text=True, timeout=30)
+        if probe.returncode == 0:
+            return prefix
+        why = probe.stderr.strip()
+    # No namespace (no unshare, or a container without CAP_SYS_ADMIN): the daemons bind to what
+    # this machine's own name resolves to, which must then be loopback.
+    name = socket.gethostname()
+    try:
+        address = socket.gethostbyname(name)
+    except OSError:
+        address = "nothing"
+    if address == "127.0.0.1":
+        return []
+    return (
+        f"SLURM's daemons would listen on {address} ({name}), not on 127.0.0.1 only: "
+        f"`unshare --uts` failed ({why}) and this machine's name does not resolve to 127.0.0.1"
+    )
+
+
 @pytest.fixture(scope="session")
 def slurm() -> Iterator[Slurm]:
     reason = _why_not()
     if reason:
         pytest.skip(reason)
     sbin = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    launcher = _loopback_launcher(sbin)
+    if isinstance(launcher, str):
+        pytest.skip(launcher)
     root = Path(tempfile.mkdtemp(prefix="bslurm-", dir="/tmp"))  # short: socket paths
     root.chmod(0o755)  # munged refuses a socket whose parent directories others cannot traverse
     for sub in ("state", "spool", "log"):
@@ -186,13 +236,13 @@ def slurm() -> Iterator[Slurm]:
     env.update(
         SLURM_CONF=str(conf), BENCH_PYTHON=sys.executable, PATH=sbin, BENCH_RAY_NODE_IP="127.0.0.1"
     )
-    state = Slurm(root, env)
-    stepds_before = _stepds()
     pids = {
         "munged": root / "munge-etc" / "munged.pid",
         "slurmctld": root / "slurmctld.pid",
         "slurmd": root / "slurmd.pid",
     }
+    state = Slurm(root, env, pids)
+    stepds_before = _stepds()
 
     def start(cmd: list[str]) -> None:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
@@ -210,8 +260,8 @@ def slurm() -> Iterator[Slurm]:
                 f"--seed-file={root}/munge-etc/munged.seed",
             ]
         )  # fmt: skip
-        start(["slurmctld", "-c"])
-        start(["slurmd", "-N", "localhost"])
+        start([*launcher, "slurmctld", "-c"])
+        start([*launcher, "slurmd", "-N", "localhost"])
         deadline = time.monotonic() + 60
         while state.run("sinfo", "-h", "-o", "%T").stdout.strip() != "idle":
             if time.monotonic() > deadline:
@@ -232,6 +282,24 @@ def slurm() -> Iterator[Slurm]:
         left = (_stepds() - stepds_before) | set(processes_naming(f"{root}/"))
         assert not left, f"processes started by the SLURM tests are still running: {left}"
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _beyond_loopback(rows: list[tuple[int, str, str, int]]) -> list[str]:
+    """`listening()` rows whose address is not loopback, as `name (pid N) on ADDRESS:PORT`."""
+    return [f"{Path(name).name} (pid {pid}) on {address}:{port}"
+            for pid, name, address, port in rows if not is_loopback(address)]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_slurm_daemons_listen_on_loopback_only(slurm: Slurm) -> None:
+    """slurmctld and slurmd listen on 127.0.0.1 only (SLURM's default is 0.0.0.0); munged has a
+    Unix socket only. Both still reach each other: the fixture waited for the node to be idle,
+    which takes slurmd's registration with slurmctld and slurmctld's ping of slurmd."""
+    pids = {name: _pid(path) for name, path in slurm.pids.items()}
+    rows = listening([pid for pid in pids.values() if pid is not None])
+    for name in ("slurmctld", "slurmd"):  # the listing sees the daemons' ports
+        assert any(pid == pids[name] for pid, *_ in rows), (name, pids, rows)
+    assert not _beyond_loopback(rows), _beyond_loopback(rows)
 
 
 def _ray_dir(output: str) -> str:
@@ -456,14 +524,50 @@ exec "$@"
 """
 
 
+# The two-node test on this project's busy 2-core machine (shared; load average 4 to 9): the
+# Ray head took up to 28 s to answer, the second node up to 20 s more to join and the sweep about
+# 40 s. The script polls for both nodes for BENCH_RAY_WAIT_S (one deadline for the two), then
+# fails with a line saying what it saw and stops Ray itself; the test allows that wait plus as
+# long again for the sweep and the stop, so that on a machine too slow the script gives up first,
+# with its reason, and nothing is left running.
+TWO_NODE_WAIT_S = 300
+TWO_NODE_TIMEOUT_S = 2 * TWO_NODE_WAIT_S
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (/proc/PID/stat), to tell it from a later process with its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[19]
+
+
+def _command(pid: int) -> str:
+    """`PID: command line`, for messages."""
+    try:
+        return f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace"
+        )
+    except OSError:
+        return f"{pid}: gone"
+
+
+def _still_running(started: dict[int, str | None]) -> list[int]:
+    """Those of `started` (pid -> start time) that still run (zombies count as gone)."""
+    return [pid for pid, at in started.items() if at and _start_time(pid) == at and _alive(pid)]
+
+
 @pytest.mark.slow
 def test_sbatch_script_starts_a_ray_worker_per_extra_node(tmp_path: Path) -> None:
     """The multi-node branch of bench.sbatch, which a one-machine SLURM cannot reach: a 2-node
     job's environment, and an `srun` stand-in that runs the worker command on this machine. The
     script must start the worker (its function shipped with `declare -f`), wait for 2 nodes, run
-    trials on both, and leave no Ray process behind."""
+    trials on both, and leave no Ray process behind. While it runs, the test lists every TCP
+    socket its processes (both nodes' GCS, raylets, agents and workers, and the driver) listen
+    on, once a second: with BENCH_RAY_NODE_IP=127.0.0.1 each is on loopback only."""
     if not sys.platform.startswith("linux"):
-        pytest.skip("reads /proc to check that no Ray process is left")
+        pytest.skip("reads /proc to check sockets and that no Ray process is left")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "srun").write_text(FAKE_SRUN)
@@ -475,21 +579,66 @@ def test_sbatch_script_starts_a_ray_worker_per_extra_node(tmp_path: Path) -> Non
         SLURM_CPUS_PER_TASK="1",
         BENCH_PYTHON=sys.executable,
         BENCH_RAY_NODE_IP="127.0.0.1",
+        BENCH_RAY_WAIT_S=str(TWO_NODE_WAIT_S),
         PATH=f"{bin_dir}:{env.get('PATH', '')}",
     )
-    result = subprocess.run(
-        ["bash", str(SBATCH), *SWEEP[:-2], "seeds.n=2", "model.epochs=2", f"results_dir={tmp_path}", "run_id=two",
-         "progress=false"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=480,
-    )  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
+    output_file = tmp_path / "job.out"
+    sockets: set[tuple[int, str, str, int]] = set()  # (pid, name, address, port), ever listening
+    started: dict[int, str | None] = {}  # every process of the job: pid -> its start time
+    with output_file.open("wb") as sink:  # a file, not a pipe: nothing blocks on a full pipe
+        job = subprocess.Popen(
+            ["bash", str(SBATCH), *SWEEP[:-2], "seeds.n=2", "model.epochs=2",
+             f"results_dir={tmp_path}", "run_id=two", "progress=false"],
+            cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + TWO_NODE_TIMEOUT_S
+    try:
+        while job.poll() is None and time.monotonic() < deadline:
+            pids = process_tree(job.pid)  # Ray's processes descend from the script
+            sockets.update(listening(pids))
+            for pid in pids:
+                started.setdefault(pid, _start_time(pid))
+            time.sleep(1)
+    finally:
+        over = job.poll() is None  # past the deadline (or the test failed): stop it all
+        if over:
+            job.terminate()  # the script stops the driver and Ray on SIGTERM
+            try:
+                job.wait(60)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(job.pid, signal.SIGKILL)
+                job.wait()
+            for pid in _still_running(started):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    output = output_file.read_text(errors="replace")
+    assert not over, f"the job ran over {TWO_NODE_TIMEOUT_S} s and was stopped\n{output[-4000:]}"
+    assert job.returncode == 0, output[-4000:]
     assert "Ray cluster ready: 2 node(s), 2 CPU(s)" in output
     rows = _rows(tmp_path / "smoke" / "two")
     assert len(rows) == 8 and (rows["status"] == "ok").all()
-    assert rows["ray_node_id"].nunique() == 2
+    assert rows["ray_node_id"].nunique() == 2, rows["ray_node_id"].value_counts()
+
+    # Every socket the job's processes listened on was loopback, and the listing saw the job's Ray
+    # while both nodes were up (the GCS and two raylets), so it cannot pass by seeing nothing.
+    assert not _beyond_loopback(sorted(sockets)), _beyond_loopback(sorted(sockets))
+    head = re.search(r"Ray head at \S+:(\d+)", output)
+    assert head, output[-4000:]
+    names = {(Path(name).name, port) for _, name, _, port in sockets}
+    assert ("gcs_server", int(head.group(1))) in names, sorted(sockets)
+    raylets = {pid for pid, name, *_ in sockets if Path(name).name == "raylet"}
+    assert len(raylets) == 2, sorted(sockets)
+
     ray_dir = _ray_dir(output)
-    assert not processes_naming(ray_dir) and not Path(ray_dir).exists()
+    until = time.monotonic() + 30  # a killed process may take a moment to go on a busy machine
+    while _still_running(started) and time.monotonic() < until:
+        time.sleep(0.5)
+    left = sorted(
+        set(_still_running(started)) | {p for p in processes_naming(ray_dir) if _alive(p)}
+    )
+    assert not left, f"processes of the job outlived it: {[_command(pid) for pid in left]}"
+    assert not Path(ray_dir).exists()
 
 
 # Time limits and preemption (slurm/bench.sbatch, bench.preempt, docs/clusters.md). Trials are
