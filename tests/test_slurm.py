@@ -588,7 +588,7 @@ def test_sbatch_script_starts_a_ray_worker_per_extra_node(tmp_path: Path) -> Non
     with output_file.open("wb") as sink:  # a file, not a pipe: nothing blocks on a full pipe
         job = subprocess.Popen(
             ["bash", str(SBATCH), *SWEEP[:-2], "seeds.n=2", "model.epochs=2",
-             f"results_dir={tmp_path}", "run_id=two", "progress=false"],
+             f"results_dir={tmp_path}", "progress=false"],
             cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     deadline = time.monotonic() + TWO_NODE_TIMEOUT_S
@@ -616,7 +616,7 @@ def test_sbatch_script_starts_a_ray_worker_per_extra_node(tmp_path: Path) -> Non
     assert not over, f"the job ran over {TWO_NODE_TIMEOUT_S} s and was stopped\n{output[-4000:]}"
     assert job.returncode == 0, output[-4000:]
     assert "Ray cluster ready: 2 node(s), 2 CPU(s)" in output
-    rows = _rows(tmp_path / "smoke" / "two")
+    rows = _rows(tmp_path / "smoke" / "slurm-fake-2-nodes")  # no run_id given: the job's
     assert len(rows) == 8 and (rows["status"] == "ok").all()
     assert rows["ray_node_id"].nunique() == 2, rows["ray_node_id"].value_counts()
 
