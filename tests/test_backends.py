@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -46,8 +47,49 @@ def data():
     return split(raw, derive(0, "split", 0), 0.2)
 
 
+FRESH = (
+    "import json, sys\n"
+    "from bench import trial\n"
+    "from bench.spec import TrialSpec\n"
+    "rows = [trial.run(TrialSpec.from_dict(json.loads(s))) for s in json.load(sys.stdin)]\n"
+    "print(json.dumps([[r['status'], r['weights_sha256'], r['predictions_sha256']]"
+    " for r in rows]))\n"
+)
+
+
 @pytest.fixture(scope="module")
-def logreg_rows() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+def fresh_process(tmp_path_factory) -> Iterator[Callable[[], subprocess.CompletedProcess[str]]]:
+    """A new interpreter running each library's logistic regression (FRESH), started before the
+    in-process runs it is compared with (logreg_rows requests it first), so that the two overlap:
+    most of it is importing torch and TensorFlow. Gives a function that waits for it."""
+    folder = tmp_path_factory.mktemp("fresh")
+    specs = [first_spec(["+sweep=seeds"], lib).to_json() for lib in LIBRARIES]
+    (folder / "specs.json").write_text(json.dumps(specs))
+    with (
+        open(folder / "specs.json") as stdin,
+        open(folder / "out", "w+") as out,
+        open(folder / "err", "w+") as err,
+    ):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", FRESH], stdin=stdin, stdout=out, stderr=err, text=True
+        )
+
+        def done() -> subprocess.CompletedProcess[str]:
+            proc.wait(timeout=180)
+            out.seek(0)
+            err.seek(0)
+            return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+
+        try:
+            yield done
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def logreg_rows(fresh_process) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     """Each library's default logistic regression (30 epochs, breast_cancer), run twice in-process."""
     rows = {}
     for library in LIBRARIES:
@@ -80,24 +122,10 @@ def test_same_spec_twice_gives_the_same_bits(logreg_rows, library: str) -> None:
 
 
 @pytest.mark.slow
-def test_same_spec_in_a_fresh_process_gives_the_same_bits(logreg_rows) -> None:
-    """Repeatability across processes, not only within one: a new interpreter per library."""
-    specs = [first_spec(["+sweep=seeds"], lib).to_json() for lib in LIBRARIES]
-    code = (
-        "import json, sys\n"
-        "from bench import trial\n"
-        "from bench.spec import TrialSpec\n"
-        "rows = [trial.run(TrialSpec.from_dict(json.loads(s))) for s in json.load(sys.stdin)]\n"
-        "print(json.dumps([[r['status'], r['weights_sha256'], r['predictions_sha256']]"
-        " for r in rows]))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        input=json.dumps(specs),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+def test_same_spec_in_a_fresh_process_gives_the_same_bits(logreg_rows, fresh_process) -> None:
+    """Repeatability across processes, not only within one: a new interpreter for the three
+    libraries (fresh_process), against this one's rows."""
+    out = fresh_process()
     assert out.returncode == 0, out.stderr[-2000:]
     fresh = json.loads(out.stdout.strip().splitlines()[-1])
     for library, (status, weights, predictions) in zip(LIBRARIES, fresh, strict=True):
