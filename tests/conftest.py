@@ -129,6 +129,56 @@ def bench_cli_at_once() -> Callable[..., list[subprocess.CompletedProcess[str]]]
     return run
 
 
+class Started:
+    """`python -m bench ARGS` (the user's environment) started now, in a session of its own, and
+    collected later with `result()`: a module's sweep that runs beside the module's in-process
+    tests, which compute in this process meanwhile (two cores: neither waits for the other).
+    `stop()` ends it and every process it started (Ray's included) if it is still running."""
+
+    def __init__(self, args: Sequence[str], cwd: Path, timeout: float, output: Path) -> None:
+        self.deadline = time.monotonic() + timeout
+        self._output = output  # its stdout and stderr, as files: no pipe to fill
+        with open(self._output / "out", "w") as out, open(self._output / "err", "w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bench", *args], cwd=cwd, env=_USER_ENV, text=True,
+                stdout=out, stderr=err, start_new_session=True,
+            )  # fmt: skip
+
+    def result(self) -> subprocess.CompletedProcess[str]:
+        try:
+            self.proc.wait(timeout=max(1.0, self.deadline - time.monotonic()))
+        finally:
+            self.stop()
+        out, err = ((self._output / name).read_text() for name in ("out", "err"))
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def start_bench(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Started | None]:
+    """start_bench(request, fixture, args, cwd, timeout): start `python -m bench ARGS` now (a
+    Started) if a test selected in the requesting module uses `fixture`, else None. For an autouse
+    module fixture, so that a module's sweep starts with its first test and overlaps the rest."""
+
+    def start(
+        request: pytest.FixtureRequest, fixture: str, args: Sequence[str], cwd: Path, timeout: float
+    ) -> Started | None:
+        wanted = any(
+            item.module is request.module and fixture in getattr(item, "fixturenames", ())
+            for item in request.session.items
+        )
+        if not wanted:
+            return None
+        return Started(args, cwd, timeout, tmp_path_factory.mktemp("started"))
+
+    return start
+
+
 @dataclass(frozen=True)
 class SmokeRun:
     args: list[str]  # after `python -m bench`
