@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,16 @@ def bench_cli_at_once() -> Callable[..., list[subprocess.CompletedProcess[str]]]
     return run
 
 
+def _selected(request: pytest.FixtureRequest, fixture: str) -> bool:
+    """Whether a test selected in this session (for a module-scoped request, in its module)
+    uses `fixture`."""
+    module = request.module if request.scope == "module" else None
+    return any(
+        fixture in getattr(item, "fixturenames", ()) and module in (None, item.module)
+        for item in request.session.items
+    )
+
+
 class Started:
     """`python -m bench ARGS` (the user's environment) started now, in a session of its own, and
     collected later with `result()`: a module's sweep that runs beside the module's in-process
@@ -168,11 +178,7 @@ def start_bench(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Start
     def start(
         request: pytest.FixtureRequest, fixture: str, args: Sequence[str], cwd: Path, timeout: float
     ) -> Started | None:
-        wanted = any(
-            item.module is request.module and fixture in getattr(item, "fixturenames", ())
-            for item in request.session.items
-        )
-        if not wanted:
+        if not _selected(request, fixture):
             return None
         return Started(args, cwd, timeout, tmp_path_factory.mktemp("started"))
 
@@ -187,8 +193,25 @@ class SmokeRun:
     run_dir: Path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def smoke_run_started(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Started, list[str], Path] | None]:
+    """smoke_run's sweep, started with the session's first test when a selected test uses it:
+    it runs beside the tests before the first that reads it (none of those times anything)."""
+    if not _selected(request, "smoke_run"):
+        yield None
+        return
+    results_dir = tmp_path_factory.mktemp("smoke-results")
+    args = ["+sweep=smoke", f"results_dir={results_dir}", "progress=false", "report=true"]
+    cwd, output = tmp_path_factory.mktemp("smoke-cwd"), tmp_path_factory.mktemp("started")
+    started = Started(args, cwd, 900, output)
+    yield started, args, results_dir
+    started.stop()
+
+
 @pytest.fixture(scope="session")
-def smoke_run(bench_cli: CliRunner, tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+def smoke_run(smoke_run_started) -> SmokeRun:
     """`python -m bench +sweep=smoke report=true` as a user runs it (12 trials: three libraries,
     split-varied seeds and fixed-seed repeats, on embedded Ray), once for the whole session:
     test_runner.py, test_report.py, test_provenance.py and test_modelstore.py each assert what
@@ -196,9 +219,8 @@ def smoke_run(bench_cli: CliRunner, tmp_path_factory: pytest.TempPathFactory) ->
     first)."""
     from bench import store
 
-    results_dir = tmp_path_factory.mktemp("smoke-results")
-    args = ["+sweep=smoke", f"results_dir={results_dir}", "progress=false", "report=true"]
-    proc = bench_cli(args, cwd=tmp_path_factory.mktemp("smoke-cwd"), timeout=300)
+    started, args, results_dir = smoke_run_started
+    proc = started.result()
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     runs = store.run_dirs(results_dir / "smoke")
     assert len(runs) == 1, runs
