@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,62 @@ def bench_cli_at_once() -> Callable[..., list[subprocess.CompletedProcess[str]]]
     return run
 
 
+def _selected(request: pytest.FixtureRequest, fixture: str) -> bool:
+    """Whether a test selected in this session (for a module-scoped request, in its module)
+    uses `fixture`."""
+    module = request.module if request.scope == "module" else None
+    return any(
+        fixture in getattr(item, "fixturenames", ()) and module in (None, item.module)
+        for item in request.session.items
+    )
+
+
+class Started:
+    """`python -m bench ARGS` (the user's environment) started now, in a session of its own, and
+    collected later with `result()`: a module's sweep that runs beside the module's in-process
+    tests, which compute in this process meanwhile (two cores: neither waits for the other).
+    `stop()` ends it and every process it started (Ray's included) if it is still running."""
+
+    def __init__(self, args: Sequence[str], cwd: Path, timeout: float, output: Path) -> None:
+        self.deadline = time.monotonic() + timeout
+        self._output = output  # its stdout and stderr, as files: no pipe to fill
+        with open(self._output / "out", "w") as out, open(self._output / "err", "w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bench", *args], cwd=cwd, env=_USER_ENV, text=True,
+                stdout=out, stderr=err, start_new_session=True,
+            )  # fmt: skip
+
+    def result(self) -> subprocess.CompletedProcess[str]:
+        try:
+            self.proc.wait(timeout=max(1.0, self.deadline - time.monotonic()))
+        finally:
+            self.stop()
+        out, err = ((self._output / name).read_text() for name in ("out", "err"))
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def start_bench(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Started | None]:
+    """start_bench(request, fixture, args, cwd, timeout): start `python -m bench ARGS` now (a
+    Started) if a test selected in the requesting module uses `fixture`, else None. For an autouse
+    module fixture, so that a module's sweep starts with its first test and overlaps the rest."""
+
+    def start(
+        request: pytest.FixtureRequest, fixture: str, args: Sequence[str], cwd: Path, timeout: float
+    ) -> Started | None:
+        if not _selected(request, fixture):
+            return None
+        return Started(args, cwd, timeout, tmp_path_factory.mktemp("started"))
+
+    return start
+
+
 @dataclass(frozen=True)
 class SmokeRun:
     args: list[str]  # after `python -m bench`
@@ -137,8 +193,25 @@ class SmokeRun:
     run_dir: Path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def smoke_run_started(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Started, list[str], Path] | None]:
+    """smoke_run's sweep, started with the session's first test when a selected test uses it:
+    it runs beside the tests before the first that reads it (none of those times anything)."""
+    if not _selected(request, "smoke_run"):
+        yield None
+        return
+    results_dir = tmp_path_factory.mktemp("smoke-results")
+    args = ["+sweep=smoke", f"results_dir={results_dir}", "progress=false", "report=true"]
+    cwd, output = tmp_path_factory.mktemp("smoke-cwd"), tmp_path_factory.mktemp("started")
+    started = Started(args, cwd, 900, output)
+    yield started, args, results_dir
+    started.stop()
+
+
 @pytest.fixture(scope="session")
-def smoke_run(bench_cli: CliRunner, tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+def smoke_run(smoke_run_started) -> SmokeRun:
     """`python -m bench +sweep=smoke report=true` as a user runs it (12 trials: three libraries,
     split-varied seeds and fixed-seed repeats, on embedded Ray), once for the whole session:
     test_runner.py, test_report.py, test_provenance.py and test_modelstore.py each assert what
@@ -146,9 +219,8 @@ def smoke_run(bench_cli: CliRunner, tmp_path_factory: pytest.TempPathFactory) ->
     first)."""
     from bench import store
 
-    results_dir = tmp_path_factory.mktemp("smoke-results")
-    args = ["+sweep=smoke", f"results_dir={results_dir}", "progress=false", "report=true"]
-    proc = bench_cli(args, cwd=tmp_path_factory.mktemp("smoke-cwd"), timeout=300)
+    started, args, results_dir = smoke_run_started
+    proc = started.result()
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     runs = store.run_dirs(results_dir / "smoke")
     assert len(runs) == 1, runs

@@ -366,10 +366,22 @@ SMALL = [
 ]
 
 
-@pytest.fixture(scope="module")
-def small_run(bench_cli, heart_dir: Path, tmp_path_factory) -> tuple[Path, pd.DataFrame, str]:
+@pytest.fixture(scope="module", autouse=True)
+def small_run_started(start_bench, request, heart_dir: Path, tmp_path_factory):
+    """small_run's sweep, started with this module's first test: it runs on Ray beside the
+    in-process tests above, none of which times anything."""
     where = tmp_path_factory.mktemp("heart")
-    out = bench_cli([*heart(heart_dir), *SMALL, f"results_dir={where}"], cwd=where, timeout=300)
+    args = [*heart(heart_dir), *SMALL, f"results_dir={where}"]
+    started = start_bench(request, "small_run", args, cwd=where, timeout=300)
+    yield started, where
+    if started is not None:
+        started.stop()
+
+
+@pytest.fixture(scope="module")
+def small_run(small_run_started) -> tuple[Path, pd.DataFrame, str]:
+    started, where = small_run_started
+    out = started.result()
     assert out.returncode == 0, out.stderr[-3000:]
     run_dir = where / "heart" / "small"
     return run_dir, pd.read_parquet(run_dir), out.stdout
