@@ -336,6 +336,9 @@ def test_a_running_driver_holds_its_run_and_a_second_is_refused(
     assert (df["status"] == "ok").all()
 
 
+# The default run covers both halves: the driver SIGKILL above, and test_stop_resume's rows_to=workers
+# sweep stopped mid-run and resumed to one ok row per trial (CI's 30 minutes).
+@pytest.mark.extended
 def test_driver_sigkill_with_workers_writing_parts_loses_nothing(tmp_path: Path) -> None:
     """rows_to=workers: each task's part is on disk before the task returns, so the parts are the
     journal; a killed driver loses nothing and resume gives one row per trial."""
